@@ -1,0 +1,550 @@
+"""cffi builder for zocket's glibc bindings (API mode: compiled against the real headers).
+
+Run at install time through setup.py's ``cffi_modules``; by hand with
+``python zocket/_build_libc.py`` (writes the extension next to this file).
+
+Declarations are kept by area, each a small record of the headers it needs,
+the types, the functions and any C of our own. Every constant is declared as
+``#define NAME ...`` so that the C compiler supplies its value: no number in
+this package is copied from a header by hand.
+
+Optional calls (newer syscalls) are wrapped in C that fails with ENOSYS when
+the headers lack them, and are flagged ``HAS_<NAME>`` so the Python layer can
+tell.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from cffi import FFI
+
+
+@dataclass(frozen=True)
+class Area:
+    name: str
+    includes: str
+    cdef: str
+    source: str = ""
+
+
+SOCKET = Area(
+    "socket",
+    includes="""
+#include <sys/types.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+""",
+    cdef="""
+#define AF_UNSPEC ...
+#define AF_INET ...
+#define AF_INET6 ...
+#define AF_UNIX ...
+#define SOCK_STREAM ...
+#define SOCK_DGRAM ...
+#define SOCK_SEQPACKET ...
+#define SOCK_NONBLOCK ...
+#define SOCK_CLOEXEC ...
+#define SOL_SOCKET ...
+#define SO_REUSEADDR ...
+#define SO_REUSEPORT ...
+#define SO_ACCEPTCONN ...
+#define SO_TYPE ...
+#define SO_DOMAIN ...
+#define SO_PROTOCOL ...
+#define SO_ERROR ...
+#define SO_KEEPALIVE ...
+#define SO_RCVBUF ...
+#define SO_SNDBUF ...
+#define SO_PASSCRED ...
+#define SOMAXCONN ...
+#define IPPROTO_TCP ...
+#define IPPROTO_IPV6 ...
+#define IPV6_V6ONLY ...
+#define TCP_NODELAY ...
+#define TCP_DEFER_ACCEPT ...
+#define SCM_RIGHTS ...
+#define MSG_CMSG_CLOEXEC ...
+#define MSG_NOSIGNAL ...
+#define MSG_DONTWAIT ...
+#define MSG_CTRUNC ...
+#define MSG_TRUNC ...
+#define SHUT_RD ...
+#define SHUT_WR ...
+#define SHUT_RDWR ...
+
+typedef int... socklen_t;
+typedef int... sa_family_t;
+typedef int... in_port_t;
+
+struct sockaddr { sa_family_t sa_family; ...; };
+struct sockaddr_storage { sa_family_t ss_family; ...; };
+struct in_addr { uint32_t s_addr; };
+struct sockaddr_in {
+    sa_family_t sin_family;
+    in_port_t sin_port;
+    struct in_addr sin_addr;
+    ...;
+};
+struct in6_addr { uint8_t s6_addr[16]; ...; };
+struct sockaddr_in6 {
+    sa_family_t sin6_family;
+    in_port_t sin6_port;
+    uint32_t sin6_flowinfo;
+    struct in6_addr sin6_addr;
+    uint32_t sin6_scope_id;
+    ...;
+};
+struct sockaddr_un { sa_family_t sun_family; char sun_path[...]; ...; };
+struct iovec { void *iov_base; size_t iov_len; };
+struct msghdr {
+    void *msg_name;
+    socklen_t msg_namelen;
+    struct iovec *msg_iov;
+    size_t msg_iovlen;
+    void *msg_control;
+    size_t msg_controllen;
+    int msg_flags;
+    ...;
+};
+struct cmsghdr { size_t cmsg_len; int cmsg_level; int cmsg_type; ...; };
+
+int socket(int domain, int type, int protocol);
+int socketpair(int domain, int type, int protocol, int sv[2]);
+int setsockopt(int fd, int level, int optname, const void *optval, socklen_t optlen);
+int getsockopt(int fd, int level, int optname, void *optval, socklen_t *optlen);
+int bind(int fd, const struct sockaddr *addr, socklen_t addrlen);
+int listen(int fd, int backlog);
+int accept4(int fd, struct sockaddr *addr, socklen_t *addrlen, int flags);
+int connect(int fd, const struct sockaddr *addr, socklen_t addrlen);
+int getsockname(int fd, struct sockaddr *addr, socklen_t *addrlen);
+int getpeername(int fd, struct sockaddr *addr, socklen_t *addrlen);
+int shutdown(int fd, int how);
+ssize_t sendmsg(int fd, const struct msghdr *msg, int flags);
+ssize_t recvmsg(int fd, struct msghdr *msg, int flags);
+
+uint16_t htons(uint16_t);
+uint16_t ntohs(uint16_t);
+
+/* Macros, declared as functions: cffi compiles a call to each. */
+size_t CMSG_SPACE(size_t);
+size_t CMSG_LEN(size_t);
+struct cmsghdr *CMSG_FIRSTHDR(struct msghdr *);
+struct cmsghdr *CMSG_NXTHDR(struct msghdr *, struct cmsghdr *);
+unsigned char *CMSG_DATA(struct cmsghdr *);
+""",
+)
+
+
+FCNTL = Area(
+    "fcntl",
+    includes="""
+#include <fcntl.h>
+#include <unistd.h>
+#include <sys/syscall.h>
+#include <sys/resource.h>
+""",
+    cdef="""
+#define F_GETFD ...
+#define F_SETFD ...
+#define F_GETFL ...
+#define F_SETFL ...
+#define F_DUPFD ...
+#define F_DUPFD_CLOEXEC ...
+#define FD_CLOEXEC ...
+#define O_RDONLY ...
+#define O_WRONLY ...
+#define O_RDWR ...
+#define O_APPEND ...
+#define O_NONBLOCK ...
+#define O_CLOEXEC ...
+#define O_DIRECT ...
+#define O_ASYNC ...
+#define O_NOATIME ...
+#define CLOSE_RANGE_CLOEXEC ...
+
+static const int HAS_CLOSE_RANGE;
+
+int fcntl(int fd, int cmd, ...);
+int dup(int fd);
+int dup2(int oldfd, int newfd);
+int dup3(int oldfd, int newfd, int flags);
+int close(int fd);
+int pipe2(int pipefd[2], int flags);
+ssize_t read(int fd, void *buf, size_t count);
+ssize_t write(int fd, const void *buf, size_t count);
+int zocket_close_range(unsigned int first, unsigned int last, int flags);
+""",
+    source="""
+#ifndef CLOSE_RANGE_CLOEXEC
+#define CLOSE_RANGE_CLOEXEC (1U << 2)
+#endif
+#ifdef SYS_close_range
+static const int HAS_CLOSE_RANGE = 1;
+#else
+static const int HAS_CLOSE_RANGE = 0;
+#endif
+
+/* close_range(2) through syscall(): glibc only wraps it since 2.34. */
+static int zocket_close_range(unsigned int first, unsigned int last, int flags)
+{
+#ifdef SYS_close_range
+    return (int)syscall(SYS_close_range, first, last, flags);
+#else
+    errno = ENOSYS;
+    return -1;
+#endif
+}
+""",
+)
+
+
+SIGNAL = Area(
+    "signal",
+    includes="""
+#include <signal.h>
+""",
+    cdef="""
+#define SIGHUP ...
+#define SIGINT ...
+#define SIGQUIT ...
+#define SIGKILL ...
+#define SIGUSR1 ...
+#define SIGUSR2 ...
+#define SIGPIPE ...
+#define SIGALRM ...
+#define SIGTERM ...
+#define SIGCHLD ...
+#define SIGCONT ...
+#define SIGSTOP ...
+#define SIGTSTP ...
+#define SIGWINCH ...
+#define SIGXFSZ ...
+""",
+)
+
+
+PROCESS = Area(
+    "process",
+    includes="""
+#include <errno.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+""",
+    cdef="""
+typedef int... pid_t;
+
+#define WNOHANG ...
+#define WUNTRACED ...
+#define WCONTINUED ...
+#define PR_SET_PDEATHSIG ...
+#define PR_GET_PDEATHSIG ...
+#define PR_SET_CHILD_SUBREAPER ...
+#define PR_GET_CHILD_SUBREAPER ...
+#define PR_SET_NAME ...
+
+static const int HAS_PIDFD_OPEN;
+static const int HAS_PIDFD_SEND_SIGNAL;
+
+pid_t fork(void);
+int execvp(const char *file, char *const argv[]);
+int execve(const char *path, char *const argv[], char *const envp[]);
+pid_t waitpid(pid_t pid, int *wstatus, int options);
+int kill(pid_t pid, int sig);
+int setpgid(pid_t pid, pid_t pgid);
+pid_t getpgid(pid_t pid);
+pid_t getpid(void);
+pid_t getppid(void);
+int prctl(int option, ...);
+int zocket_pidfd_open(pid_t pid, unsigned int flags);
+int zocket_pidfd_send_signal(int pidfd, int sig, unsigned int flags);
+
+int WIFEXITED(int);
+int WEXITSTATUS(int);
+int WIFSIGNALED(int);
+int WTERMSIG(int);
+int WIFSTOPPED(int);
+int WSTOPSIG(int);
+
+/* The fork-to-exec path, in C so that nothing between fork and exec
+   allocates or takes a lock. See zocket_spawn in the source below. */
+#define ZOCKET_SPAWN_MAX_FDS ...
+#define ZOCKET_STAGE_EXEC ...
+#define ZOCKET_STAGE_SETPGID ...
+#define ZOCKET_STAGE_PDEATHSIG ...
+#define ZOCKET_STAGE_FDS ...
+#define ZOCKET_STAGE_CHDIR ...
+pid_t zocket_spawn(char *const paths[], char *const argv[], char *envp[],
+                   int listen_pid_slot, const int fds[], int nfds,
+                   int errpipe, int new_group, int deathsig, const char *cwd);
+""",
+    source=r"""
+#ifdef SYS_pidfd_open
+static const int HAS_PIDFD_OPEN = 1;
+#else
+static const int HAS_PIDFD_OPEN = 0;
+#endif
+#ifdef SYS_pidfd_send_signal
+static const int HAS_PIDFD_SEND_SIGNAL = 1;
+#else
+static const int HAS_PIDFD_SEND_SIGNAL = 0;
+#endif
+
+static int zocket_pidfd_open(pid_t pid, unsigned int flags)
+{
+#ifdef SYS_pidfd_open
+    return (int)syscall(SYS_pidfd_open, pid, flags);
+#else
+    errno = ENOSYS;
+    return -1;
+#endif
+}
+
+static int zocket_pidfd_send_signal(int pidfd, int sig, unsigned int flags)
+{
+#ifdef SYS_pidfd_send_signal
+    return (int)syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, flags);
+#else
+    errno = ENOSYS;
+    return -1;
+#endif
+}
+
+#define ZOCKET_SPAWN_MAX_FDS 64
+#define ZOCKET_STAGE_EXEC 0
+#define ZOCKET_STAGE_SETPGID 1
+#define ZOCKET_STAGE_PDEATHSIG 2
+#define ZOCKET_STAGE_FDS 3
+#define ZOCKET_STAGE_CHDIR 4
+
+/* Tell the parent which step failed and why, then die. Only async-signal-safe
+   calls from here on: the child of a threaded, allocating parent may not touch
+   malloc or any lock. */
+static void zocket_child_fail(int errpipe, int stage, int err)
+{
+    int report[2];
+    report[0] = stage;
+    report[1] = err;
+    (void)!write(errpipe, report, sizeof report);
+    _exit(127);
+}
+
+/* Write the decimal pid after "LISTEN_PID=" in a slot the parent sized for it. */
+static void zocket_put_pid(char *slot, pid_t pid)
+{
+    char digits[24];
+    int n = 0;
+    char *p = strchr(slot, '=') + 1;
+    do {
+        digits[n++] = (char)('0' + pid % 10);
+        pid /= 10;
+    } while (pid > 0);
+    while (n > 0)
+        *p++ = digits[--n];
+    *p = '\0';
+}
+
+static void zocket_child(char *const paths[], char *const argv[], char *envp[],
+                         int listen_pid_slot, const int fds[], int nfds,
+                         int errpipe, int new_group, int deathsig,
+                         const char *cwd, pid_t parent)
+{
+    struct sigaction dfl;
+    int high[ZOCKET_SPAWN_MAX_FDS];
+    int first_free = 3 + nfds;
+    int i, sig, saved = ENOENT;
+
+    /* Dispositions the holder set (ignored SIGPIPE, its own handlers) must not
+       reach the server: ignored signals survive exec. Signals are still
+       blocked here, so no handler of the parent can run in this child. */
+    memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    sigemptyset(&dfl.sa_mask);
+    for (sig = 1; sig < NSIG; sig++)
+        if (sig != SIGKILL && sig != SIGSTOP)
+            (void)sigaction(sig, &dfl, NULL);
+
+    if (new_group && setpgid(0, 0) < 0)
+        zocket_child_fail(errpipe, ZOCKET_STAGE_SETPGID, errno);
+
+    if (deathsig) {
+        if (prctl(PR_SET_PDEATHSIG, (unsigned long)deathsig, 0UL, 0UL, 0UL) < 0)
+            zocket_child_fail(errpipe, ZOCKET_STAGE_PDEATHSIG, errno);
+        /* The holder may have died before prctl: then nobody will signal us. */
+        if (getppid() != parent)
+            _exit(128 + deathsig);
+    }
+
+    if (listen_pid_slot >= 0)
+        zocket_put_pid(envp[listen_pid_slot], getpid());
+
+    /* Move the error pipe and every held fd above the target range first, so
+       that placing fd i on 3+i can never overwrite a source still needed. */
+    if (errpipe < first_free) {
+        errpipe = fcntl(errpipe, F_DUPFD_CLOEXEC, first_free);
+        if (errpipe < 0)
+            _exit(127);
+    }
+    for (i = 0; i < nfds; i++) {
+        high[i] = fcntl(fds[i], F_DUPFD_CLOEXEC, first_free);
+        if (high[i] < 0)
+            zocket_child_fail(errpipe, ZOCKET_STAGE_FDS, errno);
+    }
+    /* dup2 onto a different number clears close-on-exec on the target. */
+    for (i = 0; i < nfds; i++)
+        if (dup2(high[i], 3 + i) < 0)
+            zocket_child_fail(errpipe, ZOCKET_STAGE_FDS, errno);
+
+    /* Everything else of the holder's is closed by exec. */
+#ifdef SYS_close_range
+    if (syscall(SYS_close_range, (unsigned int)first_free, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
+#endif
+    {
+        struct rlimit rl;
+        int fd, last = 65536;
+        if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+            last = (int)rl.rlim_cur;
+        for (fd = first_free; fd < last; fd++)
+            if (fd != errpipe)
+                (void)fcntl(fd, F_SETFD, FD_CLOEXEC);
+    }
+
+    if (cwd != NULL && chdir(cwd) < 0)
+        zocket_child_fail(errpipe, ZOCKET_STAGE_CHDIR, errno);
+
+    /* A server starts with no signal blocked, whatever the holder had. */
+    {
+        sigset_t none;
+        sigemptyset(&none);
+        (void)sigprocmask(SIG_SETMASK, &none, NULL);
+    }
+
+    /* execvp's search, over candidates the parent built: keep looking past
+       ENOENT/ENOTDIR, remember EACCES, stop at anything else. */
+    for (i = 0; paths[i] != NULL; i++) {
+        execve(paths[i], argv, envp);
+        if (errno != ENOENT && errno != ENOTDIR) {
+            saved = errno;
+            if (errno != EACCES)
+                break;
+        }
+    }
+    zocket_child_fail(errpipe, ZOCKET_STAGE_EXEC, saved);
+}
+
+/* fork, then in the child: reset signals, own process group, parent-death
+   signal, LISTEN_PID, held fds on 3.., close-on-exec everything else, exec.
+   Returns the child's pid, or -1 with errno set if fork failed. */
+static pid_t zocket_spawn(char *const paths[], char *const argv[], char *envp[],
+                          int listen_pid_slot, const int fds[], int nfds,
+                          int errpipe, int new_group, int deathsig, const char *cwd)
+{
+    sigset_t all, old;
+    pid_t parent = getpid();
+    pid_t pid;
+    int err;
+
+    if (nfds < 0 || nfds > ZOCKET_SPAWN_MAX_FDS) {
+        errno = EINVAL;
+        return -1;
+    }
+    /* Block every signal across fork so that no handler of ours runs in the
+       child (it would write into the parent's wake-up pipe). */
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    pid = fork();
+    if (pid == 0)
+        zocket_child(paths, argv, envp, listen_pid_slot, fds, nfds, errpipe,
+                     new_group, deathsig, cwd, parent);
+    err = errno;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    errno = err;
+    return pid;
+}
+""",
+)
+
+
+INOTIFY = Area(
+    "inotify",
+    includes="""
+#include <sys/inotify.h>
+""",
+    cdef="""
+#define IN_NONBLOCK ...
+#define IN_CLOEXEC ...
+#define IN_ACCESS ...
+#define IN_MODIFY ...
+#define IN_ATTRIB ...
+#define IN_CLOSE_WRITE ...
+#define IN_CLOSE_NOWRITE ...
+#define IN_OPEN ...
+#define IN_MOVED_FROM ...
+#define IN_MOVED_TO ...
+#define IN_CREATE ...
+#define IN_DELETE ...
+#define IN_DELETE_SELF ...
+#define IN_MOVE_SELF ...
+#define IN_UNMOUNT ...
+#define IN_Q_OVERFLOW ...
+#define IN_IGNORED ...
+#define IN_ONLYDIR ...
+#define IN_DONT_FOLLOW ...
+#define IN_EXCL_UNLINK ...
+#define IN_MASK_ADD ...
+#define IN_ISDIR ...
+#define IN_ONESHOT ...
+#define IN_ALL_EVENTS ...
+
+struct inotify_event { int wd; uint32_t mask; uint32_t cookie; uint32_t len; ...; };
+
+int inotify_init1(int flags);
+int inotify_add_watch(int fd, const char *pathname, uint32_t mask);
+int inotify_rm_watch(int fd, int wd);
+""",
+)
+
+
+VERSION = Area(
+    "version",
+    includes="",
+    cdef="const char *zocket_build_version(void);",
+    source="",  # filled in by make_ffi(): the package version the module was built for
+)
+
+AREAS = (SOCKET, FCNTL, SIGNAL, PROCESS, INOTIFY)
+
+
+def _package_version() -> str:
+    namespace: dict[str, str] = {}
+    here = os.path.dirname(os.path.abspath(__file__))
+    with open(os.path.join(here, "_version.py"), encoding="utf-8") as f:
+        exec(f.read(), namespace)
+    return namespace["__version__"]
+
+
+def make_ffi() -> FFI:
+    ffi = FFI()
+    for area in AREAS + (VERSION,):
+        ffi.cdef(area.cdef)
+    version = _package_version()
+    source = "\n".join(
+        ["#include <errno.h>", "#include <pthread.h>"]
+        + [a.includes for a in AREAS]
+        + [a.source for a in AREAS]
+        + [f'static const char *zocket_build_version(void) {{ return "{version}"; }}']
+    )
+    ffi.set_source("zocket._libc_cffi", source)
+    return ffi
+
+
+ffibuilder = make_ffi()
+
+if __name__ == "__main__":
+    here = os.path.dirname(os.path.abspath(__file__))
+    ffibuilder.compile(tmpdir=os.path.dirname(here), verbose=True)
