@@ -95,6 +95,9 @@ def _listen(unset_environment: bool) -> list[tuple[str, socket.socket]]:
             # Like sd_listen_fds(): the fds were inherited on purpose once;
             # our own children (helpers, reloads) must not inherit them again.
             for fd in fds:
+                if (pid, fd) in _held:
+                    # Done when first taken; the app may have closed it since.
+                    continue
                 try:
                     os.set_inheritable(fd, False)
                 except OSError as error:
@@ -103,7 +106,7 @@ def _listen(unset_environment: bool) -> list[tuple[str, socket.socket]]:
                         f"LISTEN_FDS={count} promises fd {fd}, but it is not open: {error.strerror}",
                     ) from error
             names = decode_fdnames(os.environ.get("LISTEN_FDNAMES"), count)
-            result = []
+            result: list[tuple[str, socket.socket]] = []
             for fd, name in zip(fds, names):
                 sock = _adopt(pid, fd)
                 _names[(pid, fd)] = name

@@ -20,7 +20,7 @@ import ipaddress
 import os
 import re
 from dataclasses import dataclass
-from typing import Final, Union
+from typing import Final, TypeAlias
 
 from .fdnames import MAX_NAME_LENGTH, is_valid_fdname
 
@@ -143,8 +143,7 @@ class UnixAddress:
         return f"{UNIX_PREFIX}@{self.path}" if self.abstract else f"{UNIX_PREFIX}{self.path}"
 
 
-#: Union rather than "|" so the alias also works at runtime before Python 3.10.
-Address = Union[InetAddress, UnixAddress]
+Address: TypeAlias = InetAddress | UnixAddress
 
 
 @dataclass(frozen=True)
@@ -286,7 +285,9 @@ def parse_address(text: str, default_host: str = DEFAULT_HOST) -> Address:
         # cannot be told, so brackets are required even for the bare address.
         raise AddressError(f"malformed address {text!r}: {_IPV6_HINT}")
     host, _, port = text.partition(":")
-    return InetAddress(host or default_host, parse_port(port))
+    # Host first, so that errors are reported in reading order.
+    host = parse_host(host) if host else default_host
+    return InetAddress(host, parse_port(port))
 
 
 def _is_host(text: str) -> bool:

@@ -1,0 +1,186 @@
+"""``zocket [options] [PORT] COMMAND``: argparse over the Supervisor.
+
+Exit statuses (also in the README):
+    0..255  the server's own exit status; 128+N when it was killed by signal N
+    2       bad usage: unknown option, malformed address or port, empty command
+    3       a socket could not be held: address in use, permission, unknown host,
+            a unix path that exists and is not a socket
+    126     the command is not executable
+    127     the command was not found
+Every error is one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from . import libc
+from ._version import __version__
+from .addresses import DEFAULT_HOST, AddressError, InetAddress, ListenSpec, parse_host
+from .addresses import parse_listen, parse_port
+from .command import CommandError, split_command
+from .listeners import ListenError
+from .spawn import SpawnError
+from .supervisor import Config, Supervisor
+
+DEFAULT_PORT = 9999
+EXIT_USAGE = 2
+
+EPILOG = """\
+examples:
+  zocket 8000 "gunicorn app:app"
+  zocket 8000 -- uvicorn --fd {fd} app:app
+  zocket --listen 127.0.0.1:8000 --listen admin=unix:/run/app.sock -- gunicorn app:app
+
+The server gets the sockets on fd 3, 4, ... with LISTEN_FDS, LISTEN_PID and
+LISTEN_FDNAMES set, the way systemd hands them over. Placeholders in the
+command: {fd} {fd:NAME} {port} {port:NAME} {host} {host:NAME}.
+"""
+
+
+class UsageError(Exception):
+    exit_status = EXIT_USAGE
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="zocket",
+        description="Hold listening sockets and run a web server on them, so that it "
+        "restarts without refusing a connection.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "words",
+        nargs="*",
+        metavar="[PORT] COMMAND",
+        help="the port (default 9999), then the command: one quoted string, "
+        "split like a shell would without running one, or its words after --",
+    )
+    parser.add_argument("-p", "--port", help="the port to hold (0: any free port)")
+    parser.add_argument(
+        "--host",
+        help=f"address or name to bind the port on (default {DEFAULT_HOST}); "
+        "use 0.0.0.0 or :: to accept connections from other machines",
+    )
+    parser.add_argument(
+        "-l",
+        "--listen",
+        action="append",
+        default=[],
+        metavar="[NAME=]ADDR",
+        help="hold one more socket: HOST:PORT, [V6]:PORT, unix:PATH or unix:@ABSTRACT; "
+        "repeatable, handed over in order",
+    )
+    parser.add_argument(
+        "--backlog",
+        type=int,
+        default=libc.SOMAXCONN,
+        help=f"listen() backlog (default SOMAXCONN = {libc.SOMAXCONN})",
+    )
+    parser.add_argument(
+        "--shell", action="store_true", help="run the command through /bin/sh -c"
+    )
+    parser.add_argument(
+        "--stop-timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="after a stop signal, how long the server has before SIGKILL (default 10)",
+    )
+    parser.add_argument(
+        "--no-respawn",
+        dest="respawn",
+        action="store_false",
+        help="when the server exits by itself, exit with its status instead of starting it again",
+    )
+    parser.add_argument("--version", action="version", version=f"zocket {__version__}")
+    return parser
+
+
+def parse_args(argv: Sequence[str]) -> Config:
+    """The Config that ``zocket ARGV`` describes; raises UsageError (one line) or exits for --help."""
+    argv = list(argv)
+    after: list[str] | None = None
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, after = argv[:cut], argv[cut + 1 :]
+    parser = _QuietParser.from_parser(build_parser())
+    args = parser.parse_args(argv)
+    words = list(args.words)
+
+    port_text = args.port
+    if words and words[0].isdigit() and after is None and len(words) == 1:
+        raise UsageError(f"no command given after the port {words[0]}: zocket [PORT] COMMAND")
+    if words and words[0].isdigit():
+        if port_text is not None:
+            raise UsageError(f"the port is given twice: --port {port_text} and {words[0]}")
+        port_text = words.pop(0)
+    if after is not None:
+        if words:
+            raise UsageError(f"unexpected {words[0]!r} before --: give the command after --")
+        words = after
+    if args.backlog < 1:
+        raise UsageError(f"--backlog must be at least 1, not {args.backlog}")
+    if args.stop_timeout < 0:
+        raise UsageError(f"--stop-timeout must not be negative, not {args.stop_timeout:g}")
+
+    try:
+        specs: list[ListenSpec] = []
+        if port_text is not None or not args.listen:
+            port = parse_port(port_text) if port_text is not None else DEFAULT_PORT
+            host = parse_host(args.host) if args.host is not None else DEFAULT_HOST
+            specs.append(ListenSpec(InetAddress(host, port)))
+        elif args.host is not None:
+            raise UsageError("--host goes with a port; with --listen, put the host in ADDR")
+        specs.extend(parse_listen(text) for text in args.listen)
+        command = split_command(words, shell=args.shell)
+    except (AddressError, CommandError) as exc:
+        raise UsageError(str(exc)) from None
+    if not words:
+        raise UsageError("no command given: zocket [PORT] COMMAND")
+    return Config(
+        listen=specs,
+        command=command,
+        backlog=args.backlog,
+        stop_timeout=args.stop_timeout,
+        respawn=args.respawn,
+    )
+
+
+class _QuietParser(argparse.ArgumentParser):
+    """argparse, but its errors become UsageError so that main() prints one line."""
+
+    @classmethod
+    def from_parser(cls, parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        parser.__class__ = cls
+        return parser
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(message)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit status (the console script exits with it)."""
+    if argv is None:
+        argv = sys.argv[1:]
+    try:
+        config = parse_args(argv)
+        supervisor = Supervisor(config)
+        supervisor.open()
+        return supervisor.run()
+    except (UsageError, ListenError, SpawnError, CommandError) as exc:
+        _error(str(exc))
+        return exc.exit_status
+    except KeyboardInterrupt:
+        return 130
+
+
+def _error(message: str) -> None:
+    try:
+        sys.stderr.write(f"zocket: error: {message}\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
