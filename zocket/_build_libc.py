@@ -16,13 +16,13 @@ tell.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from cffi import FFI
 
 
-@dataclass(frozen=True)
-class Area:
+# A NamedTuple, not a dataclass: cffi exec()s this file outside sys.modules.
+class Area(NamedTuple):
     name: str
     includes: str
     cdef: str
