@@ -13,6 +13,7 @@ Every error is one line on stderr, never a traceback.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -22,7 +23,9 @@ from .addresses import DEFAULT_HOST, AddressError, InetAddress, ListenSpec, pars
 from .addresses import parse_listen, parse_port
 from .command import CommandError, split_command
 from .listeners import ListenError
+from .readiness import ReadyMode, parse_ready_mode
 from .spawn import SpawnError
+from .watch import DEFAULT_IGNORES, WatchError
 from .supervisor import Config, Supervisor
 
 DEFAULT_PORT = 9999
@@ -83,18 +86,71 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--shell", action="store_true", help="run the command through /bin/sh -c"
     )
-    parser.add_argument(
+    restarts = parser.add_argument_group("restarts")
+    restarts.add_argument(
+        "--watch",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="restart when a file under PATH changes (repeatable; inotify, recursive)",
+    )
+    restarts.add_argument(
+        "--ignore",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="file or directory names --watch skips, added to the defaults "
+        "(.git, __pycache__, *.pyc, editor swap files, ...)",
+    )
+    restarts.add_argument(
+        "--debounce",
+        type=_seconds,
+        default=0.02,
+        metavar="SECONDS",
+        help="changes closer together than this make one restart (default 0.02)",
+    )
+    restarts.add_argument(
+        "--ready",
+        type=_ready_mode,
+        default=ReadyMode("auto"),
+        metavar="MODE",
+        help="when a new generation counts as ready: auto (a process waits on a held "
+        "socket, seen in /proc; the default), notify (READY=1 on NOTIFY_SOCKET), "
+        "delay:SECONDS or none",
+    )
+    restarts.add_argument(
+        "--ready-timeout",
+        type=_seconds,
+        default=60.0,
+        metavar="SECONDS",
+        help="a generation not ready by then is stopped; the old one keeps serving (default 60)",
+    )
+    restarts.add_argument(
+        "--no-overlap",
+        dest="overlap",
+        action="store_false",
+        help="stop the old generation before starting the new one (clients queue meanwhile)",
+    )
+    restarts.add_argument(
+        "--stop-signal",
+        type=_signal,
+        default=signal.SIGTERM,
+        metavar="SIGNAL",
+        help="how an old generation is asked to stop (default TERM)",
+    )
+    restarts.add_argument(
         "--stop-timeout",
-        type=float,
+        type=_seconds,
         default=10.0,
         metavar="SECONDS",
-        help="after a stop signal, how long the server has before SIGKILL (default 10)",
+        help="how long a generation has to stop before SIGKILL (default 10)",
     )
     parser.add_argument(
         "--no-respawn",
         dest="respawn",
         action="store_false",
-        help="when the server exits by itself, exit with its status instead of starting it again",
+        help="when the server exits by itself, exit with its status instead of starting "
+        "it again (with backoff)",
     )
     parser.add_argument("--version", action="version", version=f"zocket {__version__}")
     return parser
@@ -124,8 +180,6 @@ def parse_args(argv: Sequence[str]) -> Config:
         words = after
     if args.backlog < 1:
         raise UsageError(f"--backlog must be at least 1, not {args.backlog}")
-    if args.stop_timeout < 0:
-        raise UsageError(f"--stop-timeout must not be negative, not {args.stop_timeout:g}")
 
     try:
         specs: list[ListenSpec] = []
@@ -146,8 +200,44 @@ def parse_args(argv: Sequence[str]) -> Config:
         command=command,
         backlog=args.backlog,
         stop_timeout=args.stop_timeout,
+        stop_signal=args.stop_signal,
         respawn=args.respawn,
+        overlap=args.overlap,
+        ready=args.ready,
+        ready_timeout=args.ready_timeout,
+        watch=args.watch,
+        ignore=DEFAULT_IGNORES + tuple(args.ignore),
+        debounce=args.debounce,
     )
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}")
+    return value
+
+
+def _ready_mode(text: str) -> ReadyMode:
+    try:
+        return parse_ready_mode(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _signal(text: str) -> int:
+    name = text.upper()
+    if name.isdigit():
+        number = int(name)
+    else:
+        name = name if name.startswith("SIG") else "SIG" + name
+        number = getattr(signal.Signals, name, -1)
+    if number not in {s.value for s in signal.Signals}:
+        raise argparse.ArgumentTypeError(f"unknown signal: {text!r}")
+    return int(number)
 
 
 class _QuietParser(argparse.ArgumentParser):
@@ -171,7 +261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         supervisor = Supervisor(config)
         supervisor.open()
         return supervisor.run()
-    except (UsageError, ListenError, SpawnError, CommandError) as exc:
+    except (UsageError, ListenError, SpawnError, CommandError, WatchError) as exc:
         _error(str(exc))
         return exc.exit_status
     except KeyboardInterrupt:

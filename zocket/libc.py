@@ -614,3 +614,28 @@ def read_inotify_events(fd: int, bufsize: int = 65536) -> list[InotifyEvent]:
         return parse_inotify_events(read(fd, bufsize))
     except BlockingIOError:
         return []
+
+
+# --- what a waiting process looks like from /proc ---------------------------------------------
+
+#: Syscalls a server waits for connections in, by this architecture's numbers.
+WAIT_SYSCALLS: dict[int, str] = {
+    number: name
+    for name in (
+        "accept",
+        "accept4",
+        "poll",
+        "ppoll",
+        "select",
+        "pselect6",
+        "epoll_wait",
+        "epoll_pwait",
+        "epoll_pwait2",
+    )
+    if (number := int(getattr(lib, f"ZOCKET_SYS_{name}"))) >= 0
+}
+POLLIN: int = lib.POLLIN
+FD_SETSIZE: int = lib.FD_SETSIZE
+POLLFD_SIZE: int = ffi.sizeof("struct pollfd")
+POLLFD_FD: tuple[int, int] = (ffi.offsetof("struct pollfd", "fd"), ffi.sizeof("int"))
+POLLFD_EVENTS: tuple[int, int] = (ffi.offsetof("struct pollfd", "events"), ffi.sizeof("short"))

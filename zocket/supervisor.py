@@ -1,13 +1,26 @@
 """The holder: keeps the listening sockets open and runs generations of the server on them.
 
 One loop, one thread. Signal handlers only record (Python writes the signal
-number to a wake-up pipe); child exits arrive as readable pidfds; everything
-else is a timer. The loop turns each into a step of a generation's life and
-one log line.
+number to a wake-up pipe); child exits arrive as readable pidfds; file
+changes as a readable inotify fd; a generation's READY=1 as a datagram on its
+notify socket; everything else (readiness checks, debounce, backoff, stop
+timeouts) is a timer. Each event is one step of a generation's life and one
+log line.
+
+A restart, with overlap (the default):
+
+    trigger -> generation N+1 starts while N serves
+            -> N+1 ready: N gets --stop-signal, then SIGKILL after --stop-timeout
+            -> N+1 exits or times out before ready: it is stopped, N keeps serving
+
+Triggers that come while N+1 is starting coalesce into one more restart
+after it, so the last change is always the one that goes live.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import os
 import selectors
 import signal
@@ -17,16 +30,20 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from . import libc
+from . import libc, readiness
 from .addresses import ListenSpec
 from .command import expand
 from .listeners import Listener, open_listeners
-from .spawn import Child, spawn
+from .readiness import ReadyMode
+from .spawn import Child, SpawnError, spawn
+from .watch import DEFAULT_IGNORES, Watcher, describe
 
 Log = Callable[[str], None]
 
-#: Signals zocket passes on to the server's process group, then exits with its status.
+#: Signals zocket passes on to every generation's process group before exiting.
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT)
+#: The line a child sends on its NOTIFY_SOCKET to say "I wait on a held fd" (the hook does).
+WAITING_MESSAGE = "ZOCKET_WAITING="
 
 
 def stderr_log(line: str) -> None:
@@ -47,12 +64,26 @@ class Config:
     backlog: int = libc.SOMAXCONN
     env: Mapping[str, str] | None = None
     cwd: str | None = None
-    #: Sent to the server's process group by the kernel if zocket dies.
+    #: Sent to every generation's process group by the kernel if zocket dies.
     deathsig: int = signal.SIGTERM
-    #: After forwarding a stop signal, how long before the process group gets SIGKILL.
+    #: How an old generation is asked to stop, and how long it has before SIGKILL.
+    stop_signal: int = signal.SIGTERM
     stop_timeout: float = 10.0
-    #: Start the server again when it exits by itself (with backoff); else exit with its status.
+    #: Start the new generation before stopping the old one.
+    overlap: bool = True
+    ready: ReadyMode = field(default_factory=lambda: ReadyMode("auto"))
+    ready_timeout: float = 60.0
+    #: How often ``--ready auto`` looks at /proc while a generation boots.
+    ready_interval: float = 0.005
+    #: Start the server again when it exits by itself; else exit with its status.
     respawn: bool = True
+    backoff_initial: float = 0.1
+    backoff_max: float = 10.0
+    #: A generation that ran this long resets the backoff.
+    stable_after: float = 10.0
+    watch: Sequence[str] = ()
+    ignore: Sequence[str] = DEFAULT_IGNORES
+    debounce: float = 0.02
 
 
 @dataclass
@@ -61,21 +92,41 @@ class Generation:
 
     number: int
     child: Child
-    argv: list[str]
     started: float = field(default_factory=time.monotonic)
+    ready_at: float | None = None
+    stop_requested: float | None = None
+    exited_at: float | None = None
     exit_status: libc.WaitStatus | None = None
+    notify_fd: int = -1
+    notify_name: str = ""
 
     @property
     def pid(self) -> int:
         return self.child.pid
 
+    @property
+    def alive(self) -> bool:
+        return self.exit_status is None
+
+
+@dataclass(order=True)
+class _Timer:
+    deadline: float
+    seq: int
+    action: Callable[[], None] = field(compare=False)
+    cancelled: bool = field(default=False, compare=False)
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
 
 class Supervisor:
-    """Hold the sockets of ``config`` and run its command on them until told to stop.
+    """Hold the sockets of ``config`` and run generations of its command on them.
 
     ``run()`` is the whole life: open the sockets (unless given), start
-    generation 1, forward stop signals, return the exit status zocket should
-    exit with. Sockets passed in ``listeners`` are the caller's to close.
+    generation 1, restart on SIGHUP, file changes and crashes, stop on
+    SIGINT/SIGTERM/SIGQUIT and return the status zocket should exit with.
+    Sockets passed in ``listeners`` are the caller's to close.
     """
 
     def __init__(
@@ -90,9 +141,24 @@ class Supervisor:
         self._own_listeners = listeners is None
         self.listeners: list[Listener] = list(listeners) if listeners is not None else []
         self.generations: list[Generation] = []
+        #: The generation taking connections now, and the one booting to replace it.
+        self.serving: Generation | None = None
+        self.starting: Generation | None = None
+        self._argv: list[str] = []
+        self._inodes: frozenset[int] = frozenset()
         self._selector: selectors.BaseSelector | None = None
-        self._stop_deadline: float | None = None
+        self._timers: list[_Timer] = []
+        self._seq = itertools.count()
+        self._restart_pending = False
+        self._waiting_for_stop: Generation | None = None
+        self._respawn_timer: _Timer | None = None
+        self._debounce_timer: _Timer | None = None
+        self._changed: list[str] = []
+        self._crashes = 0
+        self._stopping = False
+        self._principal: Generation | None = None
         self._exit_status: int | None = None
+        self._watcher: Watcher | None = None
 
     # --- public -------------------------------------------------------------------------------
 
@@ -103,17 +169,24 @@ class Supervisor:
         return self.listeners
 
     def run(self) -> int:
-        """Serve until the server exits or zocket is told to stop; the status to exit with."""
+        """Serve until told to stop (or, with respawn off, until the server exits)."""
         self.open()
-        argv = expand(self.config.command, self.listeners)
+        self._argv = expand(self.config.command, self.listeners)
+        self._inodes = readiness.socket_inodes(listener.fd for listener in self.listeners)
         try:
+            if self.config.watch:
+                self._watcher = Watcher(self.config.watch, self.config.ignore)
             with self._signals() as wakeup:
                 self._selector = selectors.DefaultSelector()
                 self._selector.register(wakeup, selectors.EVENT_READ, self._on_signals)
-                generation = self._start(argv)
+                if self._watcher is not None:
+                    self._selector.register(
+                        self._watcher.fd, selectors.EVENT_READ, self._on_file_events
+                    )
+                first = self._start()
                 self.log(
                     f"holding {self._describe_listeners()}; "
-                    f"generation {generation.number} started (pid {generation.pid})"
+                    f"generation {first.number} started (pid {first.pid})"
                 )
                 while self._exit_status is None:
                     self._step()
@@ -121,21 +194,31 @@ class Supervisor:
         finally:
             self._shutdown()
 
-    @property
-    def current(self) -> Generation | None:
-        return self.generations[-1] if self.generations else None
-
     # --- the loop --------------------------------------------------------------------------------
 
     def _step(self) -> None:
         assert self._selector is not None
-        timeout = None
-        if self._stop_deadline is not None:
-            timeout = max(0.0, self._stop_deadline - time.monotonic())
-        for key, _mask in self._selector.select(timeout):
+        for key, _mask in self._selector.select(self._next_timeout()):
             key.data(key.fileobj)
-        if self._stop_deadline is not None and time.monotonic() >= self._stop_deadline:
-            self._kill_all()
+        now = time.monotonic()
+        while self._timers and (self._timers[0].cancelled or self._timers[0].deadline <= now):
+            timer = heapq.heappop(self._timers)
+            if not timer.cancelled:
+                timer.action()
+
+    def _next_timeout(self) -> float | None:
+        while self._timers and self._timers[0].cancelled:
+            heapq.heappop(self._timers)
+        if not self._timers:
+            return None
+        return max(0.0, self._timers[0].deadline - time.monotonic())
+
+    def _call_later(self, delay: float, action: Callable[[], None]) -> _Timer:
+        timer = _Timer(time.monotonic() + delay, next(self._seq), action)
+        heapq.heappush(self._timers, timer)
+        return timer
+
+    # --- events ---------------------------------------------------------------------------------
 
     def _on_signals(self, wakeup: int) -> None:
         try:
@@ -143,97 +226,277 @@ class Supervisor:
         except BlockingIOError:
             return
         for signum in data:
-            if signum in FORWARDED:
-                self._forward(signum)
+            if signum == signal.SIGHUP:
+                self.restart("SIGHUP")
+            elif signum in FORWARDED:
+                self._begin_stop(signum)
             elif signum == signal.SIGCHLD:
-                self._reap_orphans()
+                self._reap()
 
-    def _on_child_exit(self, pidfd: int) -> None:
-        for generation in self.generations:
-            if generation.child.pidfd == pidfd and generation.exit_status is None:
-                self._reaped(generation)
+    def _on_child_exit(self, _pidfd: int) -> None:
+        self._reap()
 
-    def _reaped(self, generation: Generation) -> None:
-        found = libc.reap(generation.pid)
-        if found is None:
+    def _on_file_events(self, _fd: int) -> None:
+        assert self._watcher is not None
+        changed = self._watcher.read()
+        if not changed:
             return
-        generation.exit_status = found[1]
-        self._forget(generation)
-        self.log(
-            f"generation {generation.number} {_describe_exit(found[1])} "
-            f"after {time.monotonic() - generation.started:.1f} s"
-        )
-        if generation is self.current:
-            self._exit_status = found[1].shell_status
+        self._changed.extend(changed)
+        if self._debounce_timer is not None:
+            self._debounce_timer.cancel()
+        self._debounce_timer = self._call_later(self.config.debounce, self._files_settled)
 
-    # --- actions --------------------------------------------------------------------------------
+    def _files_settled(self) -> None:
+        self._debounce_timer = None
+        changed, self._changed = self._changed, []
+        self.restart(f"{describe(os.path.relpath(p) for p in changed)} changed")
 
-    def _start(self, argv: list[str]) -> Generation:
-        child = spawn(
-            argv,
-            fds=[listener.fd for listener in self.listeners],
-            names=[listener.name for listener in self.listeners],
-            env=self.config.env,
-            cwd=self.config.cwd,
-            deathsig=self.config.deathsig,
-        )
-        generation = Generation(len(self.generations) + 1, child, argv)
+    def _on_notify(self, fd: int) -> None:
+        generation = next((g for g in self.generations if g.notify_fd == fd), None)
+        while True:
+            try:
+                message = libc.read(fd, 4096).decode("utf-8", "replace")
+            except BlockingIOError:
+                return
+            if generation is None or generation is not self.starting:
+                continue
+            lines = message.splitlines()
+            waiting = [line for line in lines if line.startswith(WAITING_MESSAGE)]
+            if waiting and self.config.ready.kind in ("auto", "notify"):
+                self._ready(generation, f"hook: waiting on fd {waiting[0][len(WAITING_MESSAGE):]}")
+            elif "READY=1" in lines and self.config.ready.kind == "notify":
+                self._ready(generation, "notify: READY=1")
+
+    def _reap(self) -> None:
+        for generation in [g for g in self.generations if g.alive]:
+            found = libc.reap(generation.pid)
+            if found is not None:
+                self._exited(generation, found[1])
+
+    # --- the life of a generation ------------------------------------------------------------
+
+    def restart(self, reason: str) -> None:
+        """A trigger: start a new generation now, or once the one booting has settled."""
+        if self._stopping:
+            return
+        if self.starting is not None:
+            self._restart_pending = True
+            return
+        if self._waiting_for_stop is not None:
+            return  # the generation about to start will see this change too
+        self.log(f"{reason}: restarting")
+        if self._respawn_timer is not None:
+            self._respawn_timer.cancel()
+            self._respawn_timer = None
+        if not self.config.overlap and self.serving is not None:
+            old = self.serving
+            self.serving = None
+            self._waiting_for_stop = old
+            self._stop(old, self.config.stop_signal)
+            return
+        self._start_logged()
+
+    def _start(self) -> Generation:
+        number = len(self.generations) + 1
+        notify_fd, notify_name = _open_notify_socket(number)
+        try:
+            child = spawn(
+                self._argv,
+                fds=[listener.fd for listener in self.listeners],
+                names=[listener.name for listener in self.listeners],
+                env=self.config.env,
+                extra_env={"NOTIFY_SOCKET": notify_name, "ZOCKET_GENERATION": str(number)},
+                cwd=self.config.cwd,
+                deathsig=self.config.deathsig,
+            )
+        except BaseException:
+            libc.close(notify_fd)
+            raise
+        generation = Generation(number, child, notify_fd=notify_fd, notify_name=notify_name)
         self.generations.append(generation)
+        self.starting = generation
         assert self._selector is not None
+        self._selector.register(notify_fd, selectors.EVENT_READ, self._on_notify)
         if child.pidfd is not None:
             self._selector.register(child.pidfd, selectors.EVENT_READ, self._on_child_exit)
+        self._watch_readiness(generation)
         return generation
 
-    def _forward(self, signum: int) -> None:
-        """Pass a stop signal to every live generation's process group; arm the KILL timer."""
-        for generation in self._live():
-            _signal_group(generation.pid, signum)
-        if self._stop_deadline is None:
-            self._stop_deadline = time.monotonic() + self.config.stop_timeout
+    def _start_logged(self) -> None:
+        try:
+            generation = self._start()
+        except SpawnError as exc:
+            self.log(f"cannot start generation {len(self.generations) + 1}: {exc}")
+            self._after_failure(None)
+            return
+        self.log(f"generation {generation.number} started (pid {generation.pid})")
 
-    def _kill_all(self) -> None:
-        live = list(self._live())
-        for generation in live:
+    def _watch_readiness(self, generation: Generation) -> None:
+        mode = self.config.ready
+        if mode.kind == "none":
+            self._call_later(0, lambda: self._ready(generation, "none"))
+        elif mode.kind == "delay":
+            self._call_later(mode.delay, lambda: self._ready(generation, f"delay {mode.delay:g} s"))
+        elif mode.kind == "auto":
+            self._call_later(0, lambda: self._probe(generation))
+        self._call_later(self.config.ready_timeout, lambda: self._not_ready(generation))
+
+    def _probe(self, generation: Generation) -> None:
+        if generation is not self.starting:
+            return
+        waiting = readiness.find_waiting(generation.pid, self._inodes)
+        if waiting is not None:
+            self._ready(generation, f"auto: {waiting.describe(generation.pid)}")
+        else:
+            self._call_later(self.config.ready_interval, lambda: self._probe(generation))
+
+    def _ready(self, generation: Generation, how: str) -> None:
+        if generation is not self.starting:
+            return
+        generation.ready_at = time.monotonic()
+        self.starting = None
+        elapsed = _ms(generation.ready_at - generation.started)
+        self.log(f"generation {generation.number} ready in {elapsed} ms ({how})")
+        old, self.serving = self.serving, generation
+        if old is not None and old.alive:
+            self._stop(old, self.config.stop_signal)
+        self._next_if_pending()
+
+    def _not_ready(self, generation: Generation) -> None:
+        if generation is not self.starting:
+            return
+        self.starting = None
+        self.log(
+            f"generation {generation.number} not ready after "
+            f"{self.config.ready_timeout:g} s; stopping it; {self._who_serves()}"
+        )
+        self._stop(generation, self.config.stop_signal)
+        self._next_if_pending()
+
+    def _next_if_pending(self) -> None:
+        if self._restart_pending and not self._stopping:
+            self._restart_pending = False
+            self.restart("changed while starting")
+
+    def _stop(self, generation: Generation, signum: int) -> None:
+        """Ask a generation's process group to stop; SIGKILL it after the stop timeout."""
+        if generation.stop_requested is None:
+            generation.stop_requested = time.monotonic()
+        _signal_group(generation.pid, signum)
+        self._call_later(self.config.stop_timeout, lambda: self._kill(generation))
+
+    def _kill(self, generation: Generation) -> None:
+        if not generation.alive:
+            return
+        self.log(
+            f"generation {generation.number} did not stop within "
+            f"{self.config.stop_timeout:g} s: sending SIGKILL"
+        )
+        _signal_group(generation.pid, signal.SIGKILL)
+
+    def _exited(self, generation: Generation, status: libc.WaitStatus) -> None:
+        generation.exit_status = status
+        generation.exited_at = time.monotonic()
+        self._forget(generation)
+        ran = generation.exited_at - generation.started
+        if self._stopping and generation in (self.starting, self.serving):
+            self.starting = None if generation is self.starting else self.starting
+            self.serving = None if generation is self.serving else self.serving
+            self.log(f"generation {generation.number} stopped ({_describe_exit(status)})")
+        elif generation is self.starting:
+            self.starting = None
             self.log(
-                f"generation {generation.number} did not stop within "
-                f"{self.config.stop_timeout:g} s: sending SIGKILL"
+                f"generation {generation.number} failed before ready: "
+                f"{_describe_exit(status)}; {self._who_serves()}"
             )
-            _signal_group(generation.pid, signal.SIGKILL)
-        self._stop_deadline = None if not live else time.monotonic() + self.config.stop_timeout
+            self._after_failure(generation)
+        elif generation is self.serving:
+            self.serving = None
+            self.log(
+                f"generation {generation.number} exited unexpectedly "
+                f"({_describe_exit(status)}) after {ran:.1f} s"
+            )
+            if self.starting is None:
+                self._after_failure(generation)
+        else:
+            since = generation.stop_requested or generation.started
+            self.log(
+                f"generation {generation.number} stopped ({_describe_exit(status)}) "
+                f"after {_ms(generation.exited_at - since)} ms"
+            )
+            if generation is self._waiting_for_stop:
+                self._waiting_for_stop = None
+                if not self._stopping:
+                    self._start_logged()
+        if self._stopping and not any(g.alive for g in self.generations):
+            self._finish()
 
-    def _reap_orphans(self) -> None:
-        """Reap children that are not generations (adopted as subreaper or PID 1)."""
-        ours = {g.pid for g in self._live()}
-        while True:
-            found = libc.reap(-1)
-            if found is None:
-                return
-            pid, status = found
-            for generation in self.generations:
-                if generation.pid == pid and generation.exit_status is None:
-                    generation.exit_status = status
-                    self._forget(generation)
-                    if pid in ours and generation is self.current:
-                        self._exit_status = status.shell_status
+    def _after_failure(self, generation: Generation | None) -> None:
+        """A generation died (or could not start) with nothing to take over from it."""
+        if self._stopping:
+            return
+        if self.serving is not None:
+            self._next_if_pending()  # the old one serves on; a change made meanwhile retries
+            return
+        if not self.config.respawn:
+            self._exit_status = generation.exit_status.shell_status if (
+                generation is not None and generation.exit_status is not None
+            ) else 127
+            return
+        ran = (generation.exited_at or 0) - generation.started if generation else 0.0
+        self._crashes = 1 if ran >= self.config.stable_after else self._crashes + 1
+        delay = min(self.config.backoff_max, self.config.backoff_initial * 2 ** (self._crashes - 1))
+        self._restart_pending = False
+        self.log(f"no generation is serving; starting again in {delay:.1f} s")
+        self._respawn_timer = self._call_later(delay, self._respawn)
 
-    def _live(self) -> Iterator[Generation]:
-        return (g for g in self.generations if g.exit_status is None)
+    def _respawn(self) -> None:
+        self._respawn_timer = None
+        if not self._stopping and self.starting is None:
+            self._start_logged()
+
+    # --- stopping ---------------------------------------------------------------------------------
+
+    def _begin_stop(self, signum: int) -> None:
+        """Pass a stop signal to every live generation; exit once they are all gone."""
+        if not self._stopping:
+            self._stopping = True
+            self._principal = self.serving or self.starting
+            if self._respawn_timer is not None:
+                self._respawn_timer.cancel()
+        live = [g for g in self.generations if g.alive]
+        for generation in live:
+            self._stop(generation, signum)
+        if not live:
+            self._finish()
+
+    def _finish(self) -> None:
+        last = self._principal or (self.generations[-1] if self.generations else None)
+        status = last.exit_status if last is not None else None
+        self._exit_status = status.shell_status if status is not None else 0
 
     def _forget(self, generation: Generation) -> None:
-        if generation.child.pidfd is not None and self._selector is not None:
-            self._selector.unregister(generation.child.pidfd)
+        if self._selector is not None:
+            for fd in (generation.child.pidfd, generation.notify_fd):
+                if fd is not None and fd >= 0:
+                    self._selector.unregister(fd)
         generation.child.close()
+        if generation.notify_fd >= 0:
+            libc.close(generation.notify_fd)
+            generation.notify_fd = -1
 
     def _shutdown(self) -> None:
-        """On the way out: no server may outlive the holder, then release the sockets."""
-        for generation in list(self._live()):
+        """On the way out: no server may outlive the holder, then release everything."""
+        for generation in [g for g in self.generations if g.alive]:
             _signal_group(generation.pid, signal.SIGKILL)
-            libc.waitpid(generation.pid)
-            generation.exit_status = libc.WaitStatus(0)
+            _, status = libc.waitpid(generation.pid)
+            generation.exit_status = libc.WaitStatus(status)
             self._forget(generation)
         if self._selector is not None:
             self._selector.close()
             self._selector = None
+        if self._watcher is not None:
+            self._watcher.close()
         if self._own_listeners:
             for listener in self.listeners:
                 listener.close()
@@ -244,7 +507,7 @@ class Supervisor:
     def _signals(self) -> Iterator[int]:
         """Handlers that only record: the wake-up fd carries the signal numbers to the loop."""
         read_end, write_end = libc.pipe2(libc.O_CLOEXEC | libc.O_NONBLOCK)
-        handled = FORWARDED + (signal.SIGCHLD,)
+        handled = FORWARDED + (signal.SIGHUP, signal.SIGCHLD)
         previous = {signum: signal.signal(signum, _record) for signum in handled}
         old_wakeup = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
         try:
@@ -256,11 +519,28 @@ class Supervisor:
             libc.close(read_end)
             libc.close(write_end)
 
+    def _who_serves(self) -> str:
+        if self.serving is not None:
+            return f"generation {self.serving.number} keeps serving"
+        return "no generation is serving (connections wait in the backlog)"
+
     def _describe_listeners(self) -> str:
         return ", ".join(
             f"{listener.url} ({listener.name}, fd {3 + index})"
             for index, listener in enumerate(self.listeners)
         )
+
+
+def _open_notify_socket(number: int) -> tuple[int, str]:
+    """A datagram socket on a fresh abstract name, for one generation's READY=1."""
+    fd = libc.socket(libc.AF_UNIX, libc.SOCK_DGRAM | libc.SOCK_CLOEXEC | libc.SOCK_NONBLOCK)
+    name = f"zocket/{os.getpid()}/{number}/{os.urandom(4).hex()}"
+    try:
+        libc.bind(fd, "\0" + name, libc.AF_UNIX)
+    except BaseException:
+        libc.close(fd)
+        raise
+    return fd, "@" + name
 
 
 def _record(signum: int, frame: object) -> None:
@@ -277,5 +557,9 @@ def _signal_group(pgid: int, signum: int) -> None:
 def _describe_exit(status: libc.WaitStatus) -> str:
     if status.signaled:
         assert status.signal is not None
-        return f"killed by {signal.Signals(status.signal).name}"
-    return f"exited with status {status.exit_code}"
+        return signal.Signals(status.signal).name
+    return f"exit {status.exit_code}"
+
+
+def _ms(seconds: float) -> int:
+    return round(seconds * 1000)

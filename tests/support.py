@@ -1,0 +1,826 @@
+"""Helpers for end-to-end tests and benchmarks: run zocket, talk HTTP to it, load it.
+
+Everything here is bounded in time and cleans up after itself:
+
+* `start_zocket` starts ``python -m zocket ...``, waits (with a deadline) for
+  its start line and returns a `ZocketProcess`, a context manager that always
+  stops zocket and its server (SIGTERM, then SIGKILL) and waits for them.
+  stderr is drained by a thread for the whole life of the process, so neither
+  zocket nor the server ever blocks on a full pipe.
+* `run_zocket` runs zocket to completion, for the error cases.
+* `http_get` makes one request on a new connection; `LoadClient` keeps a
+  steady request rate from background threads and records every outcome, to
+  assert that no request failed while a server restarted.
+* `wait_for` polls a condition that has no event to wait on, with a deadline.
+* A few /proc readers (`open_fds`, `socket_inode`, `tcp_listeners`,
+  `group_members`, ...) to look at what a process really holds.
+
+zocket runs as ``sys.executable -m zocket`` with the repository prepended to
+PYTHONPATH, so the tests work from a checkout as well as against an installed
+package (the installed one is then shadowed by the checkout under test).
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import re
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from email.message import Message
+from pathlib import Path
+from types import TracebackType
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+__all__ = [
+    "REPO",
+    "START_LINE",
+    "HeldSocket",
+    "LoadClient",
+    "Outcome",
+    "ZocketProcess",
+    "ZocketStartError",
+    "FD_RESPONDER",
+    "group_members",
+    "http_get",
+    "open_fds",
+    "proc_stat",
+    "read_cmdline",
+    "read_environ",
+    "run_zocket",
+    "socket_inode",
+    "socket_inodes",
+    "start_zocket",
+    "tcp_listeners",
+    "wait_for",
+    "write_responder",
+    "zocket_argv",
+    "zocket_env",
+]
+
+#: The repository root: the directory that holds the ``zocket`` package.
+REPO = Path(__file__).resolve().parents[1]
+
+#: The one line zocket prints on stderr once generation 1 runs.
+START_LINE = re.compile(r"zocket: holding (.+); generation 1 started \(pid (\d+)\)")
+#: One held socket in the start line: ``URL (NAME, fd N)``, comma-separated.
+_HELD = re.compile(r"(.+?) \(([^()]*), fd (\d+)\)(?:, |$)")
+
+#: How long zocket may take to print its start line (a cold interpreter on a busy CI box).
+START_TIMEOUT = 20.0
+#: How long zocket and its server get to stop after SIGTERM before SIGKILL.
+STOP_TIMEOUT = 15.0
+
+T = TypeVar("T")
+
+
+# --- running zocket ---------------------------------------------------------------------------
+
+
+def zocket_argv(args: Iterable[object]) -> list[str]:
+    """The command line that runs zocket with ``args`` under this interpreter."""
+    return [sys.executable, "-m", "zocket", *(str(a) for a in args)]
+
+
+def zocket_env(base: Mapping[str, str] | None = None, **extra: str) -> dict[str, str]:
+    """``base`` (default os.environ) plus ``extra``, with the repository first on PYTHONPATH.
+
+    Activation variables inherited from whatever runs the tests are dropped:
+    zocket sets its own for the server.
+    """
+    env = dict(os.environ if base is None else base)
+    for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        env.pop(name, None)
+    env.update(extra)
+    paths = [str(REPO)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env["PYTHONPATH"] = os.pathsep.join(paths)
+    return env
+
+
+def run_zocket(
+    args: Iterable[object],
+    *,
+    timeout: float = 30.0,
+    env: Mapping[str, str] | None = None,
+    prefix: Sequence[str] = (),
+    **popen_kw: object,
+) -> subprocess.CompletedProcess[str]:
+    """Run zocket to completion; stdout and stderr captured as text.
+
+    ``prefix`` is put before the interpreter (e.g. a ``setpriv`` command line).
+    On timeout subprocess.run kills zocket and raises TimeoutExpired.
+    """
+    return subprocess.run(  # type: ignore[call-overload, no-any-return]
+        [*prefix, *zocket_argv(args)],
+        env=zocket_env(env),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        **popen_kw,
+    )
+
+
+class ZocketStartError(AssertionError):
+    """zocket exited or stayed silent instead of printing its start line."""
+
+
+@dataclass(frozen=True)
+class HeldSocket:
+    """One socket of the start line: ``http://127.0.0.1:44239 (http, fd 3)``."""
+
+    url: str
+    name: str
+    fd: int
+
+    @property
+    def is_inet(self) -> bool:
+        return not self.url.startswith("unix:")
+
+    @property
+    def host(self) -> str | None:
+        """The host of an inet socket (no brackets for IPv6); None for unix sockets."""
+        return urlsplit(self.url).hostname if self.is_inet else None
+
+    @property
+    def port(self) -> int | None:
+        """The real port of an inet socket; None for unix sockets."""
+        return urlsplit(self.url).port if self.is_inet else None
+
+
+def parse_start_line(line: str) -> tuple[list[HeldSocket], int] | None:
+    """The held sockets and the server's pid from a start line; None if ``line`` is not one."""
+    match = START_LINE.search(line)
+    if match is None:
+        return None
+    held = [HeldSocket(m[1], m[2], int(m[3])) for m in _HELD.finditer(match[1])]
+    return held, int(match[2])
+
+
+class _LineReader(threading.Thread):
+    """Drains a pipe into a list of lines until EOF or `close()`.
+
+    The pipe is read with select() and os.read() on its fd rather than through
+    the file object, so that `close()` can stop the thread (within 0.1 s) even
+    when a leaked grandchild still holds the write end open.
+    """
+
+    def __init__(self, pipe: object, name: str) -> None:
+        super().__init__(name=name, daemon=True)
+        self._pipe = pipe
+        self._fd: int = pipe.fileno()  # type: ignore[attr-defined]
+        self._lines: list[str] = []
+        self._partial = b""
+        self._eof = False
+        self._stopping = threading.Event()
+        self._changed = threading.Condition()
+
+    def run(self) -> None:
+        try:
+            with selectors.DefaultSelector() as selector:
+                selector.register(self._fd, selectors.EVENT_READ)
+                while not self._stopping.is_set():
+                    if not selector.select(0.1):
+                        continue
+                    try:
+                        data = os.read(self._fd, 65536)
+                    except OSError:
+                        data = b""
+                    if not data:
+                        break
+                    self._feed(data)
+        finally:
+            with self._changed:
+                if self._partial:
+                    self._lines.append(self._partial.decode("utf-8", "replace"))
+                    self._partial = b""
+                self._eof = True
+                self._changed.notify_all()
+
+    def _feed(self, data: bytes) -> None:
+        *complete, self._partial = (self._partial + data).split(b"\n")
+        if complete:
+            with self._changed:
+                self._lines.extend(line.decode("utf-8", "replace") for line in complete)
+                self._changed.notify_all()
+
+    @property
+    def eof(self) -> bool:
+        return self._eof
+
+    def lines(self) -> list[str]:
+        with self._changed:
+            return list(self._lines)
+
+    def wait_for_line(
+        self, pattern: re.Pattern[str] | str, timeout: float, start: int = 0
+    ) -> tuple[int, re.Match[str]] | None:
+        """(index, match) of the first line from ``start`` that matches; None on timeout or EOF."""
+        regex = re.compile(pattern) if isinstance(pattern, str) else pattern
+        deadline = time.monotonic() + timeout
+        index = start
+        with self._changed:
+            while True:
+                while index < len(self._lines):
+                    match = regex.search(self._lines[index])
+                    if match is not None:
+                        return index, match
+                    index += 1
+                remaining = deadline - time.monotonic()
+                if self._eof or remaining <= 0:
+                    return None
+                self._changed.wait(remaining)
+
+    def wait_eof(self, timeout: float) -> bool:
+        with self._changed:
+            return self._changed.wait_for(lambda: self._eof, timeout)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop reading (keeping what was read) and close the pipe."""
+        self._stopping.set()
+        if self.is_alive():
+            self.join(timeout)
+        if not self.is_alive():
+            self._pipe.close()  # type: ignore[attr-defined]
+
+
+class ZocketProcess:
+    """A running ``zocket`` started by `start_zocket`.
+
+    Attributes: ``proc`` (the Popen), ``pid`` (zocket's), ``child_pid`` (the
+    server's, generation 1; also its process group), ``held`` (the
+    `HeldSocket` list of the start line), ``urls``, ``port`` and ``host`` (of
+    the first inet socket).
+
+    Use it as a context manager: leaving it stops zocket with SIGTERM, then
+    SIGKILLs zocket and the server's process group if they outstay
+    ``stop_timeout``, and waits; the server's group is SIGKILLed as well if
+    any member outlived zocket.
+    """
+
+    def __init__(
+        self, args: Sequence[str], proc: subprocess.Popen[bytes], stop_timeout: float
+    ) -> None:
+        self.args = list(args)
+        self.proc = proc
+        self.pid = proc.pid
+        self.stop_timeout = stop_timeout
+        self.held: list[HeldSocket] = []
+        self.child_pid = -1
+        self._stderr = _LineReader(proc.stderr, f"zocket-{proc.pid}-stderr")
+        self._stderr.start()
+
+    # --- starting ---------------------------------------------------------------------------
+
+    def _await_start(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            found = self._stderr.wait_for_line(START_LINE, min(0.2, max(remaining, 0.0)))
+            if found is not None:
+                parsed = parse_start_line(found[1].string)
+                assert parsed is not None
+                self.held, self.child_pid = parsed
+                return
+            if self.proc.poll() is not None:
+                self._stderr.wait_eof(2.0)
+                if self._stderr.wait_for_line(START_LINE, 0) is None:
+                    raise self._start_failed(f"exited with status {self.proc.returncode}")
+            elif remaining <= 0:
+                raise self._start_failed(f"printed no start line within {timeout:g} s")
+
+    def _start_failed(self, what: str) -> ZocketStartError:
+        self.close()
+        stderr = self.stderr_text(timeout=0)
+        return ZocketStartError(f"zocket {' '.join(self.args)!r} {what}; stderr:\n{stderr}")
+
+    # --- what it holds ----------------------------------------------------------------------
+
+    @property
+    def urls(self) -> list[str]:
+        return [h.url for h in self.held]
+
+    @property
+    def _first_inet(self) -> HeldSocket:
+        for held in self.held:
+            if held.is_inet:
+                return held
+        raise AttributeError(f"zocket holds no inet socket: {self.urls}")
+
+    @property
+    def port(self) -> int:
+        """The port of the first inet socket zocket holds."""
+        port = self._first_inet.port
+        assert port is not None
+        return port
+
+    @property
+    def host(self) -> str:
+        """The host of the first inet socket zocket holds (IPv6 without brackets)."""
+        host = self._first_inet.host
+        assert host is not None
+        return host
+
+    # --- its output -------------------------------------------------------------------------
+
+    def stderr_lines(self) -> list[str]:
+        """The lines read so far from the stderr of zocket and its server."""
+        return self._stderr.lines()
+
+    def stderr_text(self, timeout: float = 5.0) -> str:
+        """Everything written on stderr; once zocket has exited, waits (bounded) for the rest."""
+        if self.proc.poll() is not None:
+            self._stderr.wait_eof(timeout)
+        return "".join(line + "\n" for line in self._stderr.lines())
+
+    def wait_for_stderr(self, pattern: re.Pattern[str] | str, timeout: float = 10.0) -> str:
+        """The first stderr line matching ``pattern``, waiting for it; AssertionError on timeout."""
+        found = self._stderr.wait_for_line(pattern, timeout)
+        if found is None:
+            raise AssertionError(
+                f"no stderr line matching {getattr(pattern, 'pattern', pattern)!r} within "
+                f"{timeout:g} s; stderr:\n{self.stderr_text(timeout=0)}"
+            )
+        return found[1].string
+
+    # --- its life ---------------------------------------------------------------------------
+
+    @property
+    def returncode(self) -> int | None:
+        return self.proc.poll()
+
+    def send_signal(self, sig: int) -> None:
+        """Signal zocket itself (not the server), unless it has exited already."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+
+    def wait(self, timeout: float = STOP_TIMEOUT) -> int:
+        """zocket's exit status once it exits by itself; subprocess.TimeoutExpired if it does not."""
+        return self.proc.wait(timeout)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = STOP_TIMEOUT) -> int:
+        """Send ``sig`` to zocket and return its exit status; AssertionError if it outstays timeout."""
+        self.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.close()
+            raise AssertionError(
+                f"zocket did not exit within {timeout:g} s of {signal.Signals(sig).name}; "
+                f"stderr:\n{self.stderr_text(timeout=0)}"
+            ) from None
+
+    def close(self) -> None:
+        """Stop everything this process started, whatever state it is in; idempotent."""
+        try:
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGTERM)
+                try:
+                    self.proc.wait(self.stop_timeout)
+                except subprocess.TimeoutExpired:
+                    if self.child_pid > 0:
+                        _kill_group(self.child_pid)
+                    self.proc.kill()
+                    self.proc.wait()
+            if self.child_pid > 0 and group_members(self.child_pid):
+                # zocket is gone; a server process that outlived it must not outlive the test.
+                _kill_group(self.child_pid)
+        finally:
+            self.proc.wait()
+            self._stderr.close()
+            for pipe in (self.proc.stdin, self.proc.stdout):
+                if pipe is not None:
+                    pipe.close()
+
+    def __enter__(self) -> ZocketProcess:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def start_zocket(
+    args: Iterable[object],
+    *,
+    env: Mapping[str, str] | None = None,
+    start_timeout: float = START_TIMEOUT,
+    stop_timeout: float = STOP_TIMEOUT,
+    **popen_kw: object,
+) -> ZocketProcess:
+    """Start ``python -m zocket ARGS`` and wait for its start line.
+
+    ``env`` defaults to os.environ (see `zocket_env`); other keyword arguments
+    go to Popen (``cwd``, ``stdout``, ...; stdin defaults to /dev/null).
+    Raises ZocketStartError, with all of stderr, if zocket exits or prints no
+    start line within ``start_timeout``; nothing is left running then.
+    """
+    argv = zocket_argv(args)
+    popen_kw.setdefault("stdin", subprocess.DEVNULL)
+    proc = subprocess.Popen(  # type: ignore[call-overload]
+        argv, env=zocket_env(env), stderr=subprocess.PIPE, bufsize=0, **popen_kw
+    )
+    zocket = ZocketProcess(argv[3:], proc, stop_timeout)
+    try:
+        zocket._await_start(start_timeout)
+    except BaseException:
+        zocket.close()
+        raise
+    return zocket
+
+
+# --- HTTP -------------------------------------------------------------------------------------
+
+
+def http_get(
+    port: int,
+    path: str = "/",
+    host: str = "127.0.0.1",
+    timeout: float = 5.0,
+    headers: Mapping[str, str] | None = None,
+) -> tuple[int, Message, bytes]:
+    """GET ``path`` on a new connection (closed afterwards): (status, headers, body)."""
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        conn.request("GET", path, headers={"Connection": "close", **(headers or {})})
+        response = conn.getresponse()
+        body = response.read()
+        return response.status, response.headers, body
+    finally:
+        conn.close()
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one request of a `LoadClient`.
+
+    ``kind`` is one of: ``ok`` (a 2xx or 3xx response), ``refused`` (connect()
+    refused), ``reset`` (the connection was reset or closed before a whole
+    response), ``timeout``, ``http_error`` (a 4xx or 5xx response), ``error``
+    (anything else, with the exception in ``error``).
+    """
+
+    kind: str
+    #: time.monotonic() when the request started, and how long it took.
+    started: float
+    elapsed: float
+    status: int | None = None
+    body: bytes = b""
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.kind == "ok"
+
+
+FAILURE_KINDS = ("refused", "reset", "timeout", "http_error", "error")
+
+
+class LoadClient:
+    """A steady request rate on one port, from background threads, every outcome recorded.
+
+    ``threads`` threads share ``rate`` requests per second, each request on a
+    new connection; a thread whose request is slow does not burst afterwards
+    to catch up. Threads stop by themselves after ``duration`` seconds, so a
+    forgotten client cannot run forever; `stop()` (or leaving the ``with``
+    block) stops them sooner and waits for them.
+    """
+
+    def __init__(
+        self,
+        port: int,
+        *,
+        host: str = "127.0.0.1",
+        path: str = "/",
+        threads: int = 4,
+        rate: float = 100.0,
+        duration: float = 60.0,
+        timeout: float = 10.0,
+    ) -> None:
+        if threads < 1 or rate <= 0 or duration <= 0 or timeout <= 0:
+            raise ValueError("threads, rate, duration and timeout must be positive")
+        self.port = port
+        self.host = host
+        self.path = path
+        self.threads = threads
+        self.rate = rate
+        self.duration = duration
+        self.timeout = timeout
+        self._outcomes: list[Outcome] = []
+        self._recorded = threading.Condition()
+        self._stopping = threading.Event()
+        self._workers: list[threading.Thread] = []
+        self._end = 0.0
+
+    # --- running ----------------------------------------------------------------------------
+
+    def start(self) -> LoadClient:
+        if self._workers:
+            raise RuntimeError("a LoadClient starts once")
+        start = time.monotonic()
+        self._end = start + self.duration
+        for index in range(self.threads):
+            worker = threading.Thread(
+                target=self._work,
+                args=(start + index / self.rate,),
+                name=f"load-{self.port}-{index}",
+                daemon=True,
+            )
+            self._workers.append(worker)
+            worker.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop sending and wait for the requests in flight (at most ``timeout`` more)."""
+        self._stopping.set()
+        deadline = time.monotonic() + self.timeout + 5.0
+        for worker in self._workers:
+            worker.join(max(0.0, deadline - time.monotonic()))
+        stuck = [w.name for w in self._workers if w.is_alive()]
+        if stuck:
+            raise RuntimeError(f"load threads did not stop: {stuck}")
+
+    @property
+    def running(self) -> bool:
+        return any(w.is_alive() for w in self._workers)
+
+    def __enter__(self) -> LoadClient:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def _work(self, first: float) -> None:
+        interval = self.threads / self.rate
+        next_at = first
+        while not self._stopping.is_set():
+            now = time.monotonic()
+            if now >= self._end:
+                return
+            if next_at > now and self._stopping.wait(next_at - now):
+                return
+            self._record(self._request())
+            next_at = max(next_at + interval, time.monotonic())
+
+    def _request(self) -> Outcome:
+        started = time.monotonic()
+
+        def outcome(kind: str, **kw: object) -> Outcome:
+            return Outcome(kind, started, time.monotonic() - started, **kw)  # type: ignore[arg-type]
+
+        try:
+            status, _headers, body = http_get(self.port, self.path, self.host, self.timeout)
+        except TimeoutError as exc:
+            return outcome("timeout", error=repr(exc))
+        except ConnectionRefusedError as exc:
+            return outcome("refused", error=repr(exc))
+        except (ConnectionResetError, BrokenPipeError, http.client.HTTPException) as exc:
+            # RemoteDisconnected (closed before a status line) is both of these.
+            return outcome("reset", error=repr(exc))
+        except Exception as exc:  # noqa: BLE001 - recorded, never lost
+            return outcome("error", error=repr(exc))
+        kind = "ok" if 200 <= status < 400 else "http_error"
+        return outcome(kind, status=status, body=body)
+
+    def _record(self, outcome: Outcome) -> None:
+        with self._recorded:
+            self._outcomes.append(outcome)
+            self._recorded.notify_all()
+
+    # --- results ----------------------------------------------------------------------------
+
+    @property
+    def outcomes(self) -> list[Outcome]:
+        """Every outcome so far, in the order they completed."""
+        with self._recorded:
+            return list(self._outcomes)
+
+    @property
+    def oks(self) -> list[Outcome]:
+        return [o for o in self.outcomes if o.ok]
+
+    def failures(self) -> list[Outcome]:
+        return [o for o in self.outcomes if not o.ok]
+
+    def counts(self) -> Counter[str]:
+        """How many outcomes of each kind; every failure kind is present, zero or not."""
+        counts: Counter[str] = Counter({kind: 0 for kind in ("ok", *FAILURE_KINDS)})
+        counts.update(o.kind for o in self.outcomes)
+        return counts
+
+    def bodies(self) -> list[bytes]:
+        """The bodies of the successful responses, in the order they completed."""
+        return [o.body for o in self.oks]
+
+    def wait_for(
+        self, predicate: Callable[[Outcome], bool], timeout: float, since: float | None = None
+    ) -> Outcome:
+        """The first outcome (started at or after ``since``) that satisfies ``predicate``.
+
+        Waits for new outcomes up to ``timeout`` seconds; AssertionError then.
+        """
+        deadline = time.monotonic() + timeout
+        index = 0
+        with self._recorded:
+            while True:
+                for outcome in self._outcomes[index:]:
+                    if (since is None or outcome.started >= since) and predicate(outcome):
+                        return outcome
+                index = len(self._outcomes)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError(
+                        f"no matching response within {timeout:g} s; counts: {dict(self.counts())}"
+                    )
+                self._recorded.wait(remaining)
+
+    def summary(self) -> str:
+        """Counts, then up to 10 failures: for assertion messages."""
+        lines = [f"counts: {dict(self.counts())}"]
+        lines += [f"  {o.kind} at {o.started:.3f} after {o.elapsed:.3f} s: {o.error}"
+                  for o in self.failures()[:10]]
+        return "\n".join(lines)
+
+
+# --- polling ----------------------------------------------------------------------------------
+
+
+def wait_for(
+    predicate: Callable[[], T], timeout: float, interval: float = 0.05, message: str = ""
+) -> T:
+    """Poll ``predicate`` until it returns something truthy, and return that.
+
+    For conditions without an event (a file appearing, a process going away);
+    raises AssertionError after ``timeout`` seconds. The predicate is always
+    tried once more at the deadline.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise AssertionError(
+                f"condition not met within {timeout:g} s" + (f": {message}" if message else "")
+            )
+        time.sleep(min(interval, remaining))
+
+
+# --- /proc ------------------------------------------------------------------------------------
+
+
+def open_fds(pid: int) -> list[int]:
+    """The fd numbers process ``pid`` has open, sorted."""
+    return sorted(int(fd) for fd in os.listdir(f"/proc/{pid}/fd"))
+
+
+def socket_inode(pid: int, fd: int) -> int | None:
+    """The inode of the socket on ``fd`` of process ``pid``; None if it is not a socket."""
+    try:
+        target = os.readlink(f"/proc/{pid}/fd/{fd}")
+    except FileNotFoundError:
+        return None
+    match = re.fullmatch(r"socket:\[(\d+)\]", target)
+    return int(match[1]) if match else None
+
+
+def socket_inodes(pid: int) -> dict[int, int]:
+    """fd -> socket inode, for every socket process ``pid`` has open."""
+    found = {}
+    for fd in open_fds(pid):
+        inode = socket_inode(pid, fd)
+        if inode is not None:
+            found[fd] = inode
+    return found
+
+
+def tcp_listeners() -> dict[int, tuple[str, int]]:
+    """socket inode -> (address, port) of every listening TCP socket in this network namespace."""
+    found: dict[int, tuple[str, int]] = {}
+    for table, family in (("/proc/net/tcp", socket.AF_INET), ("/proc/net/tcp6", socket.AF_INET6)):
+        try:
+            with open(table, encoding="ascii") as f:
+                rows = f.read().splitlines()[1:]
+        except FileNotFoundError:
+            continue
+        for row in rows:
+            fields = row.split()
+            local, state, inode = fields[1], fields[3], int(fields[9])
+            if state != "0A":  # TCP_LISTEN
+                continue
+            hex_address, hex_port = local.split(":")
+            raw = bytes.fromhex(hex_address)
+            # /proc prints the address as host-order 32-bit words.
+            raw = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+            found[inode] = (socket.inet_ntop(family, raw), int(hex_port, 16))
+    return found
+
+
+def proc_stat(pid: int) -> tuple[str, int, int] | None:
+    """(state, ppid, pgrp) of process ``pid``; None if there is no such process."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as f:
+            text = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    fields = text[text.rindex(")") + 2 :].split()
+    return fields[0], int(fields[1]), int(fields[2])
+
+
+def group_members(pgid: int, *, zombies: bool = False) -> list[int]:
+    """The pids of the processes in process group ``pgid`` (zombies left out by default)."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        stat = proc_stat(int(entry))
+        if stat is not None and stat[2] == pgid and (zombies or stat[0] != "Z"):
+            members.append(int(entry))
+    return sorted(members)
+
+
+def read_cmdline(pid: int) -> list[str]:
+    """The argv of process ``pid``."""
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        return [os.fsdecode(arg) for arg in f.read().split(b"\0")[:-1]]
+
+
+def read_environ(pid: int) -> dict[str, str]:
+    """The environment process ``pid`` was started with."""
+    with open(f"/proc/{pid}/environ", "rb") as f:
+        items = [item for item in f.read().split(b"\0") if item]
+    return dict(os.fsdecode(item).partition("=")[::2] for item in items)
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+# --- a minimal server -------------------------------------------------------------------------
+
+#: A standard-library HTTP server on the socket inherited on fd 3 (or fd argv[1]).
+#: It answers every GET with a JSON description of what it sees: its pid, the
+#: address of its socket, its LISTEN_* variables and the request path.
+FD_RESPONDER = r'''
+import http.server, json, os, socket, sys
+
+FD = int(sys.argv[1]) if len(sys.argv) > 1 else 3
+listener = socket.socket(fileno=FD)
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        name = listener.getsockname()
+        body = json.dumps({
+            "pid": os.getpid(),
+            "sockname": name if isinstance(name, str) else list(name),
+            "listen_pid": os.environ.get("LISTEN_PID"),
+            "listen_fds": os.environ.get("LISTEN_FDS"),
+            "listen_fdnames": os.environ.get("LISTEN_FDNAMES"),
+            "path": self.path,
+        }).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+server = http.server.HTTPServer(("", 0), Handler, bind_and_activate=False)
+server.socket.close()
+server.socket = listener
+server.serve_forever()
+'''
+
+
+def write_responder(directory: Path) -> Path:
+    """Write `FD_RESPONDER` into ``directory``; run it as ``[sys.executable, path]``."""
+    path = Path(directory) / "fd_responder.py"
+    path.write_text(FD_RESPONDER)
+    return path

@@ -1,0 +1,225 @@
+"""Is a new generation ready to take connections? Asked of the kernel, not of the app.
+
+A server is ready when one of its processes waits for connections on a held
+socket. /proc shows that without any change to the app:
+
+- a task blocked in accept/accept4 on it: ``/proc/PID/task/TID/syscall``
+  gives the syscall number and its first argument, the fd;
+- a task blocked in poll/ppoll or select/pselect6 with it among the fds: the
+  same file gives the address of the pollfd array or fd_set, which the parent
+  (an ancestor, same user) reads from ``/proc/PID/mem``;
+- an epoll set that holds it (asyncio, gevent, gthread workers):
+  ``/proc/PID/fdinfo/EPFD`` lists every watched fd as ``tfd: N``. This needs
+  no task to be asleep: a busy event loop that will accept is ready too.
+
+A process that merely holds the fd (gunicorn's arbiter, uvicorn's reloader)
+does not count: only its workers wait on it. gunicorn's own READY=1 comes
+before the workers import the app, which is why ``auto`` does not trust it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass
+
+from . import libc
+
+# The syscall's arguments are in the file in this order; only the first two matter here.
+_ACCEPT = {"accept", "accept4"}
+_POLL = {"poll", "ppoll"}
+_SELECT = {"select", "pselect6"}
+_EPOLL = "anon_inode:[eventpoll]"
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """Evidence that a generation is ready: who waits on which held fd, and how."""
+
+    pid: int
+    tid: int
+    fd: int
+    how: str
+
+    def describe(self, root_pid: int) -> str:
+        who = "process" if self.pid == root_pid else "worker"
+        return f"{who} {self.pid} waiting on fd {self.fd} ({self.how})"
+
+
+@dataclass(frozen=True)
+class ReadyMode:
+    """``--ready``: auto, notify, delay:SECONDS or none."""
+
+    kind: str
+    delay: float = 0.0
+
+    def __str__(self) -> str:
+        return f"delay:{self.delay:g}" if self.kind == "delay" else self.kind
+
+
+def parse_ready_mode(text: str) -> ReadyMode:
+    if text in ("auto", "notify", "none"):
+        return ReadyMode(text)
+    if text.startswith("delay:"):
+        try:
+            delay = float(text[len("delay:") :])
+        except ValueError:
+            delay = -1.0
+        if delay >= 0 and delay == delay and delay != float("inf"):
+            return ReadyMode("delay", delay)
+    raise ValueError(f"invalid --ready {text!r}: auto, notify, delay:SECONDS or none")
+
+
+def socket_inodes(fds: Iterable[int]) -> frozenset[int]:
+    """The inodes that identify the held sockets in any process's /proc/PID/fd."""
+    return frozenset(os.fstat(fd).st_ino for fd in fds)
+
+
+def find_waiting(root_pid: int, inodes: Collection[int]) -> Waiting | None:
+    """The first process of ``root_pid``'s tree (and process group) waiting on a held socket."""
+    for pid in processes_of(root_pid):
+        found = _check_process(pid, inodes)
+        if found is not None:
+            return found
+    return None
+
+
+def processes_of(root_pid: int) -> list[int]:
+    """``root_pid``, its descendants, and the members of its process group, root first.
+
+    One pass over /proc/*/stat: this kernel may lack /proc/PID/task/TID/children.
+    """
+    parents: dict[int, int] = {}
+    members: list[int] = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # The command name may hold spaces and parentheses: split after the last ')'.
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        pid = int(entry)
+        parents[pid] = int(fields[1])
+        if int(fields[2]) == root_pid:
+            members.append(pid)
+    tree = {root_pid}
+    grew = True
+    while grew:
+        grew = False
+        for pid, parent in parents.items():
+            if parent in tree and pid not in tree:
+                tree.add(pid)
+                grew = True
+    ordered = [root_pid] + sorted((tree | set(members)) - {root_pid})
+    return [pid for pid in ordered if pid in parents]
+
+
+def _check_process(pid: int, inodes: Collection[int]) -> Waiting | None:
+    held, epolls = _held_fds(pid, inodes)
+    if not held:
+        return None
+    for epfd in epolls:
+        for fd in _epoll_targets(pid, epfd):
+            if fd in held:
+                return Waiting(pid, pid, fd, "epoll")
+    try:
+        tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+    except OSError:
+        return None
+    for tid in tids:
+        found = _check_task(pid, tid, held)
+        if found is not None:
+            return found
+    return None
+
+
+def _held_fds(pid: int, inodes: Collection[int]) -> tuple[set[int], list[int]]:
+    """Which of the process's fds are held sockets, and which are epoll instances."""
+    held: set[int] = set()
+    epolls: list[int] = []
+    base = f"/proc/{pid}/fd"
+    try:
+        fds = os.listdir(base)
+    except OSError:
+        return held, epolls
+    for name in fds:
+        try:
+            target = os.readlink(f"{base}/{name}")
+        except OSError:
+            continue
+        if target.startswith("socket:[") and int(target[8:-1]) in inodes:
+            held.add(int(name))
+        elif target == _EPOLL:
+            epolls.append(int(name))
+    return held, epolls
+
+
+def _epoll_targets(pid: int, epfd: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/fdinfo/{epfd}") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return []
+    return [int(line.split()[1]) for line in lines if line.startswith("tfd:")]
+
+
+def _check_task(pid: int, tid: int, held: set[int]) -> Waiting | None:
+    try:
+        with open(f"/proc/{pid}/task/{tid}/syscall") as f:
+            fields = f.read().split()
+    except OSError:
+        return None
+    if len(fields) < 3 or not fields[0].isdigit():
+        return None  # "running", or not in a syscall
+    name = libc.WAIT_SYSCALLS.get(int(fields[0]))
+    if name is None:
+        return None
+    args = [int(a, 16) for a in fields[1:7]]
+    if name in _ACCEPT:
+        fds = {args[0]}
+    elif name in _POLL:
+        fds = _poll_fds(pid, args[0], args[1])
+    elif name in _SELECT:
+        fds = _select_fds(pid, args[0], args[1])
+    else:
+        return None  # epoll waits were judged from fdinfo
+    for fd in sorted(fds & held):
+        return Waiting(pid, tid, fd, name)
+    return None
+
+
+def _read_memory(pid: int, address: int, size: int) -> bytes:
+    if not address or size <= 0:
+        return b""
+    try:
+        with open(f"/proc/{pid}/mem", "rb", buffering=0) as mem:
+            mem.seek(address)
+            return mem.read(size)
+    except (OSError, OverflowError, ValueError):
+        return b""
+
+
+def _poll_fds(pid: int, address: int, count: int) -> set[int]:
+    """The fds a pollfd array asks POLLIN for."""
+    count = min(count, 4096)
+    data = _read_memory(pid, address, count * libc.POLLFD_SIZE)
+    (fd_at, fd_size), (ev_at, ev_size) = libc.POLLFD_FD, libc.POLLFD_EVENTS
+    fds = set()
+    for base in range(0, len(data) - libc.POLLFD_SIZE + 1, libc.POLLFD_SIZE):
+        fd = int.from_bytes(data[base + fd_at : base + fd_at + fd_size], sys.byteorder, signed=True)
+        events = int.from_bytes(data[base + ev_at : base + ev_at + ev_size], sys.byteorder)
+        if fd >= 0 and events & libc.POLLIN:
+            fds.add(fd)
+    return fds
+
+
+def _select_fds(pid: int, nfds: int, readfds: int) -> set[int]:
+    """The fds set in a select() read set (an array of longs: bit i of the set is fd i)."""
+    nfds = min(nfds, libc.FD_SETSIZE)
+    data = _read_memory(pid, readfds, (nfds + 7) // 8)
+    bits = int.from_bytes(data, "little")  # bit order of fd_set on a little-endian machine
+    return {fd for fd in range(min(nfds, len(data) * 8)) if bits >> fd & 1}
