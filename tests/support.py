@@ -781,13 +781,14 @@ def _kill_group(pgid: int) -> None:
 
 # --- a minimal server -------------------------------------------------------------------------
 
-#: A standard-library HTTP server on the socket inherited on fd 3 (or fd argv[1]).
-#: It answers every GET with a JSON description of what it sees: its pid, the
-#: address of its socket, its LISTEN_* variables and the request path.
+#: A standard-library HTTP server on the socket inherited on fd 3, or on fd
+#: argv[1] when that is a number (other arguments are ignored). It answers every
+#: GET with a JSON description of what it sees: its pid, the address of its
+#: socket, its LISTEN_* variables and the request path.
 FD_RESPONDER = r'''
 import http.server, json, os, socket, sys
 
-FD = int(sys.argv[1]) if len(sys.argv) > 1 else 3
+FD = int(sys.argv[1]) if len(sys.argv) > 1 and sys.argv[1].isdigit() else 3
 listener = socket.socket(fileno=FD)
 
 
