@@ -656,8 +656,10 @@ class LoadClient:
     def summary(self) -> str:
         """Counts, then up to 10 failures: for assertion messages."""
         lines = [f"counts: {dict(self.counts())}"]
-        lines += [f"  {o.kind} at {o.started:.3f} after {o.elapsed:.3f} s: {o.error}"
-                  for o in self.failures()[:10]]
+        lines += [
+            f"  {o.kind} at {o.started:.3f} after {o.elapsed:.3f} s: {o.error or o.status}"
+            for o in self.failures()[:10]
+        ]
         return "\n".join(lines)
 
 

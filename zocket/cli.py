@@ -146,6 +146,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="how long a generation has to stop before SIGKILL (default 10)",
     )
     parser.add_argument(
+        "--no-hook",
+        dest="hook",
+        action="store_false",
+        help="do not make Python servers that bind the held address adopt the held socket",
+    )
+    parser.add_argument(
         "--no-respawn",
         dest="respawn",
         action="store_false",
@@ -202,6 +208,7 @@ def parse_args(argv: Sequence[str]) -> Config:
         stop_timeout=args.stop_timeout,
         stop_signal=args.stop_signal,
         respawn=args.respawn,
+        hook=args.hook,
         overlap=args.overlap,
         ready=args.ready,
         ready_timeout=args.ready_timeout,

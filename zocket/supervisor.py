@@ -42,6 +42,8 @@ Log = Callable[[str], None]
 
 #: Signals zocket passes on to every generation's process group before exiting.
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT)
+#: Put first on the PYTHONPATH of every generation: its sitecustomize loads the hook.
+HOOK_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_hook")
 #: The line a child sends on its NOTIFY_SOCKET to say "I wait on a held fd" (the hook does).
 WAITING_MESSAGE = "ZOCKET_WAITING="
 
@@ -84,6 +86,8 @@ class Config:
     watch: Sequence[str] = ()
     ignore: Sequence[str] = DEFAULT_IGNORES
     debounce: float = 0.02
+    #: Make Python servers that bind the held address adopt the held socket (zocket/_hook).
+    hook: bool = True
 
 
 @dataclass
@@ -305,7 +309,7 @@ class Supervisor:
                 fds=[listener.fd for listener in self.listeners],
                 names=[listener.name for listener in self.listeners],
                 env=self.config.env,
-                extra_env={"NOTIFY_SOCKET": notify_name, "ZOCKET_GENERATION": str(number)},
+                extra_env=self._extra_env(notify_name, number),
                 cwd=self.config.cwd,
                 deathsig=self.config.deathsig,
             )
@@ -321,6 +325,19 @@ class Supervisor:
             self._selector.register(child.pidfd, selectors.EVENT_READ, self._on_child_exit)
         self._watch_readiness(generation)
         return generation
+
+    def _extra_env(self, notify_name: str, number: int) -> dict[str, str]:
+        env = {"NOTIFY_SOCKET": notify_name, "ZOCKET_GENERATION": str(number)}
+        if self.config.hook:
+            # The fds as the server will see them (3, 4, ...), each with its socket's inode.
+            env["ZOCKET_HOOK_FDS"] = ",".join(
+                f"{3 + i}:{os.fstat(listener.fd).st_ino}" for i, listener in enumerate(self.listeners)
+            )
+            inherited = (self.config.env if self.config.env is not None else os.environ).get(
+                "PYTHONPATH"
+            )
+            env["PYTHONPATH"] = HOOK_DIR + (os.pathsep + inherited if inherited else "")
+        return env
 
     def _start_logged(self) -> None:
         try:

@@ -1,0 +1,215 @@
+"""Real servers serving HTTP on the socket zocket holds: gunicorn, uvicorn, hypercorn.
+
+Each app is a few lines written into tmp_path, which is also the server's
+working directory and HOME (gunicorn puts its control socket under HOME).
+Servers run as ``python -m SERVER`` (or the script next to this interpreter)
+so that no activated virtualenv is needed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from functools import cache
+from pathlib import Path
+
+import pytest
+
+from support import (
+    LoadClient,
+    ZocketProcess,
+    group_members,
+    http_get,
+    socket_inodes,
+    start_zocket,
+    tcp_listeners,
+    wait_for,
+)
+
+WSGI_APP = """\
+def app(environ, start_response):
+    body = b"hello from the wsgi app\\n"
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+"""
+
+ASGI_APP = """\
+VERSION = 0
+
+
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    body = f"hello from the asgi app, version {VERSION}\\n".encode()
+    await send({
+        "type": "http.response.start",
+        "status": 200,
+        "headers": [(b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode())],
+    })
+    await send({"type": "http.response.body", "body": body})
+"""
+
+
+def asgi_body(version: int) -> bytes:
+    return f"hello from the asgi app, version {version}\n".encode()
+
+
+def server(name: str) -> list[str]:
+    """The command that runs ``name``: its script next to this interpreter, else ``-m``."""
+    pytest.importorskip(name)
+    script = Path(sys.executable).parent / name
+    return [str(script)] if script.is_file() else [sys.executable, "-m", name]
+
+
+@cache
+def gunicorn_has_control_socket() -> bool:
+    """Whether this gunicorn knows --no-control-socket (it has a control socket)."""
+    result = subprocess.run(
+        [*server("gunicorn"), "--help"], capture_output=True, text=True, timeout=60, check=False
+    )
+    return "--no-control-socket" in result.stdout
+
+
+@pytest.fixture
+def app_dir(tmp_path: Path) -> Path:
+    (tmp_path / "wsgi_app.py").write_text(WSGI_APP)
+    (tmp_path / "asgi_app.py").write_text(ASGI_APP)
+    return tmp_path
+
+
+def run_server(app_dir: Path, command: list[str]) -> ZocketProcess:
+    env = {**os.environ, "HOME": str(app_dir)}
+    return start_zocket(["--no-respawn", "--port", "0", "--", *command], cwd=app_dir, env=env)
+
+
+def held_inode(zocket: ZocketProcess) -> int:
+    """The inode of the listening socket zocket holds on its port."""
+    listeners = tcp_listeners()
+    found = [
+        inode
+        for inode in socket_inodes(zocket.pid).values()
+        if listeners.get(inode) == (zocket.host, zocket.port)
+    ]
+    assert len(found) == 1, (found, listeners)
+    return found[0]
+
+
+def assert_listens_only_on_the_held_socket(zocket: ZocketProcess) -> None:
+    """Every listening TCP socket any server process has open is the one zocket holds."""
+    held = held_inode(zocket)
+    listeners = tcp_listeners()
+    members = group_members(zocket.child_pid)
+    assert zocket.child_pid in members
+    seen = {}
+    for pid in members:
+        try:
+            inodes = socket_inodes(pid)
+        except FileNotFoundError:
+            continue  # exited meanwhile
+        for fd, inode in inodes.items():
+            if inode in listeners:
+                seen[(pid, fd)] = listeners[inode]
+                assert inode == held, f"pid {pid} fd {fd} listens on {listeners[inode]}"
+    assert seen, "no server process holds the socket"
+
+
+def test_gunicorn_uses_the_held_socket(app_dir: Path) -> None:
+    command = [*server("gunicorn"), "-w", "2", "wsgi_app:app"]
+    if gunicorn_has_control_socket():
+        command.insert(-1, "--no-control-socket")
+    with run_server(app_dir, command) as zocket:
+        zocket.wait_for_stderr(f"Listening at: http://127.0.0.1:{zocket.port} ", timeout=20)
+        for _ in range(5):
+            status, _, body = http_get(zocket.port)
+            assert (status, body) == (200, b"hello from the wsgi app\n")
+        # The arbiter and both workers.
+        wait_for(lambda: len(group_members(zocket.child_pid)) >= 3, 20, message="2 workers")
+        arbiter = socket_inodes(zocket.child_pid)
+        assert held_inode(zocket) in arbiter.values()
+        assert_listens_only_on_the_held_socket(zocket)
+        assert not any(":8000" in line for line in zocket.stderr_lines())
+        assert zocket.stop() == 0
+    assert "Shutting down" in zocket.stderr_text()
+
+
+@pytest.mark.parametrize(
+    "name, options",
+    [("uvicorn", ["--fd", "{fd}"]), ("hypercorn", ["--bind", "fd://{fd}"])],
+)
+def test_asgi_server_on_the_held_fd(name: str, options: list[str], app_dir: Path) -> None:
+    with run_server(app_dir, [*server(name), *options, "asgi_app:app"]) as zocket:
+        status, _, body = wait_for(lambda: _try_get(zocket.port), 20, message=f"{name} to answer")
+        assert (status, body) == (200, asgi_body(0))
+        assert_listens_only_on_the_held_socket(zocket)
+        assert zocket.stop() in (0, 128 + signal.SIGTERM)
+
+
+def _try_get(port: int) -> tuple[int, object, bytes] | None:
+    """A response, or None while the server is not accepting yet (the backlog holds us)."""
+    try:
+        return http_get(port, timeout=20)
+    except (ConnectionError, TimeoutError):
+        return None
+
+
+def write_version(path: Path, version: int) -> None:
+    """Replace the app atomically, so the reloader never imports half a file."""
+    text = ASGI_APP.replace("VERSION = 0", f"VERSION = {version}")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+@pytest.mark.slow
+def test_uvicorn_reload_under_load_refuses_nothing(app_dir: Path) -> None:
+    app = app_dir / "asgi_app.py"
+    command = [
+        *server("uvicorn"), "--reload", "--reload-dir", str(app_dir), "--no-access-log",
+        "--fd", "{fd}", "asgi_app:app",
+    ]  # fmt: skip
+    started = time.monotonic()
+    with run_server(app_dir, command) as zocket:
+        with LoadClient(zocket.port, threads=4, rate=100, duration=60, timeout=10) as load:
+            load.wait_for(lambda o: o.ok, timeout=20)
+            for version in range(1, 6):
+                _edit_until_served(load, app, version)
+                # uvicorn's StatReload takes its new baseline of mtimes 0.25 s after a
+                # restart; an edit before that would become the baseline unseen.
+                time.sleep(0.5)
+        summary = load.summary()
+        assert zocket.stop() in (0, 128 + signal.SIGTERM)
+    counts = load.counts()
+    assert [counts[k] for k in ("refused", "reset", "timeout", "http_error", "error")] == [0] * 5, (
+        summary
+    )
+    seen = set(load.bodies())
+    assert {asgi_body(v) for v in range(6)} <= seen, summary
+    assert seen <= {asgi_body(v) for v in range(6)}
+    assert counts["ok"] >= 200, summary
+    # uvicorn really restarted its server process for each edit (and maybe for a re-write).
+    reloads = [line for line in zocket.stderr_lines() if "detected changes" in line]
+    assert len(reloads) >= 5, zocket.stderr_text()
+    assert time.monotonic() - started < 60
+
+
+def _edit_until_served(load: LoadClient, app: Path, version: int) -> None:
+    """Write ``version`` and wait until a response shows it; write again if the reloader missed it."""
+    deadline = time.monotonic() + 20
+    while True:
+        edited = time.monotonic()
+        write_version(app, version)
+        try:
+            load.wait_for(lambda o: o.body == asgi_body(version), timeout=3, since=edited)
+            return
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise

@@ -1,0 +1,203 @@
+"""Make an unchanged Python server listen on the socket zocket holds; standard library only.
+
+Runs inside the user's interpreter, possibly another venv or Python version
+than zocket's, so it imports nothing but the standard library.
+
+- ``socket.socket.bind`` is wrapped: a bind to an address a held socket
+  serves (same port; same host, or a wildcard, or the other family's
+  loopback where that is sound) turns the socket object into a copy of the
+  held listening socket instead. ``listen()`` and ``shutdown()`` become
+  no-ops on it: the first would shrink the backlog every generation shares,
+  the second would disconnect the listener for all of them.
+- ``subprocess.Popen`` is wrapped so that a reloader that starts its
+  server with ``close_fds=True`` (the default) still passes the held fds on.
+- The first time the server asks an adopted socket for its fd after
+  ``listen()`` (as a selector or event loop does just before waiting on it)
+  the hook sends ``ZOCKET_WAITING=FD`` on NOTIFY_SOCKET: zocket's sign that
+  this generation is ready.
+
+ZOCKET_HOOK_FDS lists the held fds as ``FD:INODE,...``; a descendant checks
+the inode so that an fd number reused for something else is never taken.
+"""
+
+import ipaddress
+import os
+import socket
+import sys
+
+_held = []  # (fd, family, host, port, v6only, inode) of each held socket in this process
+_classes = {}
+_notified = [False]
+_original_bind = socket.socket.bind
+
+
+def install():
+    _held[:] = _read_held(os.environ.get("ZOCKET_HOOK_FDS", ""))
+    if not _held:
+        return
+    socket.socket.bind = _bind
+    _patch_subprocess()
+
+
+def _read_held(value):
+    held = []
+    for item in value.split(","):
+        fd_text, _, inode_text = item.partition(":")
+        try:
+            fd, inode = int(fd_text), int(inode_text)
+            if os.fstat(fd).st_ino != inode:
+                continue
+            probe = socket.socket(fileno=os.dup(fd))
+        except (ValueError, OSError):
+            continue
+        try:
+            if probe.family not in (socket.AF_INET, socket.AF_INET6):
+                continue
+            host, port = probe.getsockname()[:2]
+            v6only = (
+                probe.family == socket.AF_INET6
+                and probe.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) == 1
+            )
+            held.append((fd, probe.family, host, port, v6only, inode))
+        finally:
+            probe.close()
+    return held
+
+
+def _bind(self, address):
+    match = _match(self, address)
+    if match is None:
+        return _original_bind(self, address)
+    _adopt(self, match[0])
+
+
+def _match(sock, address):
+    """The held socket that soundly serves a bind to ``address``, or None."""
+    if sock.family not in (socket.AF_INET, socket.AF_INET6) or sock.type != socket.SOCK_STREAM:
+        return None
+    try:
+        host, port = address[0], int(address[1])
+    except (TypeError, ValueError, IndexError):
+        return None
+    candidates = [h for h in _held if h[3] == port and port != 0]
+    if not candidates:
+        return None
+    asked = _ip(host, port, sock.family)
+    for held in candidates:
+        if _serves(held, asked):
+            return held
+    shown = ", ".join(_format(h[2], h[3]) for h in candidates)
+    sys.stderr.write(
+        f"zocket hook: not adopting the bind to {_format(host, port)}: zocket holds {shown}, "
+        "which does not serve that address; binding normally\n"
+    )
+    return None
+
+
+def _ip(host, port, family):
+    """The address ``host`` means to bind(), or None for a wildcard."""
+    if host in ("", "0.0.0.0", "::"):
+        return None
+    try:
+        return ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, port, family, socket.SOCK_STREAM)
+    except OSError:
+        return ipaddress.ip_address("0.0.0.0")  # unresolvable: matches nothing held
+    ip = ipaddress.ip_address(infos[0][4][0].split("%", 1)[0])
+    return None if ip.is_unspecified else ip
+
+
+def _serves(held, asked):
+    """Would clients that connect to ``asked`` reach the held socket?"""
+    _fd, family, host, _port, v6only, _inode = held
+    if asked is None:
+        return True  # the app asked for every address: zocket's choice of host stands
+    mine = ipaddress.ip_address(host.split("%", 1)[0])
+    if mine.is_unspecified:
+        if family == socket.AF_INET:
+            return asked.version == 4
+        return asked.version == 6 or not v6only
+    if asked.version == 6 and asked.ipv4_mapped is not None:
+        asked = asked.ipv4_mapped
+    return asked == mine
+
+
+def _adopt(sock, fd):
+    timeout = sock.gettimeout()
+    copy = os.dup(fd)
+    os.close(sock.detach())
+    socket.socket.__init__(sock, fileno=copy)
+    sock.__class__ = _held_class(type(sock))
+    sock.settimeout(timeout)
+
+
+def _held_class(cls):
+    """A subclass of the app's socket class whose listen/shutdown keep the shared socket whole."""
+    held = _classes.get(cls)
+    if held is None:
+        held = type(f"Held{cls.__name__}", (cls,), {
+            "__slots__": (),
+            "listen": _listen,
+            "shutdown": _shutdown,
+            "fileno": _fileno,
+        })
+        _classes[cls] = held
+    return held
+
+
+def _listen(self, backlog=None):
+    """A no-op: already listening, with the backlog every generation shares."""
+
+
+def _shutdown(self, how):
+    """A no-op: shutdown() on a listening socket would stop it for every generation."""
+
+
+def _fileno(self):
+    fd = socket.socket.fileno(self)
+    if not _notified[0] and fd >= 0:
+        _notified[0] = True
+        _notify(f"ZOCKET_WAITING={fd}")
+    return fd
+
+
+def _notify(message):
+    target = os.environ.get("NOTIFY_SOCKET", "")
+    if not target.startswith(("@", "/")):
+        return
+    if target.startswith("@"):
+        target = "\0" + target[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
+            s.sendto(message.encode(), target)
+    except OSError:
+        pass  # zocket's auto readiness still sees the server from /proc
+
+
+def _patch_subprocess():
+    import subprocess
+
+    original = subprocess.Popen.__init__
+
+    def __init__(self, *args, **kwargs):
+        if kwargs.get("close_fds", True):
+            alive = [h[0] for h in _held if _still_held(h[0], h[5])]
+            if alive:
+                kwargs["pass_fds"] = tuple(sorted(set(kwargs.get("pass_fds", ())) | set(alive)))
+        original(self, *args, **kwargs)
+
+    subprocess.Popen.__init__ = __init__
+
+
+def _still_held(fd, inode):
+    try:
+        return os.fstat(fd).st_ino == inode
+    except OSError:
+        return False
+
+
+def _format(host, port):
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
