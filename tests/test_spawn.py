@@ -79,9 +79,16 @@ def no_leaks() -> Iterator[None]:
     """No fd and no child process outlives a test."""
     before = open_fds()
     yield
+    strays = children_of_this_process()
+    for pid in strays:  # so that one failure does not spill into the next tests
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        os.waitpid(pid, 0)
     leaked = open_fds() - before
     assert not leaked, {fd: os.readlink(f"/proc/self/fd/{fd}") for fd in leaked}
-    assert children_of_this_process() == []
+    assert strays == []
 
 
 def wait_readable(fd: int, timeout: float) -> bool:

@@ -158,10 +158,31 @@ def _shutdown(self, how):
 
 def _fileno(self):
     fd = socket.socket.fileno(self)
-    if not _notified[0] and fd >= 0:
+    if not _notified[0] and fd >= 0 and _asked_by_event_loop():
         _notified[0] = True
         _notify(f"ZOCKET_WAITING={fd}")
     return fd
+
+
+# Modules that ask for a listening socket's fd to wait on it: socketserver through
+# selectors (Django runserver, http.server, werkzeug), asyncio (aiohttp, uvicorn).
+_WAITERS = ("selectors", "asyncio.selector_events", "asyncio.base_events")
+
+
+def _asked_by_event_loop():
+    """Whether fileno() was called on the way to registering the socket with a selector.
+
+    Other callers (werkzeug's reloader parent puts the fd in the environment)
+    do not mean that anything waits on the socket yet.
+    """
+    frame = sys._getframe(1)
+    for _ in range(4):
+        if frame is None:
+            return False
+        if frame.f_globals.get("__name__") in _WAITERS:
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _notify(message):
