@@ -574,12 +574,16 @@ def test_socket_inodes_match_proc(listener: socket.socket, other_listener: socke
 
 def test_processes_of_tree_and_group(children: Children, listener: socket.socket) -> None:
     code = """
-sub = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-os.write(READY_FD, str(sub.pid).encode())
-sub.wait()
+sleep = [sys.executable, "-c", "import time; time.sleep(60)"]
+in_group = subprocess.Popen(sleep)
+# In a process group of its own: found only as a descendant.
+own_group = subprocess.Popen(sleep, process_group=0)
+os.write(READY_FD, f"{in_group.pid} {own_group.pid}".encode())
+in_group.wait()
+own_group.wait()
 sys.exit(5)
 """
-    # The ready pipe carries the grandchild's pid here: read it directly.
+    # The ready pipe carries the grandchildren's pids here: read it directly.
     read_end, write_end = os.pipe()
     try:
         try:
@@ -592,8 +596,9 @@ sys.exit(5)
             os.close(write_end)
         children._children.append(child)
         ready, _, _ = select.select([read_end], [], [], START_TIMEOUT)
-        assert ready, "child did not report its grandchild"
-        grandchild = int(os.read(read_end, 32))
+        assert ready, "child did not report its grandchildren"
+        grandchildren = [int(pid) for pid in os.read(read_end, 64).split()]
+        assert len(grandchildren) == 2
     finally:
         os.close(read_end)
 
@@ -613,18 +618,20 @@ sys.exit(5)
         assert os.getpgid(member.pid) == child.pid
         found = readiness.processes_of(child.pid)
         assert found[0] == child.pid, "root first"
-        assert grandchild in found
+        assert os.getpgid(grandchildren[1]) == grandchildren[1] != child.pid
+        assert set(grandchildren) <= set(found)
         assert member.pid in found
         assert unrelated.pid not in found
         assert os.getpid() not in found
         assert 1 not in found
         assert len(found) == len(set(found))
-        assert set(found) == {child.pid, grandchild, member.pid}
+        assert set(found) == {child.pid, *grandchildren, member.pid}
     finally:
         for proc in (member, unrelated):
             proc.kill()
             proc.wait(timeout=10)
-        _kill(grandchild)  # reaped by the child, which then exits
+        for pid in grandchildren:
+            _kill(pid)  # reaped by the child, which then exits
     status = children.wait_exit(child)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 5
 

@@ -761,6 +761,15 @@ def test_one_name_per_fd(held: Sockets) -> None:
     assert_no_child_left()
 
 
+@pytest.mark.parametrize("count", [1, 16, libc.SPAWN_MAX_FDS])
+def test_exec_failure_is_reported_past_the_held_fds(count: int, held: Sockets) -> None:
+    """The error pipe may sit where a held fd goes: the report must still arrive."""
+    sock = held.make("unix")
+    with pytest.raises(CommandNotFound):
+        spawn(["zocket-missing-command"], fds=[sock] * count, names=["s"] * count)
+    assert_no_child_left()
+
+
 def test_missing_cwd_is_a_spawn_error(tmp_path: Path) -> None:
     with pytest.raises(SpawnError) as info:
         spawn(["sleep", "30"], fds=[], names=[], cwd=str(tmp_path / "gone"))

@@ -13,6 +13,9 @@ Every error is one line on stderr, never a traceback.
 from __future__ import annotations
 
 import argparse
+import grp
+import os
+import pwd
 import signal
 import sys
 from collections.abc import Sequence
@@ -22,7 +25,7 @@ from ._version import __version__
 from .addresses import DEFAULT_HOST, AddressError, InetAddress, ListenSpec, parse_host
 from .addresses import parse_listen, parse_port
 from .command import CommandError, split_command
-from .listeners import ListenError
+from .listeners import ListenError, UnixPermissions
 from .readiness import ReadyMode, parse_ready_mode
 from .spawn import SpawnError
 from .watch import DEFAULT_IGNORES, WatchError
@@ -62,9 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="the port (default 9999), then the command: one quoted string, "
         "split like a shell would without running one, or its words after --",
     )
-    parser.add_argument("-p", "--port", help="the port to hold (0: any free port)")
+    parser.add_argument(
+        "-p", "--port", action=_Once, help="the port to hold (0: any free port)"
+    )
     parser.add_argument(
         "--host",
+        action=_Once,
         help=f"address or name to bind the port on (default {DEFAULT_HOST}); "
         "use 0.0.0.0 or :: to accept connections from other machines",
     )
@@ -79,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--backlog",
+        action=_Once,
         type=int,
         default=libc.SOMAXCONN,
         help=f"listen() backlog (default SOMAXCONN = {libc.SOMAXCONN})",
@@ -104,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     restarts.add_argument(
         "--debounce",
+        action=_Once,
         type=_seconds,
         default=0.02,
         metavar="SECONDS",
@@ -111,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     restarts.add_argument(
         "--ready",
+        action=_Once,
         type=_ready_mode,
         default=ReadyMode("auto"),
         metavar="MODE",
@@ -120,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     restarts.add_argument(
         "--ready-timeout",
+        action=_Once,
         type=_seconds,
         default=60.0,
         metavar="SECONDS",
@@ -133,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     restarts.add_argument(
         "--stop-signal",
+        action=_Once,
         type=_signal,
         default=signal.SIGTERM,
         metavar="SIGNAL",
@@ -140,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     restarts.add_argument(
         "--stop-timeout",
+        action=_Once,
         type=_seconds,
         default=10.0,
         metavar="SECONDS",
@@ -157,6 +169,28 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_false",
         help="when the server exits by itself, exit with its status instead of starting "
         "it again (with backoff)",
+    )
+    ops = parser.add_argument_group("operations")
+    ops.add_argument(
+        "--status-file",
+        action=_Once,
+        metavar="PATH",
+        help="keep PATH up to date (atomically) with the sockets and generations, as JSON",
+    )
+    ops.add_argument("--pid-file", action=_Once, metavar="PATH", help="write zocket's pid to PATH")
+    ops.add_argument(
+        "--socket-mode",
+        action=_Once,
+        type=_mode,
+        metavar="OCTAL",
+        help="permissions of the Unix socket files zocket creates, e.g. 660",
+    )
+    ops.add_argument(
+        "--socket-owner",
+        action=_Once,
+        type=_owner,
+        metavar="USER[:GROUP]",
+        help="owner of the Unix socket files zocket creates",
     )
     parser.add_argument("--version", action="version", version=f"zocket {__version__}")
     return parser
@@ -186,6 +220,12 @@ def parse_args(argv: Sequence[str]) -> Config:
         words = after
     if args.backlog < 1:
         raise UsageError(f"--backlog must be at least 1, not {args.backlog}")
+    inherit = _handed_sockets()
+    if inherit and (port_text is not None or args.listen or args.host is not None):
+        raise UsageError(
+            f"zocket was handed {inherit} socket(s) through LISTEN_FDS; "
+            "--port, --host and --listen do not apply"
+        )
 
     try:
         specs: list[ListenSpec] = []
@@ -215,7 +255,57 @@ def parse_args(argv: Sequence[str]) -> Config:
         watch=args.watch,
         ignore=DEFAULT_IGNORES + tuple(args.ignore),
         debounce=args.debounce,
+        inherit=bool(inherit),
+        reap_orphans=True,
+        status_file=args.status_file,
+        pid_file=args.pid_file,
+        unix_permissions=UnixPermissions(args.socket_mode, *(args.socket_owner or (-1, -1))),
     )
+
+
+def _handed_sockets() -> int:
+    """How many sockets zocket itself was given the systemd way (0: none, bind our own)."""
+    if os.environ.get("LISTEN_PID") != str(os.getpid()):
+        return 0
+    value = os.environ.get("LISTEN_FDS", "")
+    return int(value) if value.isdigit() else 0
+
+
+class _Once(argparse.Action):
+    """Store a value, refusing a second one: ``--port 1 --port 2`` is a mistake, not an override."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        seen = namespace.__dict__.setdefault("_given", set())
+        if self.dest in seen:
+            raise argparse.ArgumentError(self, "given twice")
+        seen.add(self.dest)
+        setattr(namespace, self.dest, values)
+
+
+def _mode(text: str) -> int:
+    try:
+        mode = int(text, 8)
+    except ValueError:
+        mode = -1
+    if not 0 <= mode <= 0o7777:
+        raise argparse.ArgumentTypeError(f"not an octal file mode: {text!r}")
+    return mode
+
+
+def _owner(text: str) -> tuple[int, int]:
+    user, _, group = text.partition(":")
+    try:
+        uid = int(user) if user.isdigit() else pwd.getpwnam(user).pw_uid if user else -1
+        gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid if group else -1
+    except KeyError as exc:
+        raise argparse.ArgumentTypeError(f"unknown user or group in {text!r}: {exc}") from None
+    return uid, gid
 
 
 def _seconds(text: str) -> float:

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from . import libc
+from .activation import listen_fds_with_names
 from .addresses import Address, InetAddress, ListenSpec, UnixAddress, url
 
 DEFAULT_NAMES = ("http", "https")
@@ -73,12 +74,29 @@ class Listener:
                 pass
 
 
-def open_listeners(specs: Sequence[ListenSpec], backlog: int) -> list[Listener]:
+@dataclass(frozen=True)
+class UnixPermissions:
+    """``--socket-mode`` and ``--socket-owner`` for the Unix socket files zocket creates."""
+
+    mode: int | None = None
+    uid: int = -1
+    gid: int = -1
+
+    def apply(self, path: str) -> None:
+        if self.uid != -1 or self.gid != -1:
+            os.chown(path, self.uid, self.gid, follow_symlinks=False)
+        if self.mode is not None:
+            os.chmod(path, self.mode)
+
+
+def open_listeners(
+    specs: Sequence[ListenSpec], backlog: int, unix: UnixPermissions = UnixPermissions()
+) -> list[Listener]:
     """Open every spec in order; on any failure close what was opened and raise ListenError."""
     opened: list[Listener] = []
     try:
         for index, spec in enumerate(specs):
-            opened.append(open_listener(spec, backlog, spec.name or default_name(index)))
+            opened.append(open_listener(spec, backlog, spec.name or default_name(index), unix))
     except BaseException:
         for listener in opened:
             listener.close()
@@ -92,10 +110,42 @@ def open_listeners(specs: Sequence[ListenSpec], backlog: int) -> list[Listener]:
     return opened
 
 
-def open_listener(spec: ListenSpec, backlog: int, name: str) -> Listener:
+def inherited_listeners(backlog: int) -> list[Listener]:
+    """The sockets zocket itself was given the systemd way (a .socket unit), if any.
+
+    Then zocket holds those instead of binding: a production server gets
+    zocket's restarts behind systemd's socket. The variables are removed
+    from zocket's environment so that no child takes them for its own.
+    """
+    listeners: list[Listener] = []
+    for name, sock in listen_fds_with_names(unset_environment=True):
+        if sock.type != _socket.SOCK_STREAM:
+            raise ListenError(f"inherited fd {sock.fileno()} ({name}) is not a stream socket")
+        address = _address_of(sock)
+        fd = sock.detach()
+        libc.set_cloexec(fd)
+        if not libc.getsockopt(fd, libc.SOL_SOCKET, libc.SO_ACCEPTCONN):
+            libc.listen(fd, backlog)
+        listeners.append(Listener(name, fd, sock.family, address, address))
+    return listeners
+
+
+def _address_of(sock: _socket.socket) -> Address:
+    if sock.family == _socket.AF_UNIX:
+        raw = sock.getsockname()
+        if isinstance(raw, bytes):
+            return UnixAddress(raw[1:].decode(errors="replace"), abstract=True)
+        return UnixAddress(raw)
+    host, port = sock.getsockname()[:2]
+    return InetAddress(host, port)
+
+
+def open_listener(
+    spec: ListenSpec, backlog: int, name: str, unix: UnixPermissions = UnixPermissions()
+) -> Listener:
     if isinstance(spec.address, InetAddress):
         return _open_inet(spec.address, backlog, name)
-    return _open_unix(spec.address, backlog, name)
+    return _open_unix(spec.address, backlog, name, unix)
 
 
 def _open_inet(requested: InetAddress, backlog: int, name: str) -> Listener:
@@ -129,20 +179,25 @@ def _resolve(address: InetAddress) -> tuple[int, tuple[str, int] | tuple[str, in
     raise ListenError(f"host {address.host!r} has no IPv4 or IPv6 address")
 
 
-def _open_unix(requested: UnixAddress, backlog: int, name: str) -> Listener:
+def _open_unix(
+    requested: UnixAddress, backlog: int, name: str, unix: UnixPermissions
+) -> Listener:
     path = "\0" + requested.path if requested.abstract else requested.path
     if not requested.abstract:
         _clear_stale_socket(requested.path)
     fd = libc.socket(libc.AF_UNIX, libc.SOCK_STREAM | libc.SOCK_CLOEXEC)
+    identity = None
     try:
         libc.bind(fd, path, libc.AF_UNIX)
-        libc.listen(fd, backlog)
-        identity = None
         if not requested.abstract:
             st = os.lstat(requested.path)
             identity = (st.st_dev, st.st_ino)
+            unix.apply(requested.path)  # before listen(): nobody connects with the wrong mode
+        libc.listen(fd, backlog)
     except OSError as exc:
         libc.close(fd)
+        if identity is not None:
+            os.unlink(requested.path)  # ours, just made: leave nothing behind
         raise ListenError(_bind_message(exc, str(requested))) from None
     return Listener(name, fd, libc.AF_UNIX, requested, requested, identity)
 

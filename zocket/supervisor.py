@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import json
 import os
 import selectors
 import signal
@@ -31,9 +32,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from . import libc, readiness
+from .activation import notify
 from .addresses import ListenSpec
 from .command import expand
-from .listeners import Listener, open_listeners
+from .listeners import Listener, UnixPermissions, inherited_listeners, open_listeners
 from .readiness import ReadyMode
 from .spawn import Child, SpawnError, spawn
 from .watch import DEFAULT_IGNORES, Watcher, describe
@@ -81,13 +83,21 @@ class Config:
     respawn: bool = True
     backoff_initial: float = 0.1
     backoff_max: float = 10.0
-    #: A generation that ran this long resets the backoff.
-    stable_after: float = 10.0
+    #: A generation that served this long resets the backoff.
+    stable_after: float = 1.0
     watch: Sequence[str] = ()
     ignore: Sequence[str] = DEFAULT_IGNORES
     debounce: float = 0.02
     #: Make Python servers that bind the held address adopt the held socket (zocket/_hook).
     hook: bool = True
+    #: Hold the sockets zocket was itself given through LISTEN_FDS instead of binding.
+    inherit: bool = False
+    #: Become a child subreaper and reap every orphan (what PID 1 in a container must do).
+    #: Only for a process that has no other children: it reaps with waitpid(-1).
+    reap_orphans: bool = False
+    status_file: str | None = None
+    pid_file: str | None = None
+    unix_permissions: UnixPermissions = field(default_factory=UnixPermissions)
 
 
 @dataclass
@@ -97,6 +107,7 @@ class Generation:
     number: int
     child: Child
     started: float = field(default_factory=time.monotonic)
+    started_wall: float = field(default_factory=time.time)
     ready_at: float | None = None
     stop_requested: float | None = None
     exited_at: float | None = None
@@ -159,6 +170,9 @@ class Supervisor:
         self._debounce_timer: _Timer | None = None
         self._changed: list[str] = []
         self._crashes = 0
+        self._restarts = 0
+        self._status_written = ""
+        self._status_error = ""
         self._stopping = False
         self._principal: Generation | None = None
         self._exit_status: int | None = None
@@ -169,7 +183,12 @@ class Supervisor:
     def open(self) -> list[Listener]:
         """Bind and listen every socket; raises ListenError. Idempotent."""
         if not self.listeners:
-            self.listeners = open_listeners(self.config.listen, self.config.backlog)
+            if self.config.inherit:
+                self.listeners = inherited_listeners(self.config.backlog)
+            if not self.listeners:
+                self.listeners = open_listeners(
+                    self.config.listen, self.config.backlog, self.config.unix_permissions
+                )
         return self.listeners
 
     def run(self) -> int:
@@ -178,6 +197,10 @@ class Supervisor:
         self._argv = expand(self.config.command, self.listeners)
         self._inodes = readiness.socket_inodes(listener.fd for listener in self.listeners)
         try:
+            if self.config.reap_orphans:
+                libc.prctl(libc.PR_SET_CHILD_SUBREAPER, 1)
+            if self.config.pid_file:
+                _write_atomically(self.config.pid_file, f"{os.getpid()}\n")
             if self.config.watch:
                 self._watcher = Watcher(self.config.watch, self.config.ignore)
             with self._signals() as wakeup:
@@ -194,6 +217,7 @@ class Supervisor:
                 )
                 while self._exit_status is None:
                     self._step()
+                    self._write_status()
                 return self._exit_status
         finally:
             self._shutdown()
@@ -276,6 +300,10 @@ class Supervisor:
             found = libc.reap(generation.pid)
             if found is not None:
                 self._exited(generation, found[1])
+        if self.config.reap_orphans:
+            # Orphans reparented to us (as subreaper or PID 1): collect, or they stay zombies.
+            while libc.reap(-1) is not None:
+                pass
 
     # --- the life of a generation ------------------------------------------------------------
 
@@ -289,6 +317,8 @@ class Supervisor:
         if self._waiting_for_stop is not None:
             return  # the generation about to start will see this change too
         self.log(f"{reason}: restarting")
+        self._restarts += 1
+        _sd_notify(f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}")
         if self._respawn_timer is not None:
             self._respawn_timer.cancel()
             self._respawn_timer = None
@@ -377,6 +407,7 @@ class Supervisor:
         old, self.serving = self.serving, generation
         if old is not None and old.alive:
             self._stop(old, self.config.stop_signal)
+        _sd_notify(f"READY=1\nSTATUS=generation {generation.number} serving")
         self._next_if_pending()
 
     def _not_ready(self, generation: Generation) -> None:
@@ -460,8 +491,10 @@ class Supervisor:
                 generation is not None and generation.exit_status is not None
             ) else 127
             return
-        ran = (generation.exited_at or 0) - generation.started if generation else 0.0
-        self._crashes = 1 if ran >= self.config.stable_after else self._crashes + 1
+        served = 0.0
+        if generation is not None and generation.ready_at is not None:
+            served = (generation.exited_at or generation.ready_at) - generation.ready_at
+        self._crashes = 1 if served >= self.config.stable_after else self._crashes + 1
         delay = min(self.config.backoff_max, self.config.backoff_initial * 2 ** (self._crashes - 1))
         self._restart_pending = False
         self.log(f"no generation is serving; starting again in {delay:.1f} s")
@@ -478,6 +511,7 @@ class Supervisor:
         """Pass a stop signal to every live generation; exit once they are all gone."""
         if not self._stopping:
             self._stopping = True
+            _sd_notify("STOPPING=1")
             self._principal = self.serving or self.starting
             if self._respawn_timer is not None:
                 self._respawn_timer.cancel()
@@ -517,6 +551,9 @@ class Supervisor:
         if self._own_listeners:
             for listener in self.listeners:
                 listener.close()
+        if self.config.pid_file:
+            _remove_quietly(self.config.pid_file)
+        self._write_status(final=True)
 
     # --- helpers --------------------------------------------------------------------------------
 
@@ -535,6 +572,63 @@ class Supervisor:
                 signal.signal(signum, handler)
             libc.close(read_end)
             libc.close(write_end)
+
+    def status(self) -> dict[str, object]:
+        """What --status-file holds: the sockets, the generations alive, the counts."""
+        def state(g: Generation) -> str:
+            if not g.alive:
+                return "exited"
+            if g is self.serving:
+                return "serving"
+            if g is self.starting:
+                return "starting"
+            return "stopping"
+
+        return {
+            "pid": os.getpid(),
+            "sockets": [
+                {"name": listener.name, "fd": 3 + index, "address": str(listener.address),
+                 "url": listener.url}
+                for index, listener in enumerate(self.listeners)
+            ],
+            "generations": [
+                {
+                    "number": g.number,
+                    "state": state(g),
+                    "pid": g.pid,
+                    "started": g.started_wall,
+                    "ready": g.started_wall + (g.ready_at - g.started) if g.ready_at else None,
+                    "exit_status": g.exit_status.shell_status if g.exit_status else None,
+                }
+                for g in self.generations
+                if g.alive or g is self.generations[-1]
+            ],
+            "restarts": self._restarts,
+            "generations_started": len(self.generations),
+            "stopping": self._stopping,
+        }
+
+    def _write_status(self, final: bool = False) -> None:
+        """Keep --status-file current; a full disk is reported once and never stops the holder."""
+        path = self.config.status_file
+        if not path:
+            return
+        if final:
+            _remove_quietly(path)
+            return
+        text = json.dumps(self.status(), indent=2) + "\n"
+        if text == self._status_written:
+            return
+        try:
+            _write_atomically(path, text)
+        except OSError as exc:
+            message = f"cannot write status file {path}: {exc.strerror or exc}"
+            if message != self._status_error:
+                self.log(message)
+                self._status_error = message
+            return
+        self._status_written = text
+        self._status_error = ""
 
     def _who_serves(self) -> str:
         if self.serving is not None:
@@ -558,6 +652,33 @@ def _open_notify_socket(number: int) -> tuple[int, str]:
         libc.close(fd)
         raise
     return fd, "@" + name
+
+
+def _write_atomically(path: str, text: str) -> None:
+    """Readers see the old file or the new one, never half of one."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        _remove_quietly(tmp)
+        raise
+
+
+def _remove_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _sd_notify(state: str) -> None:
+    """Tell zocket's own supervisor (systemd), if any; never fail because of it."""
+    try:
+        notify(state)
+    except (OSError, ValueError):
+        pass
 
 
 def _record(signum: int, frame: object) -> None:
