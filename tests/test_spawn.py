@@ -26,6 +26,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import zocket
 from zocket import libc
 from zocket.spawn import (
     Child,
@@ -37,7 +38,7 @@ from zocket.spawn import (
     spawn,
 )
 
-REPO = Path(__file__).resolve().parent.parent
+ZOCKET_PARENT = str(Path(zocket.__file__).resolve().parent.parent)
 CLOEXEC = libc.SOCK_CLOEXEC
 HAS_IPV6 = os.path.exists("/proc/net/if_inet6")
 O_CLOEXEC_OCTAL = 0o2000000  # as fdinfo prints it
@@ -597,12 +598,15 @@ time.sleep(60)
 @pytest.mark.parametrize(
     ("deathsig", "dies"), [(signal.SIGTERM, True), (signal.SIGKILL, True), (0, False)]
 )
-def test_child_dies_with_its_holder(deathsig: int, dies: bool) -> None:
+def test_child_dies_with_its_holder(deathsig: int, dies: bool, tmp_path: Path) -> None:
+    # The holder imports the zocket under test (installed or in place), not the checkout.
+    env = dict(os.environ, PYTHONPATH=ZOCKET_PARENT)
     with ExitStack() as stack:
         holder = stack.enter_context(
             subprocess.Popen(
                 [sys.executable, "-c", INTERMEDIATE, str(deathsig)],
-                cwd=REPO,
+                cwd=tmp_path,
+                env=env,
                 stdout=subprocess.PIPE,
                 stdin=subprocess.DEVNULL,
             )

@@ -103,11 +103,12 @@ def _listen(unset_environment: bool) -> list[tuple[str, socket.socket]]:
                 except OSError as error:
                     raise OSError(
                         error.errno,
-                        f"LISTEN_FDS={count} promises fd {fd}, but it is not open: {error.strerror}",
+                        f"LISTEN_FDS={count} promises fd {fd}, "
+                        f"but it is not open: {error.strerror}",
                     ) from error
             names = decode_fdnames(os.environ.get("LISTEN_FDNAMES"), count)
             result: list[tuple[str, socket.socket]] = []
-            for fd, name in zip(fds, names):
+            for fd, name in zip(fds, names, strict=True):
                 sock = _adopt(pid, fd)
                 _names[(pid, fd)] = name
                 result.append((name, sock))
@@ -171,7 +172,8 @@ def _notify_address(value: str) -> bytes:
     if value.startswith("/"):
         return os.fsencode(value)
     raise ValueError(
-        f"NOTIFY_SOCKET={value!r} is neither an absolute path nor an abstract socket name starting with '@'"
+        f"NOTIFY_SOCKET={value!r} is neither an absolute path "
+        "nor an abstract socket name starting with '@'"
     )
 
 

@@ -197,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv: Sequence[str]) -> Config:
-    """The Config that ``zocket ARGV`` describes; raises UsageError (one line) or exits for --help."""
+    """The Config that ``zocket ARGV`` describes; raises UsageError (one line)."""
     argv = list(argv)
     after: list[str] | None = None
     if "--" in argv:

@@ -26,7 +26,7 @@ import struct
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, NoReturn, Union
+from typing import Any, NoReturn
 
 from ._libc import ffi, lib
 from .constants import *  # noqa: F403 - the constants are part of this module's API
@@ -51,7 +51,7 @@ from .constants import (
     WNOHANG,
 )
 
-SockAddr = Union[tuple[str, int], tuple[str, int, int, int], str, bytes]
+SockAddr = tuple[str, int] | tuple[str, int, int, int] | str | bytes
 
 HAS_CLOSE_RANGE: bool = bool(lib.HAS_CLOSE_RANGE)
 HAS_PIDFD_OPEN: bool = bool(lib.HAS_PIDFD_OPEN)
@@ -95,10 +95,18 @@ _SUN_PATH_MAX = ffi.sizeof(ffi.typeof("struct sockaddr_un").fields[1][1].type)
 _SUN_PATH_OFFSET = ffi.offsetof("struct sockaddr_un", "sun_path")
 
 
+def _inet_parts(address: SockAddr) -> tuple[str, int, int, int]:
+    if not isinstance(address, tuple) or len(address) not in (2, 4):
+        raise TypeError(f"an IP address is a (host, port[, flowinfo, scope_id]) tuple: {address!r}")
+    host, port = address[0], address[1]
+    flowinfo, scope_id = (address[2], address[3]) if len(address) == 4 else (0, 0)
+    return host, port, flowinfo, scope_id
+
+
 def pack_sockaddr(family: int, address: SockAddr) -> tuple[Any, int]:
     """A C sockaddr for a Python address value: (cdata, length)."""
     if family == AF_INET:
-        host, port = address[:2]  # type: ignore[misc]
+        host, port, _, _ = _inet_parts(address)
         try:
             packed = ipaddress.IPv4Address(host).packed
         except ValueError:
@@ -109,8 +117,7 @@ def pack_sockaddr(family: int, address: SockAddr) -> tuple[Any, int]:
         ffi.memmove(ffi.addressof(sin.sin_addr), packed, 4)
         return sin, ffi.sizeof(sin[0])
     if family == AF_INET6:
-        host, port = address[:2]  # type: ignore[misc]
-        flowinfo, scope_id = (tuple(address[2:4]) + (0, 0))[:2]  # type: ignore[arg-type]
+        host, port, flowinfo, scope_id = _inet_parts(address)
         try:
             ip = ipaddress.IPv6Address(host)
         except ValueError:
@@ -246,7 +253,7 @@ def accept4(fd: int, flags: int = SOCK_CLOEXEC) -> tuple[int, SockAddr]:
 
     def call(fd: int, flags: int) -> int:
         length[0] = ffi.sizeof(storage[0])
-        return lib.accept4(fd, ffi.cast("struct sockaddr *", storage), length, flags)
+        return int(lib.accept4(fd, ffi.cast("struct sockaddr *", storage), length, flags))
 
     conn = _retry("accept4", call, fd, flags)
     return conn, unpack_sockaddr(storage, length[0])

@@ -155,7 +155,9 @@ def _open_inet(requested: InetAddress, backlog: int, name: str) -> Listener:
         libc.setsockopt(fd, libc.SOL_SOCKET, libc.SO_REUSEADDR, 1)
         libc.bind(fd, sockaddr, family)
         libc.listen(fd, backlog)
-        host, port = libc.getsockname(fd)[:2]  # type: ignore[misc]
+        bound = libc.getsockname(fd)
+        assert isinstance(bound, tuple)
+        host, port = bound[0], bound[1]
     except OSError as exc:
         libc.close(fd)
         raise ListenError(_bind_message(exc, str(requested))) from None

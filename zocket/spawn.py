@@ -150,7 +150,8 @@ def _read_report(fd: int) -> tuple[int, int] | None:
 def _spawn_error(command: str, stage: int, err: int) -> SpawnError:
     reason = os.strerror(err)
     if libc.SPAWN_STAGES.get(stage) != "exec":
-        return SpawnError(f"cannot start {command}: {libc.SPAWN_STAGES.get(stage, stage)}: {reason}")
+        step = libc.SPAWN_STAGES.get(stage, stage)
+        return SpawnError(f"cannot start {command}: {step}: {reason}")
     if err == errno.ENOENT:
         return CommandNotFound(f"command not found: {command}")
     if err in (errno.EACCES, errno.EPERM):

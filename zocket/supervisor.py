@@ -361,7 +361,7 @@ class Supervisor:
         if self.config.hook:
             # The fds as the server will see them (3, 4, ...), each with its socket's inode.
             env["ZOCKET_HOOK_FDS"] = ",".join(
-                f"{3 + i}:{os.fstat(listener.fd).st_ino}" for i, listener in enumerate(self.listeners)
+                f"{3 + i}:{os.fstat(held.fd).st_ino}" for i, held in enumerate(self.listeners)
             )
             inherited = (self.config.env if self.config.env is not None else os.environ).get(
                 "PYTHONPATH"

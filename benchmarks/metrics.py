@@ -1,0 +1,233 @@
+"""The figures of a benchmark run, computed from the request records alone.
+
+Pure functions over `Record` lists (no clock, no I/O), so that the test suite
+can check them on synthetic records. Definitions (also in benchmarks/README.md):
+
+* **restart window**: from the trigger of a restart to the completion of the
+  first successful response from the new generation, plus a margin; cut at
+  the next trigger and at the end of the run. When the new generation never
+  answers, the window runs to the next trigger (or the end of the run).
+* a request is **inside** a window when its life, from its scheduled time to
+  its end, overlaps the window: a request sent just before the trigger and
+  stuck behind the restart counts as inside.
+* **longest no-success stretch**: the largest gap between consecutive
+  completions of successful responses, on the client's clock. The run's first
+  scheduled time and last request end bound the first and last gaps, so a run
+  that ends in failures counts its tail. For a restart, the largest such gap
+  that overlaps its window (not clipped to it).
+* **latency** percentiles (nearest rank) are over successful requests only, from
+  the scheduled time to the complete response; failures are counted by kind.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from .load import FAILURE_KINDS, KINDS, Record
+
+__all__ = [
+    "Restart",
+    "Window",
+    "count_kinds",
+    "latency_stats",
+    "longest_no_success",
+    "no_success_gaps",
+    "percentile",
+    "restart_windows",
+    "summarise",
+    "timeline",
+]
+
+
+@dataclass(frozen=True)
+class Restart:
+    """One restart the runner performed. Times are seconds since the load's origin."""
+
+    number: int
+    #: The X-Generation value the new generation answers with.
+    generation: str
+    #: When the runner began the restart (before the signal, edit or stop).
+    trigger: float
+    #: When the trigger action returned (for a plain restart: after stop and start).
+    trigger_returned: float | None = None
+
+
+@dataclass(frozen=True)
+class Window:
+    """The stretch of the client timeline that one restart disturbs."""
+
+    restart: Restart
+    start: float
+    end: float
+    #: Completion of the first successful response from the new generation, if any.
+    first_new: float | None
+
+    def holds(self, record: Record) -> bool:
+        """Whether ``record``'s life (scheduled .. ended) overlaps the window."""
+        return record.scheduled <= self.end and record.ended >= self.start
+
+
+def percentile(sorted_values: Sequence[float], p: float) -> float | None:
+    """The nearest-rank ``p``-th percentile of already sorted values; None when empty."""
+    if not sorted_values:
+        return None
+    if not 0 < p <= 100:
+        raise ValueError(f"percentile {p} not in (0, 100]")
+    rank = math.ceil(p / 100 * len(sorted_values))
+    return sorted_values[max(rank, 1) - 1]
+
+
+def latency_stats(records: Iterable[Record]) -> dict[str, float | int | None]:
+    """n, p50, p99 and max latency (ms) of the successful requests among ``records``."""
+    values = sorted(r.latency * 1000 for r in records if r.ok)
+    return {
+        "n": len(values),
+        "p50_ms": percentile(values, 50),
+        "p99_ms": percentile(values, 99),
+        "max_ms": values[-1] if values else None,
+    }
+
+
+def count_kinds(records: Iterable[Record]) -> dict[str, int]:
+    """How many requests ended as each kind; every kind present, zero or not."""
+    found = dict.fromkeys(KINDS, 0)
+    for record in records:
+        found[record.kind] = found.get(record.kind, 0) + 1
+    return found
+
+
+def no_success_gaps(records: Sequence[Record]) -> list[tuple[float, float]]:
+    """The stretches between consecutive successful completions, bounded by the run.
+
+    The run starts at the first scheduled time and ends at the last end of any
+    request; with no success at all the whole run is one gap.
+    """
+    if not records:
+        return []
+    start = min(r.scheduled for r in records)
+    end = max(r.ended for r in records)
+    points = [start, *sorted(r.ended for r in records if r.ok), end]
+    return [(a, b) for a, b in zip(points, points[1:])]
+
+
+def longest_no_success(
+    records: Sequence[Record], within: tuple[float, float] | None = None
+) -> float:
+    """The longest gap (s) between successful completions; only gaps that overlap ``within``."""
+    gaps = no_success_gaps(records)
+    if within is not None:
+        lo, hi = within
+        gaps = [(a, b) for a, b in gaps if a <= hi and b >= lo]
+    return max((b - a for a, b in gaps), default=0.0)
+
+
+def first_success_from(records: Iterable[Record], generation: str, after: float) -> float | None:
+    """When the first successful response from ``generation`` completed, at or after ``after``."""
+    return min(
+        (r.ended for r in records if r.ok and r.generation == generation and r.ended >= after),
+        default=None,
+    )
+
+
+def restart_windows(
+    restarts: Sequence[Restart], records: Sequence[Record], margin: float
+) -> list[Window]:
+    """The window of each restart (see the module docstring), in trigger order."""
+    ordered = sorted(restarts, key=lambda r: r.trigger)
+    run_end = max((r.ended for r in records), default=0.0)
+    windows = []
+    for index, restart in enumerate(ordered):
+        limit = ordered[index + 1].trigger if index + 1 < len(ordered) else math.inf
+        limit = min(limit, max(run_end, restart.trigger))
+        first = first_success_from(records, restart.generation, restart.trigger)
+        end = min(first + margin, limit) if first is not None else limit
+        windows.append(Window(restart, restart.trigger, max(end, restart.trigger), first))
+    return windows
+
+
+def _generation_key(value: str) -> tuple[int, float, str]:
+    try:
+        return (0, float(value), value)
+    except ValueError:
+        return (1, 0.0, value)
+
+
+def summarise(
+    records: Sequence[Record],
+    restarts: Sequence[Restart],
+    *,
+    margin: float = 0.5,
+    initial_generation: str = "1",
+) -> dict[str, object]:
+    """Every figure of one scenario run, as JSON-ready data (times in s, latencies in ms)."""
+    windows = restart_windows(restarts, records, margin)
+    inside = [r for r in records if any(w.holds(r) for w in windows)]
+    outside = [r for r in records if not any(w.holds(r) for w in windows)]
+    seen = sorted({r.generation for r in records if r.ok and r.generation}, key=_generation_key)
+    expected = {initial_generation, *(r.generation for r in restarts)}
+    per_restart = []
+    for window in windows:
+        held = [r for r in records if window.holds(r)]
+        kinds = count_kinds(held)
+        restart = window.restart
+        per_restart.append(
+            {
+                "number": restart.number,
+                "generation": restart.generation,
+                "trigger_s": restart.trigger,
+                "trigger_returned_s": restart.trigger_returned,
+                "window_s": [window.start, window.end],
+                "first_new_s": window.first_new,
+                "to_new_generation_s": (
+                    window.first_new - restart.trigger if window.first_new is not None else None
+                ),
+                "new_generation_seen": window.first_new is not None,
+                "requests": len(held),
+                "counts": kinds,
+                "failed": sum(kinds[k] for k in FAILURE_KINDS),
+                "longest_no_success_s": longest_no_success(records, (window.start, window.end)),
+                "latency": latency_stats(held),
+            }
+        )
+    kinds = count_kinds(records)
+    to_new = sorted(
+        p["to_new_generation_s"] for p in per_restart if p["to_new_generation_s"] is not None
+    )
+    return {
+        "requests": len(records),
+        "counts": kinds,
+        "failed": sum(kinds[k] for k in FAILURE_KINDS),
+        "longest_no_success_s": longest_no_success(records),
+        "latency_in_windows": latency_stats(inside),
+        "latency_outside": latency_stats(outside),
+        "restarts": len(restarts),
+        "new_generations_seen": sum(1 for p in per_restart if p["new_generation_seen"]),
+        "generations_seen": seen,
+        "unexpected_generations": [g for g in seen if g not in expected],
+        "to_new_generation_s": {
+            "median": percentile(to_new, 50),
+            "max": to_new[-1] if to_new else None,
+        },
+        "per_restart": per_restart,
+    }
+
+
+def timeline(records: Sequence[Record], bucket: float = 0.1) -> list[list[float]]:
+    """The run in ``bucket``-second slices of scheduled time: [t, ok, failed, max ms of ok].
+
+    A compact stand-in for the per-request records in the JSON output.
+    """
+    if not records:
+        return []
+    slices: dict[int, list[float]] = {}
+    for record in records:
+        key = math.floor(record.scheduled / bucket)
+        row = slices.setdefault(key, [round(key * bucket, 3), 0, 0, 0.0])
+        if record.ok:
+            row[1] += 1
+            row[3] = max(row[3], round(record.latency * 1000, 2))
+        else:
+            row[2] += 1
+    return [slices[k] for k in sorted(slices)]
