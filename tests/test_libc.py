@@ -312,13 +312,6 @@ def test_bind_ipv6_loopback_spellings_normalise(
 
 
 @needs_ipv6
-@pytest.mark.xfail(
-    sys.version_info < (3, 13),  # 3.13 changed IPv6Address.__str__ for mapped addresses
-    strict=True,
-    reason="BUG: unpack_sockaddr formats IPv6 with str(ipaddress.IPv6Address), which on "
-    "Python < 3.13 writes an IPv4-mapped address as '::ffff:7f00:1' where the socket "
-    "module (inet_ntop) says '::ffff:127.0.0.1'",
-)
 @pytest.mark.parametrize("host", ["::ffff:127.0.0.1", "0:0:0:0:0:ffff:127.0.0.1", "::ffff:7f00:1"])
 def test_bind_ipv4_mapped_address_matches_socket_module(host: str, fds: FdScope) -> None:
     fd = fds.add(libc.socket(libc.AF_INET6, libc.SOCK_STREAM | CLOEXEC))
@@ -730,13 +723,6 @@ def test_scm_rights_truncation_keeps_a_prefix(count: int, data: Any) -> None:
         assert [identity(fd) for fd in received] == [identity(fd) for fd in sent[: len(received)]]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: recvmsg_fds sizes msg_controllen with CMSG_SPACE(4*maxfds), which rounds "
-    "up to 8 bytes: for an odd maxfds the kernel delivers maxfds+1 fds without MSG_CTRUNC "
-    "(and maxfds=0 still accepts one fd). Use CMSG_LEN for msg_controllen, as "
-    "socket.recv_fds does.",
-)
 @pytest.mark.parametrize(("maxfds", "sent_count"), [(1, 2), (3, 4), (0, 1)])
 def test_recvmsg_fds_honours_maxfds(maxfds: int, sent_count: int, fds: FdScope) -> None:
     sent = [fds.add(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)) for _ in range(sent_count)]
@@ -1115,12 +1101,6 @@ def test_errors_carry_the_call_and_errno(
     assert call in str(exc)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: bind()/connect() without family= first call getsockopt(SO_DOMAIN), so a "
-    "bad fd or a non-socket fails with call='getsockopt' and 'getsockopt: ...' instead of "
-    "'bind: ...'/'connect: ...'",
-)
 @pytest.mark.parametrize("call", ["bind", "connect"])
 @pytest.mark.parametrize("fd_kind", ["closed", "not-a-socket"])
 def test_bind_and_connect_name_themselves_without_family(
@@ -1133,11 +1113,6 @@ def test_bind_and_connect_name_themselves_without_family(
     assert info.value.call == call  # type: ignore[attr-defined]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: pack_sockaddr raises its ENAMETOOLONG error as call 'bind' whatever the "
-    "caller, so connect() to a too-long AF_UNIX path says 'bind: File name too long'",
-)
 def test_connect_to_a_too_long_unix_path_names_connect(fds: FdScope) -> None:
     fd = fds.add(libc.socket(libc.AF_UNIX, libc.SOCK_STREAM | CLOEXEC))
     with pytest.raises(OSError) as info:

@@ -425,7 +425,8 @@ static void zocket_child(char *const paths[], char *const argv[], char *envp[],
     }
 
     /* execvp's search, over candidates the parent built: keep looking past
-       ENOENT/ENOTDIR, remember EACCES, stop at anything else. */
+       ENOENT/ENOTDIR, remember EACCES, stop at anything else. Unlike execvp, a
+       file without a #! line is not handed to /bin/sh (ENOEXEC is reported). */
     for (i = 0; paths[i] != NULL; i++) {
         execve(paths[i], argv, envp);
         if (errno != ENOENT && errno != ENOTDIR) {

@@ -22,6 +22,7 @@ from __future__ import annotations
 import errno as _errno
 import ipaddress
 import os
+import socket as _socket
 import struct
 import sys
 from collections.abc import Callable, Sequence
@@ -103,8 +104,8 @@ def _inet_parts(address: SockAddr) -> tuple[str, int, int, int]:
     return host, port, flowinfo, scope_id
 
 
-def pack_sockaddr(family: int, address: SockAddr) -> tuple[Any, int]:
-    """A C sockaddr for a Python address value: (cdata, length)."""
+def pack_sockaddr(family: int, address: SockAddr, call: str = "bind") -> tuple[Any, int]:
+    """A C sockaddr for a Python address value: (cdata, length); ``call`` names errors."""
     if family == AF_INET:
         host, port, _, _ = _inet_parts(address)
         try:
@@ -138,7 +139,7 @@ def pack_sockaddr(family: int, address: SockAddr) -> tuple[Any, int]:
         # A filesystem path needs room for its NUL; an abstract name has none.
         room = _SUN_PATH_MAX if path.startswith(b"\0") else _SUN_PATH_MAX - 1
         if len(path) > room:
-            raise error("bind", _errno.ENAMETOOLONG, os.fsdecode(path))
+            raise error(call, _errno.ENAMETOOLONG, os.fsdecode(path))
         sun = ffi.new("struct sockaddr_un *")
         sun.sun_family = AF_UNIX
         ffi.memmove(sun.sun_path, path, len(path))
@@ -151,11 +152,12 @@ def unpack_sockaddr(addr: Any, length: int) -> SockAddr:
     family = ffi.cast("struct sockaddr *", addr).sa_family
     if family == AF_INET:
         sin = ffi.cast("struct sockaddr_in *", addr)
-        host = str(ipaddress.IPv4Address(bytes(ffi.buffer(ffi.addressof(sin.sin_addr), 4))))
+        host = _socket.inet_ntop(AF_INET, bytes(ffi.buffer(ffi.addressof(sin.sin_addr), 4)))
         return host, lib.ntohs(sin.sin_port)
     if family == AF_INET6:
+        # inet_ntop, not ipaddress: the same text as the socket module ("::ffff:127.0.0.1").
         sin6 = ffi.cast("struct sockaddr_in6 *", addr)
-        host = str(ipaddress.IPv6Address(bytes(ffi.buffer(ffi.addressof(sin6.sin6_addr), 16))))
+        host = _socket.inet_ntop(AF_INET6, bytes(ffi.buffer(ffi.addressof(sin6.sin6_addr), 16)))
         return host, lib.ntohs(sin6.sin6_port), sin6.sin6_flowinfo, sin6.sin6_scope_id
     if family == AF_UNIX:
         raw = bytes(ffi.buffer(addr, length))[_SUN_PATH_OFFSET:]
@@ -172,8 +174,6 @@ def _port(port: int) -> int:
 
 
 def _interface_index(name: str) -> int:
-    import socket as _socket
-
     try:
         return int(name)
     except ValueError:
@@ -226,10 +226,18 @@ def getsockopt_bytes(fd: int, level: int, option: int, buflen: int) -> bytes:
     return bytes(ffi.buffer(buf, size[0]))
 
 
+def _family(fd: int, call: str) -> int:
+    """The socket's own family (SO_DOMAIN); a failure is reported as ``call``'s."""
+    value = ffi.new("int *")
+    size = ffi.new("socklen_t *", ffi.sizeof("int"))
+    _check(call, lib.getsockopt(fd, SOL_SOCKET, lib.SO_DOMAIN, value, size))
+    return int(value[0])
+
+
 def bind(fd: int, address: SockAddr, family: int | None = None) -> None:
     """bind(2). ``family`` defaults to the socket's own (SO_DOMAIN)."""
     if family is None:
-        family = getsockopt(fd, SOL_SOCKET, lib.SO_DOMAIN)
+        family = _family(fd, "bind")
     addr, length = pack_sockaddr(family, address)
     filename = address if family == AF_UNIX else None
     _check("bind", lib.bind(fd, ffi.cast("struct sockaddr *", addr), length), filename)
@@ -238,8 +246,8 @@ def bind(fd: int, address: SockAddr, family: int | None = None) -> None:
 def connect(fd: int, address: SockAddr, family: int | None = None) -> None:
     """connect(2). Not retried on EINTR: the kernel goes on connecting; wait for writability."""
     if family is None:
-        family = getsockopt(fd, SOL_SOCKET, lib.SO_DOMAIN)
-    addr, length = pack_sockaddr(family, address)
+        family = _family(fd, "connect")
+    addr, length = pack_sockaddr(family, address, "connect")
     _check("connect", lib.connect(fd, ffi.cast("struct sockaddr *", addr), length))
 
 
@@ -315,9 +323,12 @@ def recvmsg_fds(
     msg = ffi.new("struct msghdr *")
     msg.msg_iov = iov
     msg.msg_iovlen = 1
-    control = ffi.new("char[]", lib.CMSG_SPACE(ffi.sizeof("int") * max(maxfds, 1)))
-    msg.msg_control = control
-    msg.msg_controllen = len(control)
+    if maxfds > 0:
+        # CMSG_LEN, not CMSG_SPACE: the padding of CMSG_SPACE has room for one more
+        # fd when maxfds is odd, and the kernel would deliver it without MSG_CTRUNC.
+        control = ffi.new("char[]", lib.CMSG_SPACE(ffi.sizeof("int") * maxfds))
+        msg.msg_control = control
+        msg.msg_controllen = lib.CMSG_LEN(ffi.sizeof("int") * maxfds)
     received = _retry("recvmsg", lib.recvmsg, fd, msg, flags)
     fds: list[int] = []
     cmsg = lib.CMSG_FIRSTHDR(msg)
@@ -540,6 +551,10 @@ def spawn(
     cwd: bytes | None = None,
 ) -> int:
     """fork and exec with the held ``fds`` on 3, 4, ... and nothing else inherited.
+
+    Call it from a thread that lives as long as the child should: the kernel
+    sends PR_SET_PDEATHSIG's ``deathsig`` when the *thread* that forked exits,
+    not only when the process does. The holder spawns from its main thread.
 
     ``candidates`` are the paths to try in order (the PATH search, done by the
     caller). ``env`` is a list of ``b"NAME=value"``; with ``listen_pid`` a

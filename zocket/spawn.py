@@ -67,7 +67,7 @@ def child_environment(
     before exec. Names are always set: twisted needs them, others ignore them.
     """
     merged = {k: v for k, v in env.items() if k not in _ACTIVATION_VARS}
-    merged.update(extra or {})
+    merged.update({k: v for k, v in (extra or {}).items() if k not in _ACTIVATION_VARS})
     if names:
         merged["LISTEN_FDS"] = str(len(names))
         merged["LISTEN_FDNAMES"] = encode_fdnames(names)
