@@ -95,7 +95,7 @@ def classify(exc: BaseException) -> str:
         exc,
         (ConnectionResetError, BrokenPipeError, ConnectionAbortedError, ClosedEarly,
          asyncio.IncompleteReadError, http.client.RemoteDisconnected),
-    ):  # fmt: skip
+    ):
         return "reset"
     return "error"
 
@@ -451,7 +451,7 @@ def parse_wrk(output: str) -> dict[str, float]:
 def run_wrk(
     port: int, *, host: str = "127.0.0.1", connections: int = 8, duration: float = 5.0,
     threads: int = 2,
-) -> KeepAliveResult:  # fmt: skip
+) -> KeepAliveResult:
     """wrk's keep-alive load, parsed into the same figures as `keep_alive_load`."""
     wrk = wrk_path()
     if wrk is None:
@@ -461,7 +461,7 @@ def run_wrk(
         [wrk, f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency",
          f"http://{host}:{port}/"],
         capture_output=True, text=True, timeout=seconds + 30, check=False,
-    )  # fmt: skip
+    )
     if result.returncode != 0:
         raise RuntimeError(f"wrk failed ({result.returncode}): {result.stderr.strip()}")
     figures = parse_wrk(result.stdout)

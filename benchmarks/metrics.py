@@ -24,10 +24,15 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from .load import FAILURE_KINDS, KINDS, Record
 
+#: JSON-ready data: what summarise() returns and the report reads.
+Json = dict[str, Any]
+
 __all__ = [
+    "Json",
     "Restart",
     "Window",
     "count_kinds",
@@ -109,7 +114,7 @@ def no_success_gaps(records: Sequence[Record]) -> list[tuple[float, float]]:
     start = min(r.scheduled for r in records)
     end = max(r.ended for r in records)
     points = [start, *sorted(r.ended for r in records if r.ok), end]
-    return [(a, b) for a, b in zip(points, points[1:])]
+    return [(a, b) for a, b in zip(points, points[1:], strict=False)]
 
 
 def longest_no_success(
@@ -160,18 +165,22 @@ def summarise(
     *,
     margin: float = 0.5,
     initial_generation: str = "1",
-) -> dict[str, object]:
+) -> Json:
     """Every figure of one scenario run, as JSON-ready data (times in s, latencies in ms)."""
     windows = restart_windows(restarts, records, margin)
     inside = [r for r in records if any(w.holds(r) for w in windows)]
     outside = [r for r in records if not any(w.holds(r) for w in windows)]
     seen = sorted({r.generation for r in records if r.ok and r.generation}, key=_generation_key)
     expected = {initial_generation, *(r.generation for r in restarts)}
-    per_restart = []
+    per_restart: list[Json] = []
+    to_new: list[float] = []
     for window in windows:
         held = [r for r in records if window.holds(r)]
         kinds = count_kinds(held)
         restart = window.restart
+        waited = window.first_new - restart.trigger if window.first_new is not None else None
+        if waited is not None:
+            to_new.append(waited)
         per_restart.append(
             {
                 "number": restart.number,
@@ -180,9 +189,7 @@ def summarise(
                 "trigger_returned_s": restart.trigger_returned,
                 "window_s": [window.start, window.end],
                 "first_new_s": window.first_new,
-                "to_new_generation_s": (
-                    window.first_new - restart.trigger if window.first_new is not None else None
-                ),
+                "to_new_generation_s": waited,
                 "new_generation_seen": window.first_new is not None,
                 "requests": len(held),
                 "counts": kinds,
@@ -192,9 +199,7 @@ def summarise(
             }
         )
     kinds = count_kinds(records)
-    to_new = sorted(
-        p["to_new_generation_s"] for p in per_restart if p["to_new_generation_s"] is not None
-    )
+    to_new.sort()
     return {
         "requests": len(records),
         "counts": kinds,

@@ -217,7 +217,7 @@ def gunicorn_options() -> tuple[str, ...]:
     result = subprocess.run(
         [sys.executable, "-m", "gunicorn", "--help"],
         capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+    )
     return ("--no-control-socket",) if "--no-control-socket" in result.stdout else ()
 
 
@@ -227,7 +227,7 @@ def zocket_help() -> str:
     result = subprocess.run(
         [sys.executable, "-m", "zocket", "--help"],
         capture_output=True, text=True, timeout=60, check=False, env=base_env(),
-    )  # fmt: skip
+    )
     return result.stdout
 
 
@@ -273,7 +273,7 @@ def _killpg(pgid: int, sig: int) -> None:
 def uvicorn_reload(appdir: Path, *bind: str) -> list[str]:
     """uvicorn with its reloader watching the app directory, on the ASGI app."""
     return [sys.executable, "-m", "uvicorn", "--reload", "--reload-dir", str(appdir),
-            "--no-access-log", *bind, "benchasgi:app"]  # fmt: skip
+            "--no-access-log", *bind, "benchasgi:app"]
 
 
 # --- scenarios ----------------------------------------------------------------------------
@@ -329,7 +329,7 @@ class Scenario:
     def app_file(self) -> Path:
         return self.appdir / {
             "wsgi": "benchapp.py", "asgi": "benchasgi.py", "django": "benchsite/views.py"
-        }[self.app_kind]  # fmt: skip
+        }[self.app_kind]
 
     @property
     def generation_file(self) -> Path:
@@ -366,7 +366,7 @@ class Scenario:
 
     def gunicorn(self, *bind: str) -> list[str]:
         return [sys.executable, "-m", "gunicorn", *gunicorn_options(), *self.gunicorn_args,
-                *bind, "benchapp:app"]  # fmt: skip
+                *bind, "benchapp:app"]
 
     # --- processes ----------------------------------------------------------------------
 
@@ -378,7 +378,7 @@ class Scenario:
             proc = subprocess.Popen(
                 list(argv), cwd=self.appdir, env=env, stdin=subprocess.DEVNULL,
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            )  # fmt: skip
+            )
         self.procs.append(proc)
         return proc
 
@@ -520,7 +520,7 @@ class ZocketScenario(Scenario):
     def start(self) -> int:
         port_option = ["--port", str(self.port)]
         argv = [sys.executable, "-m", "zocket", *port_option, *self.zocket_options,
-                *self.extra_options(), "--", *self.server_command()]  # fmt: skip
+                *self.extra_options(), "--", *self.server_command()]
         self.launch(argv, self.env())
         if not self.port:
             self.port = self._await_start_line()
@@ -549,6 +549,8 @@ class ZocketScenario(Scenario):
 
     def stop(self) -> None:
         """SIGTERM to zocket alone (it forwards it to every generation), bounded."""
+        if not self.procs:
+            return
         proc = self.main_proc
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -569,7 +571,7 @@ class ZocketScenario(Scenario):
             for m in (re.match(r"zocket: generation (\d+) ready in (\d+) ms \((.*)\)$", line)
                       for line in lines)
             if m
-        ]  # fmt: skip
+        ]
         return {"zocket_log": lines[:200], "zocket_ready": ready}
 
 
@@ -641,5 +643,5 @@ SCENARIOS: dict[str, type[Scenario]] = {
     for cls in (
         Plain, GunicornHup, UvicornReload, DjangoRunserver, ZocketGunicorn, ZocketNoOverlap,
         ZocketWatch, ZocketDjango, ZocketUvicornReload,
-    )  # fmt: skip
+    )
 }

@@ -15,14 +15,16 @@ Everything here is bounded in time and cleans up after itself:
 * A few /proc readers (`open_fds`, `socket_inode`, `tcp_listeners`,
   `group_members`, ...) to look at what a process really holds.
 
-zocket runs as ``sys.executable -m zocket`` with the repository prepended to
-PYTHONPATH, so the tests work from a checkout as well as against an installed
-package (the installed one is then shadowed by the checkout under test).
+zocket runs as ``sys.executable -m zocket``. When the checkout holds a built
+extension (``python zocket/_build_libc.py``), the repository is prepended to
+PYTHONPATH so that the code under test is the checkout's; otherwise PYTHONPATH
+is left alone and the installed package runs.
 """
 
 from __future__ import annotations
 
 import http.client
+import importlib.machinery
 import os
 import re
 import selectors
@@ -49,10 +51,13 @@ __all__ = [
     "Outcome",
     "ZocketProcess",
     "ZocketStartError",
+    "FAILURE_KINDS",
     "FD_RESPONDER",
+    "checkout_is_built",
     "group_members",
     "http_get",
     "open_fds",
+    "parse_start_line",
     "proc_stat",
     "read_cmdline",
     "read_environ",
@@ -91,18 +96,28 @@ def zocket_argv(args: Iterable[object]) -> list[str]:
     return [sys.executable, "-m", "zocket", *(str(a) for a in args)]
 
 
-def zocket_env(base: Mapping[str, str] | None = None, **extra: str) -> dict[str, str]:
-    """``base`` (default os.environ) plus ``extra``, with the repository first on PYTHONPATH.
+def checkout_is_built() -> bool:
+    """Whether the checkout's ``zocket`` can run: its compiled extension is built in place."""
+    return any(
+        (REPO / "zocket").glob(f"_libc_cffi*{suffix}")
+        for suffix in importlib.machinery.EXTENSION_SUFFIXES
+    )
 
-    Activation variables inherited from whatever runs the tests are dropped:
-    zocket sets its own for the server.
+
+def zocket_env(base: Mapping[str, str] | None = None, **extra: str) -> dict[str, str]:
+    """``base`` (default os.environ) plus ``extra``, set up to run the zocket under test.
+
+    The repository goes first on PYTHONPATH when the checkout is built (see
+    `checkout_is_built`). Activation variables inherited from whatever runs
+    the tests are dropped: zocket sets its own for the server.
     """
     env = dict(os.environ if base is None else base)
     for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
         env.pop(name, None)
     env.update(extra)
-    paths = [str(REPO)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
-    env["PYTHONPATH"] = os.pathsep.join(paths)
+    if checkout_is_built():
+        paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+        env["PYTHONPATH"] = os.pathsep.join([str(REPO), *paths])
     return env
 
 
@@ -180,6 +195,8 @@ class _LineReader(threading.Thread):
         self._pipe = pipe
         self._fd: int = pipe.fileno()  # type: ignore[attr-defined]
         self._lines: list[str] = []
+        #: time.monotonic() when each line was read, in step with _lines.
+        self._times: list[float] = []
         self._partial = b""
         self._eof = False
         self._stopping = threading.Event()
@@ -203,6 +220,7 @@ class _LineReader(threading.Thread):
             with self._changed:
                 if self._partial:
                     self._lines.append(self._partial.decode("utf-8", "replace"))
+                    self._times.append(time.monotonic())
                     self._partial = b""
                 self._eof = True
                 self._changed.notify_all()
@@ -210,8 +228,10 @@ class _LineReader(threading.Thread):
     def _feed(self, data: bytes) -> None:
         *complete, self._partial = (self._partial + data).split(b"\n")
         if complete:
+            now = time.monotonic()
             with self._changed:
                 self._lines.extend(line.decode("utf-8", "replace") for line in complete)
+                self._times.extend(now for _ in complete)
                 self._changed.notify_all()
 
     @property
@@ -221,6 +241,10 @@ class _LineReader(threading.Thread):
     def lines(self) -> list[str]:
         with self._changed:
             return list(self._lines)
+
+    def timed_lines(self) -> list[tuple[float, str]]:
+        with self._changed:
+            return list(zip(self._times, self._lines, strict=True))
 
     def wait_for_line(
         self, pattern: re.Pattern[str] | str, timeout: float, start: int = 0
@@ -245,8 +269,13 @@ class _LineReader(threading.Thread):
         with self._changed:
             return self._changed.wait_for(lambda: self._eof, timeout)
 
-    def close(self, timeout: float = 5.0) -> None:
-        """Stop reading (keeping what was read) and close the pipe."""
+    def close(self, grace: float = 2.0, timeout: float = 5.0) -> None:
+        """Stop reading (keeping what was read) and close the pipe.
+
+        Reading goes on for up to ``grace`` seconds while the writers finish,
+        so that the last lines of a process that just exited are not lost.
+        """
+        self.wait_eof(grace)
         self._stopping.set()
         if self.is_alive():
             self.join(timeout)
@@ -337,6 +366,11 @@ class ZocketProcess:
         """The lines read so far from the stderr of zocket and its server."""
         return self._stderr.lines()
 
+    def stderr_times(self, pattern: re.Pattern[str] | str) -> list[float]:
+        """When (time.monotonic(), as read) each stderr line matching ``pattern`` appeared."""
+        regex = re.compile(pattern) if isinstance(pattern, str) else pattern
+        return [when for when, line in self._stderr.timed_lines() if regex.search(line)]
+
     def stderr_text(self, timeout: float = 5.0) -> str:
         """Everything written on stderr; once zocket has exited, waits (bounded) for the rest."""
         if self.proc.poll() is not None:
@@ -365,11 +399,11 @@ class ZocketProcess:
             self.proc.send_signal(sig)
 
     def wait(self, timeout: float = STOP_TIMEOUT) -> int:
-        """zocket's exit status once it exits by itself; subprocess.TimeoutExpired if it does not."""
+        """zocket's exit status once it exits by itself; raises subprocess.TimeoutExpired."""
         return self.proc.wait(timeout)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = STOP_TIMEOUT) -> int:
-        """Send ``sig`` to zocket and return its exit status; AssertionError if it outstays timeout."""
+        """Send ``sig`` to zocket and return its exit status; AssertionError after ``timeout``."""
         self.send_signal(sig)
         try:
             return self.proc.wait(timeout)
@@ -787,7 +821,7 @@ def _kill_group(pgid: int) -> None:
 #: argv[1] when that is a number (other arguments are ignored). It answers every
 #: GET with a JSON description of what it sees: its pid, the address of its
 #: socket, its LISTEN_* variables and the request path.
-FD_RESPONDER = r'''
+FD_RESPONDER = r"""
 import http.server, json, os, socket, sys
 
 FD = int(sys.argv[1]) if len(sys.argv) > 1 and sys.argv[1].isdigit() else 3
@@ -819,7 +853,7 @@ server = http.server.HTTPServer(("", 0), Handler, bind_and_activate=False)
 server.socket.close()
 server.socket = listener
 server.serve_forever()
-'''
+"""
 
 
 def write_responder(directory: Path) -> Path:

@@ -41,6 +41,7 @@ from support import (
     write_responder,
     zocket_env,
 )
+from zocket.addresses import InetAddress
 from zocket.cli import UsageError, parse_args
 
 PY = sys.executable
@@ -53,7 +54,7 @@ PY = sys.executable
 #:   grandchild   start a grandchild (mode "grand") first, exit 11 on SIGTERM
 #:   grand        on SIGTERM, write argv[1] + ".term" and exit
 #: Whatever the mode, it gives up after 60 s so that nothing can hang forever.
-CHILD = r'''
+CHILD = r"""
 import json, os, signal, socket, subprocess, sys, time
 
 report_path, mode = sys.argv[1], sys.argv[2]
@@ -116,7 +117,7 @@ deadline = time.monotonic() + 60
 while time.monotonic() < deadline:
     time.sleep(0.5)
 sys.exit(99)
-'''
+"""
 
 
 @pytest.fixture
@@ -262,9 +263,7 @@ def test_command_not_executable(tmp_path: Path) -> None:
     script = tmp_path / "server.sh"
     script.write_text("#!/bin/sh\nexit 0\n")
     script.chmod(0o644)
-    line = assert_one_error_line(
-        run_zocket(["--no-respawn", "--port", "0", "--", script]), 126
-    )
+    line = assert_one_error_line(run_zocket(["--no-respawn", "--port", "0", "--", script]), 126)
     assert str(script) in line
 
 
@@ -286,7 +285,9 @@ def test_unix_path_that_is_not_a_socket(tmp_path: Path) -> None:
 
 
 def test_placeholder_naming_no_socket() -> None:
-    line = assert_one_error_line(run_zocket(["--no-respawn", "--port", "0", "--", "echo", "{fd:nope}"]), 2)
+    line = assert_one_error_line(
+        run_zocket(["--no-respawn", "--port", "0", "--", "echo", "{fd:nope}"]), 2
+    )
     assert "{fd:nope}" in line
     assert "'nope'" in line
 
@@ -321,13 +322,17 @@ def test_stale_unix_socket_is_replaced_and_a_live_one_is_not(
     with socket.socket(socket.AF_UNIX) as live:
         live.bind(str(path))
         live.listen()
-        line = assert_one_error_line(run_zocket(["--no-respawn", "--listen", f"unix:{path}", "true"]), 3)
+        line = assert_one_error_line(
+            run_zocket(["--no-respawn", "--listen", f"unix:{path}", "true"]), 3
+        )
         assert f"unix:{path}" in line
         assert "in use" in line
     # Closed without unlink: the file stays, nobody accepts on it: a stale socket.
     assert stat.S_ISSOCK(path.lstat().st_mode)
     report = tmp_path / "report.json"
-    with start_zocket(["--no-respawn", "--listen", f"unix:{path}", "--", PY, child, report, "wait"]) as z:
+    with start_zocket(
+        ["--no-respawn", "--listen", f"unix:{path}", "--", PY, child, report, "wait"]
+    ):
         assert read_report(report)["families"] == {"3": socket.AF_UNIX}
         with socket.socket(socket.AF_UNIX) as client:
             client.settimeout(5)
@@ -427,7 +432,9 @@ def test_ipv6_host(responder: Path) -> None:
         assert json.loads(body)["sockname"][:2] == ["::1", z.port]
 
 
-def test_listen_names_unix_socket_and_placeholders(child: Path, short_tmp: Path, tmp_path: Path) -> None:
+def test_listen_names_unix_socket_and_placeholders(
+    child: Path, short_tmp: Path, tmp_path: Path
+) -> None:
     admin = short_tmp / "admin.sock"
     report = tmp_path / "report.json"
     args = [
@@ -451,7 +458,13 @@ def test_listen_names_unix_socket_and_placeholders(child: Path, short_tmp: Path,
             "--fd=4", "--web-fd=3", f"--port={zocket.port}", "--host=127.0.0.1",
             f"--web-port={zocket.port}", "--literal={fd}",
         ]  # fmt: skip
-        assert read_cmdline(zocket.child_pid) == [PY, str(child), str(report), "wait", *expected_tail]
+        assert read_cmdline(zocket.child_pid) == [
+            PY,
+            str(child),
+            str(report),
+            "wait",
+            *expected_tail,
+        ]
         assert stat.S_ISSOCK(admin.lstat().st_mode)
         with socket.socket(socket.AF_UNIX) as client:
             client.settimeout(5)
@@ -479,7 +492,9 @@ def test_shell_argv(child: Path, tmp_path: Path) -> None:
         assert seen["argv"][1:] == [str(report), "wait", f"--port={zocket.port}"]
 
 
-def test_child_sees_exactly_stdio_and_the_held_sockets(child: Path, short_tmp: Path, tmp_path: Path) -> None:
+def test_child_sees_exactly_stdio_and_the_held_sockets(
+    child: Path, short_tmp: Path, tmp_path: Path
+) -> None:
     report = tmp_path / "report.json"
     # An inheritable fd given to zocket must not reach the server.
     read_end, write_end = os.pipe()
@@ -498,7 +513,9 @@ def test_child_sees_exactly_stdio_and_the_held_sockets(child: Path, short_tmp: P
         read_report(report)
         assert open_fds(zocket.child_pid) == [0, 1, 2, 3, 4]
         assert set(socket_inodes(zocket.child_pid)) == {3, 4}
-        assert set(socket_inodes(zocket.child_pid).values()) <= set(socket_inodes(zocket.pid).values())
+        assert set(socket_inodes(zocket.child_pid).values()) <= set(
+            socket_inodes(zocket.pid).values()
+        )
 
 
 # --- signals and exit statuses ----------------------------------------------------------------
@@ -527,12 +544,12 @@ def test_child_killed_by_sigkill(child: Path, tmp_path: Path) -> None:
         assert z.wait() == 128 + signal.SIGKILL
 
 
-def test_child_exit_status(tmp_path: Path) -> None:
+def test_child_exit_status() -> None:
     with start_zocket(["--no-respawn", "--port", "0", "--", PY, "-c", "raise SystemExit(7)"]) as z:
         assert z.wait() == 7
 
 
-def test_exit_status_zero(tmp_path: Path) -> None:
+def test_exit_status_zero() -> None:
     with start_zocket(["--no-respawn", "--port", "0", "true"]) as z:
         assert z.wait() == 0
 
@@ -574,12 +591,14 @@ def test_child_has_its_own_process_group_and_the_group_gets_the_signal(
 
 
 def _summary(argv: list[str]) -> tuple[list[tuple[str | None, str, int | None]], list[str]]:
+    """(name, host or unix address, port) of each socket, and the command, of ``zocket ARGV``."""
     config = parse_args(argv)
-    listen = [
-        (spec.name, getattr(spec.address, "host", None) or str(spec.address), spec.address.port
-         if hasattr(spec.address, "port") else None)
-        for spec in config.listen
-    ]  # fmt: skip
+    listen: list[tuple[str | None, str, int | None]] = []
+    for spec in config.listen:
+        if isinstance(spec.address, InetAddress):
+            listen.append((spec.name, spec.address.host, spec.address.port))
+        else:
+            listen.append((spec.name, str(spec.address), None))
     return listen, list(config.command)
 
 

@@ -87,7 +87,7 @@ def _kill(pid: int) -> None:
 
 def _syscalls(pid: int) -> set[str]:
     """The names of the wait syscalls the tasks of ``pid`` are in right now."""
-    names = set()
+    names: set[str] = set()
     try:
         tids = os.listdir(f"/proc/{pid}/task")
     except OSError:
@@ -129,6 +129,10 @@ class Children:
         finally:
             os.close(read_end)
         return child
+
+    def adopt(self, child: spawn.Child) -> None:
+        """Kill and reap ``child`` (spawned by the test itself) at the end as well."""
+        self._children.append(child)
 
     def wait_exit(self, child: spawn.Child, timeout: float = 10.0) -> int:
         """The wait status of a child that exits by itself (bounded)."""
@@ -594,7 +598,7 @@ sys.exit(5)
             )
         finally:
             os.close(write_end)
-        children._children.append(child)
+        children.adopt(child)
         ready, _, _ = select.select([read_end], [], [], START_TIMEOUT)
         assert ready, "child did not report its grandchildren"
         grandchildren = [int(pid) for pid in os.read(read_end, 64).split()]
@@ -664,7 +668,8 @@ def test_parse_ready_mode_keywords(text: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("text", "delay"), [("delay:1.5", 1.5), ("delay:0", 0.0), ("delay:10", 10.0), ("delay:0.25", 0.25)]
+    ("text", "delay"),
+    [("delay:1.5", 1.5), ("delay:0", 0.0), ("delay:10", 10.0), ("delay:0.25", 0.25)],
 )
 def test_parse_ready_mode_delay(text: str, delay: float) -> None:
     mode = parse_ready_mode(text)
@@ -674,8 +679,19 @@ def test_parse_ready_mode_delay(text: str, delay: float) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["delay:", "delay:-1", "delay:nan", "delay:inf", "delay:-inf", "delay:abc", "bogus", "", "AUTO",
-     "delay", "auto "],
+    [
+        "delay:",
+        "delay:-1",
+        "delay:nan",
+        "delay:inf",
+        "delay:-inf",
+        "delay:abc",
+        "bogus",
+        "",
+        "AUTO",
+        "delay",
+        "auto ",
+    ],
 )
 def test_parse_ready_mode_rejects(text: str) -> None:
     with pytest.raises(ValueError) as info:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from zocket import watch
+from zocket import libc
 from zocket.watch import DEFAULT_IGNORES, Watcher, WatchError, describe
 
 #: How long a change may take to be reported (a busy CI box).
@@ -127,7 +127,9 @@ def quiet(w: Watcher) -> list[str]:
 # --- the fd --------------------------------------------------------------------------------------
 
 
-def test_fd_is_nonblocking_cloexec_and_idle(tmp_path: Path, watcher: Callable[..., Watcher]) -> None:
+def test_fd_is_nonblocking_cloexec_and_idle(
+    tmp_path: Path, watcher: Callable[..., Watcher]
+) -> None:
     w = watcher([tmp_path])
     assert w.fd >= 0
     flags = fcntl.fcntl(w.fd, fcntl.F_GETFL)
@@ -163,7 +165,7 @@ def test_failed_watch_closes_the_fd(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     def denied(fd: int, path: object, mask: int) -> int:
         raise PermissionError(13, "Permission denied", path)
 
-    monkeypatch.setattr(watch.libc, "inotify_add_watch", denied)
+    monkeypatch.setattr(libc, "inotify_add_watch", denied)  # what zocket.watch calls
     before = open_fds()
     with pytest.raises(WatchError) as info:
         Watcher([str(tmp_path)])
@@ -182,7 +184,9 @@ def test_written_file_is_reported(tmp_path: Path, watcher: Callable[..., Watcher
     assert reported(w, tmp_path / "app.py") == {str(tmp_path / "app.py")}
 
 
-def test_rewriting_an_existing_file_is_reported(tmp_path: Path, watcher: Callable[..., Watcher]) -> None:
+def test_rewriting_an_existing_file_is_reported(
+    tmp_path: Path, watcher: Callable[..., Watcher]
+) -> None:
     write(tmp_path / "app.py")
     w = watcher([tmp_path])
     write(tmp_path / "app.py", "changed\n")
@@ -287,7 +291,9 @@ def test_directory_created_after_start_is_watched(
     (tmp_path / "new" / "sub").mkdir()
     quiet(w)
     write(tmp_path / "new" / "sub" / "x.py")
-    assert reported(w, tmp_path / "new" / "sub" / "x.py") == {str(tmp_path / "new" / "sub" / "x.py")}
+    assert reported(w, tmp_path / "new" / "sub" / "x.py") == {
+        str(tmp_path / "new" / "sub" / "x.py")
+    }
 
 
 def test_tree_created_quickly_after_start_is_reported(
@@ -312,10 +318,24 @@ def test_tree_moved_into_the_watched_tree_is_reported(
     w = watcher([watched])
     write(elsewhere / "pkg" / "sub" / "mod.py")
     assert quiet(w) == []
+    write(elsewhere / "pkg" / "sub" / "mod.pyc")  # ignored, moved in or not
+    write(elsewhere / "pkg" / ".mod.py.swp")
     os.rename(elsewhere / "pkg", watched / "pkg")
-    reported(w, watched / "pkg" / "sub" / "mod.py")
+    seen = reported(w, watched / "pkg" / "sub" / "mod.py")
+    assert seen == {str(watched / "pkg"), str(watched / "pkg" / "sub" / "mod.py")}
     write(watched / "pkg" / "sub" / "later.py")
     reported(w, watched / "pkg" / "sub" / "later.py")
+
+
+def test_empty_directory_moved_in_is_reported(
+    tmp_path: Path, watcher: Callable[..., Watcher]
+) -> None:
+    watched = tmp_path / "watched"
+    watched.mkdir()
+    (tmp_path / "empty").mkdir()
+    w = watcher([watched])
+    os.rename(tmp_path / "empty", watched / "empty")
+    assert reported(w, watched / "empty") == {str(watched / "empty")}
 
 
 def test_tree_made_then_moved_in_quickly_is_reported(
@@ -448,7 +468,9 @@ def test_custom_ignores(tmp_path: Path, watcher: Callable[..., Watcher]) -> None
     assert reported(w, tmp_path / "server.txt") == {str(tmp_path / "server.txt")}
 
 
-def test_custom_ignores_replace_the_defaults(tmp_path: Path, watcher: Callable[..., Watcher]) -> None:
+def test_custom_ignores_replace_the_defaults(
+    tmp_path: Path, watcher: Callable[..., Watcher]
+) -> None:
     w = watcher([tmp_path], ignores=("*.log",))
     write(tmp_path / "server.log")
     write(tmp_path / "x.pyc")
@@ -500,7 +522,9 @@ def test_watched_file_is_reported_and_siblings_are_not(
     assert reported(w, target) == {str(target)}
 
 
-def test_watched_file_survives_atomic_saves(tmp_path: Path, watcher: Callable[..., Watcher]) -> None:
+def test_watched_file_survives_atomic_saves(
+    tmp_path: Path, watcher: Callable[..., Watcher]
+) -> None:
     target = tmp_path / "app.py"
     write(target)
     w = watcher([target])
@@ -511,7 +535,9 @@ def test_watched_file_survives_atomic_saves(tmp_path: Path, watcher: Callable[..
     assert reported(w, target) == {str(target)}
 
 
-def test_watched_file_deleted_and_recreated(tmp_path: Path, watcher: Callable[..., Watcher]) -> None:
+def test_watched_file_deleted_and_recreated(
+    tmp_path: Path, watcher: Callable[..., Watcher]
+) -> None:
     target = tmp_path / "app.py"
     write(target)
     w = watcher([target])

@@ -517,11 +517,13 @@ SYSCALLS = Area(
     "syscalls",
     includes="""
 #include <poll.h>
+#include <sys/epoll.h>
 #include <sys/select.h>
 #include <sys/syscall.h>
 """,
     cdef="""
 #define POLLIN ...
+#define EPOLLIN ...
 #define FD_SETSIZE ...
 struct pollfd { int fd; short events; short revents; };
 /* -1 where this architecture has no such syscall. */

@@ -657,6 +657,7 @@ WAIT_SYSCALLS: dict[int, str] = {
     if (number := int(getattr(lib, f"ZOCKET_SYS_{name}"))) >= 0
 }
 POLLIN: int = lib.POLLIN
+EPOLLIN: int = lib.EPOLLIN
 FD_SETSIZE: int = lib.FD_SETSIZE
 POLLFD_SIZE: int = ffi.sizeof("struct pollfd")
 POLLFD_FD: tuple[int, int] = (ffi.offsetof("struct pollfd", "fd"), ffi.sizeof("int"))

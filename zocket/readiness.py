@@ -55,7 +55,10 @@ class ReadyMode:
     delay: float = 0.0
 
     def __str__(self) -> str:
-        return f"delay:{self.delay:g}" if self.kind == "delay" else self.kind
+        if self.kind != "delay":
+            return self.kind
+        text = repr(self.delay)  # repr, not :g, so that parsing it back gives the same float
+        return f"delay:{text[:-2] if text.endswith('.0') else text}"
 
 
 def parse_ready_mode(text: str) -> ReadyMode:
@@ -159,12 +162,19 @@ def _held_fds(pid: int, inodes: Collection[int]) -> tuple[set[int], list[int]]:
 
 
 def _epoll_targets(pid: int, epfd: int) -> list[int]:
+    """The fds an epoll set watches for reading: ``tfd: N events: HEX ...`` lines."""
     try:
         with open(f"/proc/{pid}/fdinfo/{epfd}") as f:
             lines = f.read().splitlines()
     except OSError:
         return []
-    return [int(line.split()[1]) for line in lines if line.startswith("tfd:")]
+    targets = []
+    for line in lines:
+        fields = line.split()
+        if len(fields) >= 4 and fields[0] == "tfd:" and fields[2] == "events:":
+            if int(fields[3], 16) & libc.EPOLLIN:
+                targets.append(int(fields[1]))
+    return targets
 
 
 def _check_task(pid: int, tid: int, held: set[int]) -> Waiting | None:

@@ -98,7 +98,7 @@ class Watcher:
             if watch is None:
                 continue
             if event.mask & libc.IN_IGNORED:
-                del self._watches[event.wd]
+                self._watches.pop(event.wd, None)
                 continue
             path = os.path.join(watch.directory, event.name)
             if watch.only is not None and event.name not in watch.only:
@@ -112,6 +112,10 @@ class Watcher:
                 if event.mask & libc.IN_MOVED_TO:
                     changed.append(path)
             elif event.mask & _CHANGED:
+                if is_dir and event.mask & libc.IN_MOVED_FROM:
+                    # Its watches would go on reporting under the old path, or from
+                    # outside the tree: drop them; IN_MOVED_TO adds the new place.
+                    self._forget_tree(path)
                 changed.append(path)
             elif event.mask & (libc.IN_DELETE_SELF | libc.IN_MOVE_SELF) and watch.only is None:
                 changed.append(watch.directory)
@@ -131,6 +135,16 @@ class Watcher:
                     return
             self._add(directory, {name})
 
+    def _forget_tree(self, top: str) -> None:
+        prefix = top + os.sep
+        for wd, watch in list(self._watches.items()):
+            if watch.directory == top or watch.directory.startswith(prefix):
+                del self._watches[wd]
+                try:
+                    libc.inotify_rm_watch(self.fd, wd)
+                except OSError:
+                    pass  # already gone with its directory
+
     def _add_tree(self, top: str) -> list[str]:
         """Watch ``top`` and every directory below it; the files found there."""
         found: list[str] = []
@@ -148,10 +162,14 @@ class Watcher:
         except OSError as exc:
             raise WatchError(f"--watch {directory}: {os.strerror(exc.errno or 0)}") from None
         existing = self._watches.get(wd)
-        if existing is not None and existing.only is not None and only is None:
-            existing.only = None
-        elif existing is None:
+        if existing is None:
             self._watches[wd] = _Watch(directory, only)
+            return
+        existing.directory = directory  # the same inode, seen under its current path
+        if only is None:
+            existing.only = None
+        elif existing.only is not None:
+            existing.only |= only
 
 
 def describe(paths: Iterable[str], limit: int = 3) -> str:

@@ -1,0 +1,353 @@
+"""``python benchmarks/run.py [--quick] ...``: restart servers under load, with and without zocket.
+
+For each scenario and boot time: start the server, wait for its first
+answer, run an open-loop load, perform N restarts at a set spacing, stop;
+then the figures of benchmarks/metrics.py, a markdown table on stdout, the
+raw figures in a JSON file and optionally a picture. Progress goes to
+stderr. See benchmarks/README.md for what each figure means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import metrics, report  # noqa: E402
+from benchmarks.cost import measure_cost, proc_cpu_seconds  # noqa: E402
+from benchmarks.load import OpenLoopLoad, Record, wrk_path  # noqa: E402
+from benchmarks.scenarios import SCENARIOS, Scenario, base_env, wait_first_ok  # noqa: E402
+
+#: At most this many failed requests are listed one by one in the JSON (all are counted).
+MAX_LISTED_FAILURES = 500
+
+
+@dataclass(frozen=True)
+class Options:
+    """Everything a run depends on; --quick only changes the defaults."""
+
+    scenarios: tuple[str, ...]
+    rate: float
+    restarts: int
+    boots: tuple[float, ...]
+    spacing: float | None
+    settle: float
+    warmup: float
+    margin: float
+    timeout: float
+    restart_timeout: float
+    idle: float
+    keep_alive: float
+    cost: bool
+    out: Path | None
+    plot: Path | None
+    keep: bool
+    quick: bool
+
+    def spacing_for(self, boot: float) -> float:
+        """Seconds between triggers: a restart must be over before the next one."""
+        if self.spacing is not None:
+            return self.spacing
+        return boot + (2.0 if self.quick else 3.0)
+
+
+def parse_args(argv: Sequence[str]) -> Options:
+    parser = argparse.ArgumentParser(
+        prog="python benchmarks/run.py",
+        description="Restart real servers under an open-loop load, with and without zocket, "
+        "and count what the clients saw.",
+    )
+    parser.add_argument("--quick", action="store_true",
+                        help="a small run: 2 restarts, 40 requests/s, boot 0.5 s, 3 s idle")
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS),
+                        help=f"comma-separated, from: {', '.join(SCENARIOS)} (default: all)")
+    parser.add_argument("--rate", type=float, help="requests per second (default 100; quick 40)")
+    parser.add_argument("--restarts", type=int, help="restarts per scenario (default 5; quick 2)")
+    parser.add_argument("--boot", type=float, nargs="+", metavar="SECONDS",
+                        help="app boot times to run each scenario with (default 0.5 2; quick 0.5)")
+    parser.add_argument("--spacing", type=float,
+                        help="seconds between restart triggers (default boot + 3; quick boot + 2)")
+    parser.add_argument("--margin", type=float, default=0.5,
+                        help="seconds added to a restart window after the new generation's "
+                        "first answer (default 0.5)")
+    parser.add_argument("--timeout", type=float,
+                        help="per-request timeout in seconds (default 10; quick 5)")
+    parser.add_argument("--idle", type=float,
+                        help="seconds of idle for zocket's CPU figure (default 60; quick 3)")
+    parser.add_argument("--keep-alive", type=float, dest="keep_alive",
+                        help="seconds of keep-alive load per server (default 10; quick 2)")
+    parser.add_argument("--no-cost", action="store_true",
+                        help="skip the cost-of-zocket measurements")
+    parser.add_argument("--out", type=Path, help="write the raw figures to this JSON file")
+    parser.add_argument("--plot", type=Path, help="draw latency and failures to this PNG")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the work directories (apps and server logs)")
+    args = parser.parse_args(argv)
+    names = tuple(n.strip() for n in args.scenarios.split(",") if n.strip())
+    unknown = [n for n in names if n not in SCENARIOS]
+    if unknown or not names:
+        parser.error(f"unknown scenario(s) {unknown}; known: {', '.join(SCENARIOS)}")
+    quick = args.quick
+
+    def pick(value: object, full: object, small: object) -> object:
+        return value if value is not None else (small if quick else full)
+
+    options = Options(
+        scenarios=names,
+        rate=float(pick(args.rate, 100.0, 40.0)),  # type: ignore[arg-type]
+        restarts=int(pick(args.restarts, 5, 2)),  # type: ignore[call-overload]
+        boots=tuple(pick(args.boot, [0.5, 2.0], [0.5])),  # type: ignore[arg-type]
+        spacing=args.spacing,
+        settle=1.5,
+        warmup=1.0 if quick else 2.0,
+        margin=args.margin,
+        timeout=float(pick(args.timeout, 10.0, 5.0)),  # type: ignore[arg-type]
+        restart_timeout=20.0 if quick else 40.0,
+        idle=float(pick(args.idle, 60.0, 3.0)),  # type: ignore[arg-type]
+        keep_alive=float(pick(args.keep_alive, 10.0, 2.0)),  # type: ignore[arg-type]
+        cost=not args.no_cost,
+        out=args.out,
+        plot=args.plot,
+        keep=args.keep,
+        quick=quick,
+    )
+    if options.rate <= 0 or options.restarts < 0 or options.timeout <= 0:
+        parser.error("--rate and --timeout must be positive, --restarts at least 0")
+    if any(b < 0 for b in options.boots) or options.margin < 0 or options.idle < 0:
+        parser.error("--boot, --margin and --idle cannot be negative")
+    return options
+
+
+# --- one scenario -------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    """One scenario at one boot time: the JSON-ready result, and the records for the plot."""
+
+    result: dict[str, object]
+    records: list[Record]
+    restarts: list[metrics.Restart]
+
+
+def log(line: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {line}", file=sys.stderr, flush=True)
+
+
+def _sleep_until(load: OpenLoopLoad, at: float) -> None:
+    """Sleep until ``at`` on the load's clock (bounded by the gap, never negative)."""
+    delay = at - load.now()
+    if delay > 0:
+        time.sleep(delay)
+
+
+def run_scenario(cls: type[Scenario], boot: float, options: Options, root: Path) -> Run:
+    """Start, load, restart N times, stop; every figure of metrics.summarise."""
+    result: dict[str, object] = {
+        "scenario": cls.name,
+        "description": cls.description,
+        "boot_s": boot,
+        "generation_source": cls.generation_source,
+    }
+    reason = cls.skip_reason()
+    if reason is not None:
+        result["status"] = reason
+        return Run(result, [], [])
+    workdir = Path(tempfile.mkdtemp(prefix=f"{cls.name}-", dir=root))
+    scenario = cls(workdir, boot)
+    load: OpenLoopLoad | None = None
+    records: list[Record] = []
+    restarts: list[metrics.Restart] = []
+    spacing = options.spacing_for(boot)
+    try:
+        scenario.prepare()
+        began = time.monotonic()
+        port = scenario.start()
+        wait_first_ok(port, "1", timeout=boot + 60)
+        result["start_to_first_response_s"] = time.monotonic() - began
+        result["port"] = port
+        holder = scenario.holder_pid()
+        holder_cpu = proc_cpu_seconds(holder) if holder else None
+
+        budget = options.warmup + options.restarts * (spacing + options.restart_timeout) + 60
+        load = OpenLoopLoad(port, options.rate, timeout=options.timeout, max_duration=budget)
+        load.start()
+        next_at = options.warmup
+        for number in range(1, options.restarts + 1):
+            generation = str(number + 1)
+            _sleep_until(load, next_at)
+            scenario.check_running()
+            triggered = load.now()
+            scenario.trigger(number + 1)
+            restarts.append(metrics.Restart(number, generation, triggered, load.now()))
+            log(f"{cls.name}: restart {number} triggered")
+            answered = load.wait_for(
+                lambda r, g=generation: r.ok and r.generation == g,  # type: ignore[misc]
+                timeout=boot + options.restart_timeout,
+                since=triggered,
+            )
+            if answered is None:
+                log(f"{cls.name}: generation {generation} never answered")
+            next_at = triggered + spacing
+            if answered is not None:
+                next_at = max(next_at, answered.ended + options.settle)
+        _sleep_until(load, next_at)
+        records = load.stop()
+        load = None
+        if holder:
+            result["holder_cpu_s"] = proc_cpu_seconds(holder) - holder_cpu  # type: ignore[operator]
+        summary = metrics.summarise(records, restarts, margin=options.margin)
+        failures = [r for r in records if not r.ok]
+        result.update(
+            status="ok",
+            spacing_s=spacing,
+            summary=summary,
+            failures=[
+                {"scheduled_s": round(r.scheduled, 4), "latency_ms": round(r.latency * 1000, 2),
+                 "kind": r.kind, "error": r.error}
+                for r in failures[:MAX_LISTED_FAILURES]
+            ],
+            timeline=metrics.timeline(records),
+        )
+    except Exception as exc:  # noqa: BLE001 - one scenario's failure is reported, not fatal
+        result["status"] = f"error: {exc}"
+        result["log_tail"] = scenario.log_tail()
+        log(f"{cls.name}: {result['status']}")
+    finally:
+        if load is not None:
+            try:
+                records = load.stop()
+            except RuntimeError as exc:
+                log(f"{cls.name}: {exc}")
+        scenario.stop()
+        result["notes"] = scenario.notes()
+        if options.keep:
+            result["workdir"] = str(workdir)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return Run(result, records, restarts)
+
+
+# --- versions -----------------------------------------------------------------------------
+
+
+def _version(distribution: str) -> str | None:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def versions() -> dict[str, object]:
+    """The version of every tool that may have run, and of the machine."""
+    found: dict[str, object] = {
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "kernel": platform.release(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+    }
+    for name in ("gunicorn", "uvicorn", "Django", "zocket", "matplotlib"):
+        found[name.lower()] = _version(name)
+    checkout = subprocess.run(
+        [sys.executable, "-m", "zocket", "--version"],
+        capture_output=True, text=True, timeout=60, check=False, env=base_env(),
+    )
+    found["zocket_checkout"] = checkout.stdout.strip() or checkout.stderr.strip()
+    wrk = wrk_path()
+    if wrk is not None:
+        text = subprocess.run([wrk, "--version"], capture_output=True, text=True, timeout=10,
+                              check=False)
+        found["wrk"] = (text.stdout or text.stderr).splitlines()[0] if (text.stdout or
+                                                                        text.stderr) else wrk
+    else:
+        found["wrk"] = None
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            models = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        found["cpu"] = models[0] if models else None
+    except OSError:
+        found["cpu"] = None
+    return found
+
+
+# --- main ---------------------------------------------------------------------------------
+
+
+def _raise_fd_limit() -> None:
+    """Many requests may be in flight during a stall: use the hard limit on open files."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    options = parse_args(sys.argv[1:] if argv is None else argv)
+    _raise_fd_limit()
+    root = Path(tempfile.mkdtemp(prefix="zocket-bench-"))
+    started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    runs: list[Run] = []
+    results: dict[str, object] = {
+        "started": started,
+        "command": [sys.executable, *sys.argv],
+        "options": {
+            "quick": options.quick, "rate": options.rate, "restarts": options.restarts,
+            "boots_s": list(options.boots), "spacing_s": options.spacing,
+            "settle_s": options.settle, "warmup_s": options.warmup, "margin_s": options.margin,
+            "timeout_s": options.timeout, "restart_timeout_s": options.restart_timeout,
+            "idle_s": options.idle, "keep_alive_s": options.keep_alive,
+        },
+        "versions": versions(),
+        "scenarios": [],
+    }
+    try:
+        for name in options.scenarios:
+            for boot in options.boots:
+                log(f"{name}, boot {boot:g} s")
+                run = run_scenario(SCENARIOS[name], boot, options, root)
+                runs.append(run)
+                results["scenarios"].append(run.result)  # type: ignore[attr-defined]
+        if options.cost:
+            try:
+                results["cost"] = measure_cost(
+                    root, idle=options.idle, keep_alive_duration=options.keep_alive,
+                    startup_repeats=1 if options.quick else 3, log=log,
+                )
+            except Exception as exc:  # noqa: BLE001 - reported in the table and the JSON
+                results["cost"] = {"status": f"error: {exc}"}
+                log(f"cost: error: {exc}")
+    finally:
+        if not options.keep:
+            shutil.rmtree(root, ignore_errors=True)
+    results["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    sys.stdout.write(report.markdown(results))
+    sys.stdout.flush()
+    if options.out is not None:
+        report.write_json(options.out, results)
+        log(f"raw figures written to {options.out}")
+    if options.plot is not None:
+        drawn = [
+            (f"{r.result['scenario']}, boot {r.result['boot_s']} s", r.records, r.restarts,
+             options.timeout)
+            for r in runs if r.result.get("status") == "ok"
+        ]
+        log(report.plot(options.plot, drawn, options.margin))
+    errors = [r for r in runs if str(r.result.get("status", "")).startswith("error")]
+    cost_status = str(results.get("cost", {}).get("status", "ok"))  # type: ignore[attr-defined]
+    return 1 if errors or cost_status.startswith("error") else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

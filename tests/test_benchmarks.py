@@ -1,0 +1,266 @@
+"""The benchmark runner counts right: on real restarts and on synthetic records.
+
+The end-to-end test runs ``benchmarks/run.py --quick`` on two scenarios and
+checks what it counted, never how fast anything was: a plain gunicorn restart
+must show refused (or reset) connections and every generation; zocket must
+show none and every generation. The metrics are checked on hand-made records
+whose answers are known.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from support import REPO
+
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from benchmarks import metrics, report  # noqa: E402
+from benchmarks.load import FAILURE_KINDS, Record, classify, parse_wrk  # noqa: E402
+from benchmarks.metrics import Restart  # noqa: E402
+from benchmarks.scenarios import SCENARIOS, Scenario  # noqa: E402
+
+
+# --- the runner on real servers -----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, object]]:
+    """One quick run of plain and zocket-gunicorn: 2 restarts, 20 requests/s, 0.3 s boot."""
+    pytest.importorskip("gunicorn")
+    out = tmp_path_factory.mktemp("bench") / "results.json"
+    result = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "run.py"), "--quick",
+         "--scenarios", "plain,zocket-gunicorn", "--restarts", "2", "--rate", "20",
+         "--boot", "0.3", "--timeout", "20", "--no-cost", "--out", str(out)],
+        capture_output=True, text=True, timeout=150, check=False, cwd=REPO,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "| plain |" in result.stdout and "| zocket-gunicorn |" in result.stdout
+    data = json.loads(out.read_text())
+    assert data["versions"]["python"] and data["versions"]["kernel"]
+    runs = {run["scenario"]: run for run in data["scenarios"]}
+    for run in runs.values():
+        assert run["status"] == "ok", json.dumps(run, indent=1)[:4000]
+    return runs
+
+
+def test_plain_restart_refuses_connections_and_sees_its_generations(
+    quick_run: dict[str, dict[str, object]],
+) -> None:
+    summary = quick_run["plain"]["summary"]
+    counts = summary["counts"]
+    assert counts["refused"] + counts["reset"] > 0, summary
+    assert summary["generations_seen"] == ["1", "2", "3"]
+    assert summary["new_generations_seen"] == 2
+    assert summary["unexpected_generations"] == []
+    # The failures were counted inside the restart windows, where they happened.
+    inside = sum(r["counts"]["refused"] + r["counts"]["reset"] for r in summary["per_restart"])
+    assert inside == counts["refused"] + counts["reset"]
+    assert summary["requests"] == sum(counts.values())
+
+
+def test_zocket_restart_fails_nothing_and_sees_every_generation(
+    quick_run: dict[str, dict[str, object]],
+) -> None:
+    run = quick_run["zocket-gunicorn"]
+    summary = run["summary"]
+    assert summary["failed"] == 0, run["failures"]
+    assert all(summary["counts"][kind] == 0 for kind in FAILURE_KINDS)
+    assert summary["counts"]["ok"] == summary["requests"] > 0
+    assert summary["generations_seen"] == ["1", "2", "3"]
+    assert summary["new_generations_seen"] == 2
+    assert [r["new_generation_seen"] for r in summary["per_restart"]] == [True, True]
+    assert run["holder_cpu_s"] >= 0
+    # zocket's own log agrees: two restarts, each new generation ready.
+    assert [r["generation"] for r in run["notes"]["zocket_ready"]] == [1, 2, 3]
+
+
+# --- metrics on synthetic records ---------------------------------------------------------
+
+
+def ok(at: float, latency: float = 0.01, generation: str = "1") -> Record:
+    return Record(at, at, at + latency, "ok", 200, generation)
+
+
+def failed(at: float, kind: str = "refused", latency: float = 0.001) -> Record:
+    return Record(at, at, at + latency, kind, error=kind)
+
+
+def test_percentile_is_nearest_rank() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert metrics.percentile(values, 50) == 50
+    assert metrics.percentile(values, 99) == 99
+    assert metrics.percentile(values, 100) == 100
+    assert metrics.percentile([1.0, 2.0, 3.0, 4.0], 50) == 2
+    assert metrics.percentile([7.0], 99) == 7
+    assert metrics.percentile([], 50) is None
+    with pytest.raises(ValueError):
+        metrics.percentile(values, 0)
+
+
+def test_latency_stats_count_successes_only() -> None:
+    records = [ok(0.0, 0.002), ok(0.1, 0.004), ok(0.2, 0.010), failed(0.3, "timeout", 5.0)]
+    stats = metrics.latency_stats(records)
+    assert stats["n"] == 3
+    assert stats["p50_ms"] == pytest.approx(4.0)
+    assert stats["p99_ms"] == pytest.approx(10.0)
+    assert stats["max_ms"] == pytest.approx(10.0)
+    assert metrics.latency_stats([failed(0.0)]) == {
+        "n": 0, "p50_ms": None, "p99_ms": None, "max_ms": None
+    }  # fmt: skip
+
+
+def test_longest_no_success_is_the_largest_gap_between_successful_completions() -> None:
+    # Successes complete at 0.11, 0.21, 0.31, then refusals, then 1.51, 1.61.
+    records = [ok(0.1), ok(0.2), ok(0.3)]
+    records += [failed(0.4 + i / 10) for i in range(11)]
+    records += [ok(1.5), ok(1.6)]
+    assert metrics.longest_no_success(records) == pytest.approx(1.51 - 0.31)
+    # Only gaps that overlap the given stretch count, unclipped.
+    assert metrics.longest_no_success(records, (1.0, 1.2)) == pytest.approx(1.2)
+    assert metrics.longest_no_success(records, (1.55, 1.6)) == pytest.approx(0.1)
+    # Bounded by the run: from the first scheduled time, to the last end of any request.
+    assert metrics.longest_no_success([ok(0.0, 0.5), failed(0.6, latency=2.0)]) == (
+        pytest.approx(2.6 - 0.5)
+    )
+    assert metrics.longest_no_success([failed(0.0), failed(1.0)]) == pytest.approx(1.001)
+    assert metrics.longest_no_success([]) == 0.0
+
+
+def test_restart_windows_run_from_trigger_to_the_new_generation_plus_margin() -> None:
+    records = [ok(t / 10) for t in range(10)]  # generation 1 until 0.9
+    records += [ok(1.0 + t / 10, generation="2") for t in range(10)]  # 2 from 1.0 (ends 1.01)
+    restarts = [Restart(1, "2", 0.55), Restart(2, "3", 1.5)]  # 3 never answers
+    first, second = metrics.restart_windows(restarts, records, margin=0.2)
+    assert (first.start, first.first_new) == (0.55, pytest.approx(1.01))
+    assert first.end == pytest.approx(1.21)
+    # Never answered: to the end of the run (the last request's end).
+    assert (second.start, second.first_new) == (1.5, None)
+    assert second.end == pytest.approx(1.91)
+    # Cut at the next trigger.
+    (cut, _) = metrics.restart_windows([Restart(1, "2", 0.55), Restart(2, "3", 1.1)], records, 1)
+    assert cut.end == 1.1
+    # A request is inside when its life overlaps the window.
+    assert first.holds(Record(0.5, 0.5, 0.6, "ok"))
+    assert not first.holds(Record(0.4, 0.4, 0.54, "ok"))
+    assert not first.holds(Record(1.3, 1.3, 1.31, "ok"))
+
+
+def test_summarise_counts_per_restart_and_generations() -> None:
+    records = [ok(t / 10, 0.001) for t in range(5)]  # generation 1: 0.0 .. 0.4
+    records += [failed(0.5, "refused"), failed(0.6, "reset")]
+    records += [ok(0.7, 0.3, "2"), ok(0.8, 0.2, "2")]  # slow: both end at 1.0
+    records += [ok(round(1.0 + t / 10, 3), 0.001, "2") for t in range(11)]  # 1.0 .. 2.0
+    records += [ok(2.1, 0.001, "7")]  # a generation nobody asked for
+    restarts = [Restart(1, "2", 0.45, 0.46), Restart(2, "3", 1.5)]  # 3 never answers
+    summary = metrics.summarise(records, restarts, margin=0.1)
+    assert summary["requests"] == 21
+    assert summary["counts"] == {
+        "ok": 19, "refused": 1, "reset": 1, "timeout": 0, "http_error": 0, "error": 0
+    }  # fmt: skip
+    assert summary["failed"] == 2
+    assert summary["generations_seen"] == ["1", "2", "7"]
+    assert summary["unexpected_generations"] == ["7"]
+    assert (summary["restarts"], summary["new_generations_seen"]) == (2, 1)
+    first, second = summary["per_restart"]
+    assert first["window_s"] == [0.45, pytest.approx(1.1)]
+    assert first["trigger_returned_s"] == 0.46
+    assert first["to_new_generation_s"] == pytest.approx(1.0 - 0.45)
+    assert first["counts"]["refused"] == 1 and first["counts"]["reset"] == 1
+    assert first["failed"] == 2
+    # The two slow generation-2 answers, and the two fast ones scheduled up to 1.1.
+    assert first["latency"]["n"] == 4
+    assert first["latency"]["max_ms"] == pytest.approx(300.0)
+    # From the last success before the refusals (0.401) to the first after (1.0).
+    assert first["longest_no_success_s"] == pytest.approx(1.0 - 0.401)
+    assert (second["new_generation_seen"], second["to_new_generation_s"]) == (False, None)
+    assert second["window_s"] == [1.5, pytest.approx(2.101)]  # to the end of the run
+    # Outside every window: generation 1 before the trigger, and 1.2 .. 1.4.
+    assert summary["latency_outside"]["n"] == 8
+    assert summary["latency_outside"]["max_ms"] == pytest.approx(1.0)
+    assert summary["latency_in_windows"]["n"] == 11
+    assert summary["latency_in_windows"]["max_ms"] == pytest.approx(300.0)
+    assert summary["longest_no_success_s"] == pytest.approx(1.0 - 0.401)
+    assert summary["to_new_generation_s"]["max"] == pytest.approx(0.55)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.floats(0, 100), st.floats(0, 5), st.sampled_from(["ok", *FAILURE_KINDS])
+        ),
+        max_size=60,
+    )
+)
+def test_no_success_gaps_tile_the_run(rows: list[tuple[float, float, str]]) -> None:
+    records = [Record(at, at, at + latency, kind) for at, latency, kind in rows]
+    gaps = metrics.no_success_gaps(records)
+    counts = metrics.count_kinds(records)
+    assert sum(counts.values()) == len(records)
+    if not records:
+        assert gaps == [] and metrics.longest_no_success(records) == 0.0
+        return
+    start = min(r.scheduled for r in records)
+    end = max(r.ended for r in records)
+    assert len(gaps) == counts["ok"] + 1
+    assert sum(b - a for a, b in gaps) == pytest.approx(end - start)
+    assert metrics.longest_no_success(records) <= end - start + 1e-9
+
+
+def test_outcome_kinds_of_exceptions() -> None:
+    assert classify(ConnectionRefusedError()) == "refused"
+    assert classify(ConnectionResetError()) == "reset"
+    assert classify(BrokenPipeError()) == "reset"
+    assert classify(TimeoutError()) == "timeout"
+    assert classify(ValueError()) == "error"
+
+
+def test_wrk_output_is_read() -> None:
+    output = """\
+Running 2s test @ http://127.0.0.1:8000/
+  2 threads and 8 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     1.50ms  800.00us  30.10ms   90.00%
+    Req/Sec     2.60k   200.00     3.00k    70.00%
+  Latency Distribution
+     50%  850.00us
+     75%    1.20ms
+     90%    2.00ms
+     99%    5.25ms
+  10400 requests in 2.00s, 1.50MB read
+  Socket errors: connect 0, read 2, write 0, timeout 1
+Requests/sec:   5200.10
+Transfer/sec:    770.00KB
+"""
+    figures = parse_wrk(output)
+    assert figures["requests_per_s"] == pytest.approx(5200.10)
+    assert figures["p50_ms"] == pytest.approx(0.85)
+    assert figures["p99_ms"] == pytest.approx(5.25)
+    assert figures["max_ms"] == pytest.approx(30.1)
+    assert figures["requests"] == 10400
+    assert figures["errors"] == 3
+
+
+def test_missing_tools_are_skipped_never_passed() -> None:
+    class NeedsNothingThere(Scenario):
+        name = "needs-nothing-there"
+        needs = ("zocket_bench_no_such_module",)
+
+    assert NeedsNothingThere.skip_reason() == "skipped: zocket_bench_no_such_module not installed"
+    assert set(SCENARIOS) >= {"plain", "zocket-gunicorn", "zocket-django", "django-runserver"}
+    results = {
+        "options": {"rate": 10, "restarts": 2},
+        "scenarios": [{"scenario": "django-runserver", "boot_s": 0.5,
+                       "status": "skipped: django not installed"}],
+    }  # fmt: skip
+    table = report.markdown(results)
+    assert "| django-runserver | 0.5 | skipped: django not installed |" in table
