@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from .load import KeepAliveResult, keep_alive_load, run_wrk, wrk_path
 from .scenarios import Plain, Scenario, ZocketGunicorn, free_port, installed, wait_first_ok
@@ -23,8 +24,16 @@ from .scenarios import Plain, Scenario, ZocketGunicorn, free_port, installed, wa
 __all__ = ["measure_cost", "proc_cpu_seconds", "proc_rss_kib"]
 
 #: gunicorn with keep-alive: the sync worker closes every connection after one response.
-KEEP_ALIVE_GUNICORN = ("--workers", "2", "--worker-class", "gthread", "--threads", "4",
-                       "--keep-alive", "5")
+KEEP_ALIVE_GUNICORN = (
+    "--workers",
+    "2",
+    "--worker-class",
+    "gthread",
+    "--threads",
+    "4",
+    "--keep-alive",
+    "5",
+)
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -51,9 +60,14 @@ def _keep_alive(port: int, duration: float, connections: int) -> KeepAliveResult
     return keep_alive_load(port, connections=connections, duration=duration)
 
 
+def _on_free_port(cls: type[Scenario]) -> Callable[[Path], Scenario]:
+    """Make ``cls`` with no boot time on a port picked beforehand (no start line to parse)."""
+    return lambda workdir: cls(workdir, 0.0, port=free_port())
+
+
 def _with_server(
-    make: Callable[[Path], Scenario], root: Path, action: Callable[[Scenario], dict[str, object]]
-) -> dict[str, object]:
+    make: Callable[[Path], Scenario], root: Path, action: Callable[[Scenario], dict[str, Any]]
+) -> dict[str, Any]:
     """Start a server, wait for its first answer, run ``action``, always stop it."""
     workdir = Path(tempfile.mkdtemp(prefix="cost-", dir=root))
     scenario = make(workdir)
@@ -62,7 +76,7 @@ def _with_server(
         began = time.monotonic()
         port = scenario.start()
         wait_first_ok(port, None, timeout=60)
-        figures: dict[str, object] = {"start_to_first_response_s": time.monotonic() - began}
+        figures: dict[str, Any] = {"start_to_first_response_s": time.monotonic() - began}
         figures.update(action(scenario))
         return figures
     finally:
@@ -77,34 +91,31 @@ def measure_cost(
     connections: int = 8,
     startup_repeats: int = 3,
     log: Callable[[str], None] = lambda line: None,
-) -> dict[str, object]:
+) -> dict[str, Any]:
     """Every cost figure, as JSON-ready data; {"status": "skipped: ..."} without gunicorn."""
     if not installed("gunicorn"):
         return {"status": "skipped: gunicorn not installed"}
-    result: dict[str, object] = {"status": "ok", "gunicorn_args": list(KEEP_ALIVE_GUNICORN)}
+    result: dict[str, Any] = {"status": "ok", "gunicorn_args": list(KEEP_ALIVE_GUNICORN)}
 
     # Start-up: Popen to the first successful response, BOOT=0, same port-picking for both.
     startup: dict[str, list[float]] = {"alone": [], "zocket": []}
     for _ in range(startup_repeats):
         for key, cls in (("alone", Plain), ("zocket", ZocketGunicorn)):
             log(f"cost: start-up, {key}")
-            figures = _with_server(
-                lambda d, cls=cls: cls(d, 0.0, port=free_port()), root, lambda s: {}
-            )
-            startup[key].append(float(figures["start_to_first_response_s"]))  # type: ignore[arg-type]
+            figures = _with_server(_on_free_port(cls), root, lambda s: {})
+            startup[key].append(figures["start_to_first_response_s"])
     result["startup_s"] = {
-        key: {"median": statistics.median(values), "all": values}
-        for key, values in startup.items()
+        key: {"median": statistics.median(values), "all": values} for key, values in startup.items()
     }
 
     # Keep-alive load: gunicorn alone, then the same gunicorn through zocket.
-    def load_alone(scenario: Scenario) -> dict[str, object]:
+    def load_alone(scenario: Scenario) -> dict[str, Any]:
         return {"keep_alive": asdict(_keep_alive(scenario.port, keep_alive_duration, connections))}
 
-    def load_zocket(scenario: Scenario) -> dict[str, object]:
+    def load_zocket(scenario: Scenario) -> dict[str, Any]:
         pid = scenario.holder_pid()
         assert pid is not None
-        figures: dict[str, object] = {"holder_pid": pid, "rss_kib_ready": proc_rss_kib(pid)}
+        figures: dict[str, Any] = {"holder_pid": pid, "rss_kib_ready": proc_rss_kib(pid)}
         cpu = proc_cpu_seconds(pid)
         figures["keep_alive"] = asdict(_keep_alive(scenario.port, keep_alive_duration, connections))
         figures["holder_cpu_s_under_load"] = proc_cpu_seconds(pid) - cpu

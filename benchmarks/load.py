@@ -93,8 +93,14 @@ def classify(exc: BaseException) -> str:
         return "refused"
     if isinstance(
         exc,
-        (ConnectionResetError, BrokenPipeError, ConnectionAbortedError, ClosedEarly,
-         asyncio.IncompleteReadError, http.client.RemoteDisconnected),
+        (
+            ConnectionResetError,
+            BrokenPipeError,
+            ConnectionAbortedError,
+            ClosedEarly,
+            asyncio.IncompleteReadError,
+            http.client.RemoteDisconnected,
+        ),
     ):
         return "reset"
     return "error"
@@ -209,12 +215,6 @@ class OpenLoopLoad:
             raise RuntimeError(f"the load client failed: {self._crash!r}") from self._crash
         return self.records()
 
-    def __enter__(self) -> OpenLoopLoad:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
     # --- results ------------------------------------------------------------------------
 
     def records(self) -> list[Record]:
@@ -279,9 +279,9 @@ class OpenLoopLoad:
         generation: str | None = None
         error = ""
         try:
-            status, headers = await asyncio.wait_for(self._exchange(), self.timeout)
-            generation = headers.get(GENERATION_HEADER)
-            kind = "ok" if 200 <= status < 400 else "http_error"
+            code, headers = await asyncio.wait_for(self._exchange(), self.timeout)
+            status, generation = code, headers.get(GENERATION_HEADER)
+            kind = "ok" if 200 <= code < 400 else "http_error"
         except asyncio.CancelledError:
             kind, error = "error", "cancelled when the load stopped"
         except Exception as exc:  # noqa: BLE001 - every outcome is recorded
@@ -356,34 +356,32 @@ def keep_alive_load(
     request = _request_bytes(host, port, "/", keep_alive=True)
 
     async def one_connection(deadline: float) -> None:
-        writer: asyncio.StreamWriter | None = None
-        reader: asyncio.StreamReader | None = None
         while time.monotonic() < deadline:
             try:
-                if writer is None:
-                    reader, writer = await asyncio.wait_for(
-                        asyncio.open_connection(host, port), timeout
-                    )
-                assert reader is not None
-                sent = time.monotonic()
-                writer.write(request)
-                status, headers, _ = await asyncio.wait_for(read_response(reader), timeout)
-                latencies.append(time.monotonic() - sent)
-                counts["requests"] += 1
-                if not 200 <= status < 400:
-                    counts["errors"] += 1
-                if headers.get("connection", "").lower() == "close":
-                    writer.close()
-                    writer = None
-                    counts["reconnects"] += 1
+                reader, writer = await asyncio.wait_for(
+                    asyncio.open_connection(host, port), timeout
+                )
+            except Exception:  # noqa: BLE001 - counted; tried again
+                counts["errors"] += 1
+                await asyncio.sleep(0.01)
+                continue
+            try:
+                while time.monotonic() < deadline:
+                    sent = time.monotonic()
+                    writer.write(request)
+                    status, headers, _ = await asyncio.wait_for(read_response(reader), timeout)
+                    latencies.append(time.monotonic() - sent)
+                    counts["requests"] += 1
+                    if not 200 <= status < 400:
+                        counts["errors"] += 1
+                    if headers.get("connection", "").lower() == "close":
+                        counts["reconnects"] += 1
+                        break
             except Exception:  # noqa: BLE001 - counted; the connection is replaced
                 counts["errors"] += 1
-                if writer is not None:
-                    writer.close()
-                writer = None
                 await asyncio.sleep(0.01)
-        if writer is not None:
-            writer.close()
+            finally:
+                writer.close()
 
     async def main() -> float:
         began = time.monotonic()
@@ -449,7 +447,11 @@ def parse_wrk(output: str) -> dict[str, float]:
 
 
 def run_wrk(
-    port: int, *, host: str = "127.0.0.1", connections: int = 8, duration: float = 5.0,
+    port: int,
+    *,
+    host: str = "127.0.0.1",
+    connections: int = 8,
+    duration: float = 5.0,
     threads: int = 2,
 ) -> KeepAliveResult:
     """wrk's keep-alive load, parsed into the same figures as `keep_alive_load`."""
@@ -458,9 +460,18 @@ def run_wrk(
         raise FileNotFoundError("wrk is not on PATH")
     seconds = max(1, round(duration))
     result = subprocess.run(
-        [wrk, f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency",
-         f"http://{host}:{port}/"],
-        capture_output=True, text=True, timeout=seconds + 30, check=False,
+        [
+            wrk,
+            f"-t{threads}",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "--latency",
+            f"http://{host}:{port}/",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 30,
+        check=False,
     )
     if result.returncode != 0:
         raise RuntimeError(f"wrk failed ({result.returncode}): {result.stderr.strip()}")

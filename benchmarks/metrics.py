@@ -21,6 +21,7 @@ can check them on synthetic records. Definitions (also in benchmarks/README.md):
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -114,7 +115,7 @@ def no_success_gaps(records: Sequence[Record]) -> list[tuple[float, float]]:
     start = min(r.scheduled for r in records)
     end = max(r.ended for r in records)
     points = [start, *sorted(r.ended for r in records if r.ok), end]
-    return [(a, b) for a, b in zip(points, points[1:], strict=False)]
+    return list(itertools.pairwise(points))
 
 
 def longest_no_success(
@@ -200,6 +201,9 @@ def summarise(
         )
     kinds = count_kinds(records)
     to_new.sort()
+    # How late the client itself started requests: large values mean the client, not the
+    # server, was short of CPU, and the latencies are to be read with care.
+    lags = sorted((r.started - r.scheduled) * 1000 for r in records)
     return {
         "requests": len(records),
         "counts": kinds,
@@ -216,6 +220,7 @@ def summarise(
             "max": to_new[-1] if to_new else None,
         },
         "per_restart": per_restart,
+        "client_lag_ms": {"p99": percentile(lags, 99), "max": lags[-1] if lags else None},
     }
 
 

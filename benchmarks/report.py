@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from .load import FAILURE_KINDS, Record
 from .metrics import Restart, restart_windows
@@ -16,16 +17,16 @@ from .metrics import Restart, restart_windows
 __all__ = ["markdown", "plot", "write_json"]
 
 
-def _ms(seconds: object) -> str:
-    return "–" if seconds is None else f"{float(seconds) * 1000:.0f}"  # type: ignore[arg-type]
+def _ms(seconds: float | None) -> str:
+    return "–" if seconds is None else f"{seconds * 1000:.0f}"
 
 
-def _num(value: object, digits: int = 0) -> str:
-    return "–" if value is None else f"{float(value):.{digits}f}"  # type: ignore[arg-type]
+def _num(value: float | None, digits: int = 0) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
 
 
-def _triple(stats: Mapping[str, object]) -> str:
-    """"p50 / p99 / max" in ms."""
+def _triple(stats: Mapping[str, Any]) -> str:
+    """p50 / p99 / max in ms; a dash when nothing succeeded."""
     if not stats or not stats.get("n"):
         return "–"
     return " / ".join(_num(stats.get(k), 1) for k in ("p50_ms", "p99_ms", "max_ms"))
@@ -40,95 +41,145 @@ def _row(cells: Sequence[object]) -> str:
     return "| " + " | ".join(str(c) for c in cells) + " |"
 
 
-def markdown(results: Mapping[str, object]) -> str:
+SUMMARY_COLUMNS = (
+    "scenario",
+    "boot s",
+    "requests",
+    "ok",
+    *FAILURE_KINDS,
+    "longest no-success ms",
+    "in windows p50 / p99 / max ms",
+    "outside p50 / p99 / max ms",
+    "trigger → new gen ms (median / max)",
+    "new generations seen",
+    "zocket CPU s",
+)
+RESTART_COLUMNS = (
+    "scenario",
+    "boot s",
+    "#",
+    "failed",
+    "longest no-success ms",
+    "window p50 / p99 / max ms",
+    "trigger → new gen ms",
+    "new gen seen",
+)
+
+
+def markdown(results: Mapping[str, Any]) -> str:
     """The summary, per-restart and cost tables."""
-    options = results["options"]  # type: ignore[index]
-    runs: list[dict[str, object]] = results["scenarios"]  # type: ignore[assignment]
+    options = results["options"]
+    runs: list[dict[str, Any]] = results["scenarios"]
+    title = (
+        f"## Restarts under load ({options['rate']:g} requests/s on new connections, "
+        f"{options['restarts']} restarts per scenario)"
+    )
     out = [
-        f"## Restarts under load ({options['rate']:g} requests/s on new connections, "  # type: ignore[index]
-        f"{options['restarts']} restarts per scenario)",
+        title,
         "",
-        _row(["scenario", "boot s", "requests", "ok", *FAILURE_KINDS,
-              "longest no-success ms", "in windows p50 / p99 / max ms",
-              "outside p50 / p99 / max ms", "trigger → new gen ms (median / max)",
-              "new generations seen", "zocket CPU s"]),
-        _row(["---"] * 15),
+        _row(SUMMARY_COLUMNS),
+        _row(["---"] * len(SUMMARY_COLUMNS)),
     ]
     for run in runs:
         if run["status"] != "ok":
-            out.append(_row([run["scenario"], _num(run["boot_s"], 1), run["status"],
-                             *[""] * 12]))
+            blanks = [""] * (len(SUMMARY_COLUMNS) - 3)
+            out.append(_row([run["scenario"], _num(run["boot_s"], 1), run["status"], *blanks]))
             continue
-        s: dict[str, object] = run["summary"]  # type: ignore[assignment]
-        counts: dict[str, int] = s["counts"]  # type: ignore[assignment]
-        to_new: dict[str, object] = s["to_new_generation_s"]  # type: ignore[assignment]
-        out.append(_row([
-            run["scenario"], _num(run["boot_s"], 1), s["requests"], counts["ok"],
-            *(counts[k] for k in FAILURE_KINDS),
-            _ms(s["longest_no_success_s"]),
-            _triple(s["latency_in_windows"]),  # type: ignore[arg-type]
-            _triple(s["latency_outside"]),  # type: ignore[arg-type]
-            f"{_ms(to_new['median'])} / {_ms(to_new['max'])}",
-            f"{s['new_generations_seen']}/{s['restarts']}",
-            _num(run.get("holder_cpu_s"), 2),
-        ]))
-    out += [
-        "",
-        "### Per restart",
-        "",
-        _row(["scenario", "boot s", "#", "failed", "longest no-success ms",
-              "window p50 / p99 / max ms", "trigger → new gen ms", "new gen seen"]),
-        _row(["---"] * 8),
-    ]
+        s = run["summary"]
+        counts = s["counts"]
+        to_new = s["to_new_generation_s"]
+        out.append(
+            _row(
+                [
+                    run["scenario"],
+                    _num(run["boot_s"], 1),
+                    s["requests"],
+                    counts["ok"],
+                    *(counts[k] for k in FAILURE_KINDS),
+                    _ms(s["longest_no_success_s"]),
+                    _triple(s["latency_in_windows"]),
+                    _triple(s["latency_outside"]),
+                    f"{_ms(to_new['median'])} / {_ms(to_new['max'])}",
+                    f"{s['new_generations_seen']}/{s['restarts']}",
+                    _num(run.get("holder_cpu_s"), 2),
+                ]
+            )
+        )
+    out += ["", "### Per restart", "", _row(RESTART_COLUMNS), _row(["---"] * len(RESTART_COLUMNS))]
     for run in runs:
         if run["status"] != "ok":
             continue
-        for r in run["summary"]["per_restart"]:  # type: ignore[index]
-            out.append(_row([
-                run["scenario"], _num(run["boot_s"], 1), r["number"], _failed(r["counts"]),
-                _ms(r["longest_no_success_s"]), _triple(r["latency"]),
-                _ms(r["to_new_generation_s"]), "yes" if r["new_generation_seen"] else "**no**",
-            ]))
+        for r in run["summary"]["per_restart"]:
+            out.append(
+                _row(
+                    [
+                        run["scenario"],
+                        _num(run["boot_s"], 1),
+                        r["number"],
+                        _failed(r["counts"]),
+                        _ms(r["longest_no_success_s"]),
+                        _triple(r["latency"]),
+                        _ms(r["to_new_generation_s"]),
+                        "yes" if r["new_generation_seen"] else "**no**",
+                    ]
+                )
+            )
     cost = results.get("cost")
     if isinstance(cost, dict):
-        out += ["", "## Cost of zocket", ""]
-        out += _cost_table(cost)
-    errors = [run for run in runs if str(run["status"]).startswith("error")]
-    for run in errors:
-        out += ["", f"**{run['scenario']} (boot {run['boot_s']} s) failed**: {run['status']}"]
+        out += ["", "## Cost of zocket", "", *_cost_table(cost)]
+    for run in runs:
+        if str(run["status"]).startswith("error"):
+            out += ["", f"**{run['scenario']} (boot {run['boot_s']} s) failed**: {run['status']}"]
     return "\n".join(out) + "\n"
 
 
-def _cost_table(cost: Mapping[str, object]) -> list[str]:
+def _cost_table(cost: Mapping[str, Any]) -> list[str]:
     if cost.get("status") != "ok":
         return [str(cost.get("status"))]
-    alone: dict[str, object] = cost["alone"]  # type: ignore[assignment]
-    zocket: dict[str, object] = cost["zocket"]  # type: ignore[assignment]
-    a_ka: dict[str, object] = alone["keep_alive"]  # type: ignore[assignment]
-    z_ka: dict[str, object] = zocket["keep_alive"]  # type: ignore[assignment]
-    startup: dict[str, dict[str, float]] = cost["startup_s"]  # type: ignore[assignment]
-    idle: dict[str, object] = zocket["idle"]  # type: ignore[assignment]
-    lines = [
+    alone, zocket = cost["alone"], cost["zocket"]
+    a_ka, z_ka = alone["keep_alive"], zocket["keep_alive"]
+    startup = cost["startup_s"]
+    idle = zocket["idle"]
+    load = f"{a_ka['tool']}, {a_ka['connections']} connections, {_num(a_ka['duration'])} s"
+    idle_cpu = f"{_num(idle['cpu_s'], 2)} s ({_num(idle['cpu_percent'], 3)} % of a core)"
+    return [
         _row(["measure", "gunicorn alone", "gunicorn through zocket"]),
         _row(["---"] * 3),
-        _row([f"keep-alive requests/s ({a_ka['tool']}, {a_ka['connections']} connections, "
-              f"{_num(a_ka['duration'], 0)} s)",
-              _num(a_ka["requests_per_s"]), _num(z_ka["requests_per_s"])]),
-        _row(["keep-alive latency p50 / p99 / max ms", _triple({"n": 1, **a_ka}),
-              _triple({"n": 1, **z_ka})]),
+        _row(
+            [
+                f"keep-alive requests/s ({load})",
+                _num(a_ka["requests_per_s"]),
+                _num(z_ka["requests_per_s"]),
+            ]
+        ),
+        _row(
+            [
+                "keep-alive latency p50 / p99 / max ms",
+                _triple({"n": 1, **a_ka}),
+                _triple({"n": 1, **z_ka}),
+            ]
+        ),
         _row(["keep-alive errors", a_ka["errors"], z_ka["errors"]]),
-        _row([f"start to first response ms (median of {len(startup['alone']['all'])})",
-              _ms(startup["alone"]["median"]), _ms(startup["zocket"]["median"])]),
-        _row([f"holder CPU idle over {_num(idle['seconds'], 0)} s",
-              "–", f"{_num(idle['cpu_s'], 2)} s ({_num(idle['cpu_percent'], 3)} % of a core)"]),
-        _row(["holder CPU during the keep-alive load", "–",
-              f"{_num(zocket['holder_cpu_s_under_load'], 2)} s"]),
-        _row(["holder RSS", "–", f"{_num(float(zocket['rss_kib']) / 1024, 1)} MiB"]),  # type: ignore[arg-type]
+        _row(
+            [
+                f"start to first response ms (median of {len(startup['alone']['all'])})",
+                _ms(startup["alone"]["median"]),
+                _ms(startup["zocket"]["median"]),
+            ]
+        ),
+        _row([f"holder CPU idle over {_num(idle['seconds'])} s", "–", idle_cpu]),
+        _row(
+            [
+                "holder CPU during the keep-alive load",
+                "–",
+                f"{_num(zocket['holder_cpu_s_under_load'], 2)} s",
+            ]
+        ),
+        _row(["holder RSS", "–", f"{_num(zocket['rss_kib'] / 1024, 1)} MiB"]),
     ]
-    return lines
 
 
-def write_json(path: Path, results: Mapping[str, object]) -> None:
+def write_json(path: Path, results: Mapping[str, Any]) -> None:
     """The raw figures, indented, with a trailing newline."""
     Path(path).write_text(json.dumps(results, indent=1, sort_keys=False, default=str) + "\n")
 
@@ -154,10 +205,10 @@ def plot(
     says so.
     """
     try:
-        import matplotlib
+        import matplotlib  # type: ignore[import-not-found, unused-ignore]
 
         matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        import matplotlib.pyplot as plt  # type: ignore[import-not-found, unused-ignore]
     except ImportError:
         return "plot skipped: matplotlib is not installed (pip install matplotlib)"
     if not runs:
@@ -165,14 +216,26 @@ def plot(
     fig, axes = plt.subplots(len(runs), 1, figsize=(11, 2.4 * len(runs) + 0.6), squeeze=False)
     for ax, (title, records, restarts, timeout) in zip(axes[:, 0], runs):
         ok = [r for r in records if r.ok]
-        ax.scatter([r.scheduled for r in ok], [max(r.latency * 1000, 0.1) for r in ok],
-                   s=3, color="tab:blue", label="ok (latency)", linewidths=0)
+        ax.scatter(
+            [r.scheduled for r in ok],
+            [max(r.latency * 1000, 0.1) for r in ok],
+            s=3,
+            color="tab:blue",
+            label="ok (latency)",
+            linewidths=0,
+        )
         top = max([r.latency * 1000 for r in ok] + [timeout * 1000])
         for kind, (marker, color) in _KIND_STYLE.items():
             failed = [r for r in records if r.kind == kind]
             if failed:
-                ax.scatter([r.scheduled for r in failed], [top * 1.5] * len(failed), s=14,
-                           marker=marker, color=color, label=f"{kind} ({len(failed)})")
+                ax.scatter(
+                    [r.scheduled for r in failed],
+                    [top * 1.5] * len(failed),
+                    s=14,
+                    marker=marker,
+                    color=color,
+                    label=f"{kind} ({len(failed)})",
+                )
         for window in restart_windows(restarts, records, margin):
             ax.axvline(window.start, color="tab:green", linewidth=0.8)
             ax.axvspan(window.start, window.end, color="tab:green", alpha=0.12)

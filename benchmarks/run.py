@@ -15,21 +15,25 @@ import os
 import platform
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 if __package__ in (None, ""):  # run as a script: make the package importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import metrics, report  # noqa: E402
-from benchmarks.cost import measure_cost, proc_cpu_seconds  # noqa: E402
-from benchmarks.load import OpenLoopLoad, Record, wrk_path  # noqa: E402
-from benchmarks.scenarios import SCENARIOS, Scenario, base_env, wait_first_ok  # noqa: E402
+from benchmarks import metrics, report
+from benchmarks.cost import measure_cost, proc_cpu_seconds
+from benchmarks.load import OpenLoopLoad, Record, wrk_path
+from benchmarks.scenarios import SCENARIOS, Scenario, base_env, wait_first_ok
+
+T = TypeVar("T")
 
 #: At most this many failed requests are listed one by one in the JSON (all are counted).
 MAX_LISTED_FAILURES = 500
@@ -70,31 +74,57 @@ def parse_args(argv: Sequence[str]) -> Options:
         description="Restart real servers under an open-loop load, with and without zocket, "
         "and count what the clients saw.",
     )
-    parser.add_argument("--quick", action="store_true",
-                        help="a small run: 2 restarts, 40 requests/s, boot 0.5 s, 3 s idle")
-    parser.add_argument("--scenarios", default=",".join(SCENARIOS),
-                        help=f"comma-separated, from: {', '.join(SCENARIOS)} (default: all)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a small run: 2 restarts, 40 requests/s, boot 0.5 s, 3 s idle",
+    )
+    parser.add_argument(
+        "--scenarios",
+        default=",".join(SCENARIOS),
+        help=f"comma-separated, from: {', '.join(SCENARIOS)} (default: all)",
+    )
     parser.add_argument("--rate", type=float, help="requests per second (default 100; quick 40)")
     parser.add_argument("--restarts", type=int, help="restarts per scenario (default 5; quick 2)")
-    parser.add_argument("--boot", type=float, nargs="+", metavar="SECONDS",
-                        help="app boot times to run each scenario with (default 0.5 2; quick 0.5)")
-    parser.add_argument("--spacing", type=float,
-                        help="seconds between restart triggers (default boot + 3; quick boot + 2)")
-    parser.add_argument("--margin", type=float, default=0.5,
-                        help="seconds added to a restart window after the new generation's "
-                        "first answer (default 0.5)")
-    parser.add_argument("--timeout", type=float,
-                        help="per-request timeout in seconds (default 10; quick 5)")
-    parser.add_argument("--idle", type=float,
-                        help="seconds of idle for zocket's CPU figure (default 60; quick 3)")
-    parser.add_argument("--keep-alive", type=float, dest="keep_alive",
-                        help="seconds of keep-alive load per server (default 10; quick 2)")
-    parser.add_argument("--no-cost", action="store_true",
-                        help="skip the cost-of-zocket measurements")
+    parser.add_argument(
+        "--boot",
+        type=float,
+        nargs="+",
+        metavar="SECONDS",
+        help="app boot times to run each scenario with (default 0.5 2; quick 0.5)",
+    )
+    parser.add_argument(
+        "--spacing",
+        type=float,
+        help="seconds between restart triggers (default boot + 3; quick boot + 2)",
+    )
+    parser.add_argument(
+        "--margin",
+        type=float,
+        default=0.5,
+        help="seconds added to a restart window after the new generation's "
+        "first answer (default 0.5)",
+    )
+    parser.add_argument(
+        "--timeout", type=float, help="per-request timeout in seconds (default 10; quick 5)"
+    )
+    parser.add_argument(
+        "--idle", type=float, help="seconds of idle for zocket's CPU figure (default 60; quick 3)"
+    )
+    parser.add_argument(
+        "--keep-alive",
+        type=float,
+        dest="keep_alive",
+        help="seconds of keep-alive load per server (default 10; quick 2)",
+    )
+    parser.add_argument(
+        "--no-cost", action="store_true", help="skip the cost-of-zocket measurements"
+    )
     parser.add_argument("--out", type=Path, help="write the raw figures to this JSON file")
     parser.add_argument("--plot", type=Path, help="draw latency and failures to this PNG")
-    parser.add_argument("--keep", action="store_true",
-                        help="keep the work directories (apps and server logs)")
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the work directories (apps and server logs)"
+    )
     args = parser.parse_args(argv)
     names = tuple(n.strip() for n in args.scenarios.split(",") if n.strip())
     unknown = [n for n in names if n not in SCENARIOS]
@@ -102,22 +132,22 @@ def parse_args(argv: Sequence[str]) -> Options:
         parser.error(f"unknown scenario(s) {unknown}; known: {', '.join(SCENARIOS)}")
     quick = args.quick
 
-    def pick(value: object, full: object, small: object) -> object:
+    def pick(value: T | None, full: T, small: T) -> T:
         return value if value is not None else (small if quick else full)
 
     options = Options(
         scenarios=names,
-        rate=float(pick(args.rate, 100.0, 40.0)),  # type: ignore[arg-type]
-        restarts=int(pick(args.restarts, 5, 2)),  # type: ignore[call-overload]
-        boots=tuple(pick(args.boot, [0.5, 2.0], [0.5])),  # type: ignore[arg-type]
+        rate=pick(args.rate, 100.0, 40.0),
+        restarts=pick(args.restarts, 5, 2),
+        boots=tuple(pick(args.boot, [0.5, 2.0], [0.5])),
         spacing=args.spacing,
         settle=1.5,
         warmup=1.0 if quick else 2.0,
         margin=args.margin,
-        timeout=float(pick(args.timeout, 10.0, 5.0)),  # type: ignore[arg-type]
+        timeout=pick(args.timeout, 10.0, 5.0),
         restart_timeout=20.0 if quick else 40.0,
-        idle=float(pick(args.idle, 60.0, 3.0)),  # type: ignore[arg-type]
-        keep_alive=float(pick(args.keep_alive, 10.0, 2.0)),  # type: ignore[arg-type]
+        idle=pick(args.idle, 60.0, 3.0),
+        keep_alive=pick(args.keep_alive, 10.0, 2.0),
         cost=not args.no_cost,
         out=args.out,
         plot=args.plot,
@@ -138,13 +168,18 @@ def parse_args(argv: Sequence[str]) -> Options:
 class Run:
     """One scenario at one boot time: the JSON-ready result, and the records for the plot."""
 
-    result: dict[str, object]
+    result: dict[str, Any]
     records: list[Record]
     restarts: list[metrics.Restart]
 
 
 def log(line: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {line}", file=sys.stderr, flush=True)
+
+
+def answered_by(generation: str) -> Callable[[Record], bool]:
+    """A predicate: a successful response from ``generation``."""
+    return lambda record: record.ok and record.generation == generation
 
 
 def _sleep_until(load: OpenLoopLoad, at: float) -> None:
@@ -156,7 +191,7 @@ def _sleep_until(load: OpenLoopLoad, at: float) -> None:
 
 def run_scenario(cls: type[Scenario], boot: float, options: Options, root: Path) -> Run:
     """Start, load, restart N times, stop; every figure of metrics.summarise."""
-    result: dict[str, object] = {
+    result: dict[str, Any] = {
         "scenario": cls.name,
         "description": cls.description,
         "boot_s": boot,
@@ -180,7 +215,7 @@ def run_scenario(cls: type[Scenario], boot: float, options: Options, root: Path)
         result["start_to_first_response_s"] = time.monotonic() - began
         result["port"] = port
         holder = scenario.holder_pid()
-        holder_cpu = proc_cpu_seconds(holder) if holder else None
+        holder_cpu = proc_cpu_seconds(holder) if holder is not None else None
 
         budget = options.warmup + options.restarts * (spacing + options.restart_timeout) + 60
         load = OpenLoopLoad(port, options.rate, timeout=options.timeout, max_duration=budget)
@@ -195,7 +230,7 @@ def run_scenario(cls: type[Scenario], boot: float, options: Options, root: Path)
             restarts.append(metrics.Restart(number, generation, triggered, load.now()))
             log(f"{cls.name}: restart {number} triggered")
             answered = load.wait_for(
-                lambda r, g=generation: r.ok and r.generation == g,  # type: ignore[misc]
+                answered_by(generation),
                 timeout=boot + options.restart_timeout,
                 since=triggered,
             )
@@ -207,8 +242,8 @@ def run_scenario(cls: type[Scenario], boot: float, options: Options, root: Path)
         _sleep_until(load, next_at)
         records = load.stop()
         load = None
-        if holder:
-            result["holder_cpu_s"] = proc_cpu_seconds(holder) - holder_cpu  # type: ignore[operator]
+        if holder is not None and holder_cpu is not None:
+            result["holder_cpu_s"] = proc_cpu_seconds(holder) - holder_cpu
         summary = metrics.summarise(records, restarts, margin=options.margin)
         failures = [r for r in records if not r.ok]
         result.update(
@@ -216,8 +251,12 @@ def run_scenario(cls: type[Scenario], boot: float, options: Options, root: Path)
             spacing_s=spacing,
             summary=summary,
             failures=[
-                {"scheduled_s": round(r.scheduled, 4), "latency_ms": round(r.latency * 1000, 2),
-                 "kind": r.kind, "error": r.error}
+                {
+                    "scheduled_s": round(r.scheduled, 4),
+                    "latency_ms": round(r.latency * 1000, 2),
+                    "kind": r.kind,
+                    "error": r.error,
+                }
                 for r in failures[:MAX_LISTED_FAILURES]
             ],
             timeline=metrics.timeline(records),
@@ -251,9 +290,9 @@ def _version(distribution: str) -> str | None:
         return None
 
 
-def versions() -> dict[str, object]:
+def versions() -> dict[str, Any]:
     """The version of every tool that may have run, and of the machine."""
-    found: dict[str, object] = {
+    found: dict[str, Any] = {
         "python": f"{platform.python_implementation()} {platform.python_version()}",
         "kernel": platform.release(),
         "platform": platform.platform(),
@@ -263,15 +302,21 @@ def versions() -> dict[str, object]:
         found[name.lower()] = _version(name)
     checkout = subprocess.run(
         [sys.executable, "-m", "zocket", "--version"],
-        capture_output=True, text=True, timeout=60, check=False, env=base_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=base_env(),
     )
     found["zocket_checkout"] = checkout.stdout.strip() or checkout.stderr.strip()
     wrk = wrk_path()
     if wrk is not None:
-        text = subprocess.run([wrk, "--version"], capture_output=True, text=True, timeout=10,
-                              check=False)
-        found["wrk"] = (text.stdout or text.stderr).splitlines()[0] if (text.stdout or
-                                                                        text.stderr) else wrk
+        text = subprocess.run(
+            [wrk, "--version"], capture_output=True, text=True, timeout=10, check=False
+        )
+        found["wrk"] = (
+            (text.stdout or text.stderr).splitlines()[0] if (text.stdout or text.stderr) else wrk
+        )
     else:
         found["wrk"] = None
     try:
@@ -293,24 +338,39 @@ def _raise_fd_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    """SIGTERM (and SIGINT, even where it was ignored) unwind through every cleanup."""
+    raise SystemExit(128 + signum)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     options = parse_args(sys.argv[1:] if argv is None else argv)
     _raise_fd_limit()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _exit_on_signal)
     root = Path(tempfile.mkdtemp(prefix="zocket-bench-"))
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     runs: list[Run] = []
-    results: dict[str, object] = {
+    scenario_results: list[dict[str, Any]] = []
+    results: dict[str, Any] = {
         "started": started,
         "command": [sys.executable, *sys.argv],
         "options": {
-            "quick": options.quick, "rate": options.rate, "restarts": options.restarts,
-            "boots_s": list(options.boots), "spacing_s": options.spacing,
-            "settle_s": options.settle, "warmup_s": options.warmup, "margin_s": options.margin,
-            "timeout_s": options.timeout, "restart_timeout_s": options.restart_timeout,
-            "idle_s": options.idle, "keep_alive_s": options.keep_alive,
+            "quick": options.quick,
+            "rate": options.rate,
+            "restarts": options.restarts,
+            "boots_s": list(options.boots),
+            "spacing_s": options.spacing,
+            "settle_s": options.settle,
+            "warmup_s": options.warmup,
+            "margin_s": options.margin,
+            "timeout_s": options.timeout,
+            "restart_timeout_s": options.restart_timeout,
+            "idle_s": options.idle,
+            "keep_alive_s": options.keep_alive,
         },
         "versions": versions(),
-        "scenarios": [],
+        "scenarios": scenario_results,
     }
     try:
         for name in options.scenarios:
@@ -318,12 +378,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 log(f"{name}, boot {boot:g} s")
                 run = run_scenario(SCENARIOS[name], boot, options, root)
                 runs.append(run)
-                results["scenarios"].append(run.result)  # type: ignore[attr-defined]
+                scenario_results.append(run.result)
         if options.cost:
             try:
                 results["cost"] = measure_cost(
-                    root, idle=options.idle, keep_alive_duration=options.keep_alive,
-                    startup_repeats=1 if options.quick else 3, log=log,
+                    root,
+                    idle=options.idle,
+                    keep_alive_duration=options.keep_alive,
+                    startup_repeats=1 if options.quick else 3,
+                    log=log,
                 )
             except Exception as exc:  # noqa: BLE001 - reported in the table and the JSON
                 results["cost"] = {"status": f"error: {exc}"}
@@ -339,13 +402,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         log(f"raw figures written to {options.out}")
     if options.plot is not None:
         drawn = [
-            (f"{r.result['scenario']}, boot {r.result['boot_s']} s", r.records, r.restarts,
-             options.timeout)
-            for r in runs if r.result.get("status") == "ok"
+            (
+                f"{r.result['scenario']}, boot {r.result['boot_s']} s",
+                r.records,
+                r.restarts,
+                options.timeout,
+            )
+            for r in runs
+            if r.result.get("status") == "ok"
         ]
         log(report.plot(options.plot, drawn, options.margin))
     errors = [r for r in runs if str(r.result.get("status", "")).startswith("error")]
-    cost_status = str(results.get("cost", {}).get("status", "ok"))  # type: ignore[attr-defined]
+    cost_status = str(results.get("cost", {}).get("status", "ok"))
     return 1 if errors or cost_status.startswith("error") else 0
 
 

@@ -32,7 +32,9 @@ import time
 from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
+
+from .load import get_once
 
 __all__ = ["SCENARIOS", "Scenario", "ScenarioError", "free_port", "wait_first_ok"]
 
@@ -48,7 +50,7 @@ GENERATION_STARTED = re.compile(r"zocket: generation (\d+) started \(pid (\d+)\)
 # --- the apps -----------------------------------------------------------------------------
 
 #: Shared by every app: the boot sleep and where the generation comes from.
-_PRELUDE = '''\
+_PRELUDE = """\
 import os
 import time
 from pathlib import Path
@@ -68,7 +70,7 @@ def _generation() -> str:
 
 GENERATION = _generation()
 BODY = f"generation {{GENERATION}} pid {{os.getpid()}}\\n".encode()
-'''
+"""
 
 WSGI_APP = '''\
 """Benchmark WSGI app: sleeps BOOT seconds at import, answers with its generation."""
@@ -183,8 +185,6 @@ def wait_first_ok(
     Refused connections are retried every 10 ms; under zocket the request
     simply waits in the backlog until the server accepts it.
     """
-    from .load import get_once
-
     began = time.monotonic()
     deadline = began + timeout
     last = "no attempt"
@@ -197,9 +197,7 @@ def wait_first_ok(
             if 200 <= status < 400 and (generation is None or answered == generation):
                 return time.monotonic() - began
             last = f"status {status}, generation {answered!r}"
-        except (OSError, ValueError) as exc:  # http.client errors derive from these
-            last = f"{type(exc).__name__}: {exc}"
-        except Exception as exc:  # noqa: BLE001 - http.client.HTTPException
+        except Exception as exc:  # noqa: BLE001 - refused, reset, HTTPException...: try again
             last = f"{type(exc).__name__}: {exc}"
         time.sleep(0.01)
 
@@ -216,7 +214,10 @@ def gunicorn_options() -> tuple[str, ...]:
         return ()
     result = subprocess.run(
         [sys.executable, "-m", "gunicorn", "--help"],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     return ("--no-control-socket",) if "--no-control-socket" in result.stdout else ()
 
@@ -226,7 +227,11 @@ def zocket_help() -> str:
     """``zocket --help`` of the checkout under test."""
     result = subprocess.run(
         [sys.executable, "-m", "zocket", "--help"],
-        capture_output=True, text=True, timeout=60, check=False, env=base_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=base_env(),
     )
     return result.stdout
 
@@ -272,8 +277,17 @@ def _killpg(pgid: int, sig: int) -> None:
 
 def uvicorn_reload(appdir: Path, *bind: str) -> list[str]:
     """uvicorn with its reloader watching the app directory, on the ASGI app."""
-    return [sys.executable, "-m", "uvicorn", "--reload", "--reload-dir", str(appdir),
-            "--no-access-log", *bind, "benchasgi:app"]
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--reload",
+        "--reload-dir",
+        str(appdir),
+        "--no-access-log",
+        *bind,
+        "benchasgi:app",
+    ]
 
 
 # --- scenarios ----------------------------------------------------------------------------
@@ -327,9 +341,12 @@ class Scenario:
 
     @property
     def app_file(self) -> Path:
-        return self.appdir / {
-            "wsgi": "benchapp.py", "asgi": "benchasgi.py", "django": "benchsite/views.py"
-        }[self.app_kind]
+        return (
+            self.appdir
+            / {"wsgi": "benchapp.py", "asgi": "benchasgi.py", "django": "benchsite/views.py"}[
+                self.app_kind
+            ]
+        )
 
     @property
     def generation_file(self) -> Path:
@@ -365,8 +382,15 @@ class Scenario:
         return env
 
     def gunicorn(self, *bind: str) -> list[str]:
-        return [sys.executable, "-m", "gunicorn", *gunicorn_options(), *self.gunicorn_args,
-                *bind, "benchapp:app"]
+        return [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            *gunicorn_options(),
+            *self.gunicorn_args,
+            *bind,
+            "benchapp:app",
+        ]
 
     # --- processes ----------------------------------------------------------------------
 
@@ -376,8 +400,13 @@ class Scenario:
             log.write(f"=== {time.strftime('%H:%M:%S')} {' '.join(argv)}\n".encode())
             log.flush()
             proc = subprocess.Popen(
-                list(argv), cwd=self.appdir, env=env, stdin=subprocess.DEVNULL,
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                list(argv),
+                cwd=self.appdir,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         self.procs.append(proc)
         return proc
@@ -418,7 +447,7 @@ class Scenario:
     def log_tail(self, lines: int = 40) -> str:
         return "\n".join(self.log_text().splitlines()[-lines:])
 
-    def notes(self) -> dict[str, object]:
+    def notes(self) -> dict[str, Any]:
         """Anything the server itself said about the run that is worth keeping."""
         return {}
 
@@ -519,8 +548,16 @@ class ZocketScenario(Scenario):
 
     def start(self) -> int:
         port_option = ["--port", str(self.port)]
-        argv = [sys.executable, "-m", "zocket", *port_option, *self.zocket_options,
-                *self.extra_options(), "--", *self.server_command()]
+        argv = [
+            sys.executable,
+            "-m",
+            "zocket",
+            *port_option,
+            *self.zocket_options,
+            *self.extra_options(),
+            "--",
+            *self.server_command(),
+        ]
         self.launch(argv, self.env())
         if not self.port:
             self.port = self._await_start_line()
@@ -564,12 +601,14 @@ class ZocketScenario(Scenario):
             _killpg(int(match[2]), signal.SIGKILL)
         _killpg(proc.pid, signal.SIGKILL)
 
-    def notes(self) -> dict[str, object]:
+    def notes(self) -> dict[str, Any]:
         lines = [line for line in self.log_text().splitlines() if line.startswith("zocket:")]
         ready = [
             {"generation": int(m[1]), "ms": int(m[2]), "how": m[3]}
-            for m in (re.match(r"zocket: generation (\d+) ready in (\d+) ms \((.*)\)$", line)
-                      for line in lines)
+            for m in (
+                re.match(r"zocket: generation (\d+) ready in (\d+) ms \((.*)\)$", line)
+                for line in lines
+            )
             if m
         ]
         return {"zocket_log": lines[:200], "zocket_ready": ready}
@@ -641,7 +680,14 @@ class ZocketUvicornReload(ZocketScenario):
 SCENARIOS: dict[str, type[Scenario]] = {
     cls.name: cls
     for cls in (
-        Plain, GunicornHup, UvicornReload, DjangoRunserver, ZocketGunicorn, ZocketNoOverlap,
-        ZocketWatch, ZocketDjango, ZocketUvicornReload,
+        Plain,
+        GunicornHup,
+        UvicornReload,
+        DjangoRunserver,
+        ZocketGunicorn,
+        ZocketNoOverlap,
+        ZocketWatch,
+        ZocketDjango,
+        ZocketUvicornReload,
     )
 }

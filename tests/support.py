@@ -15,10 +15,10 @@ Everything here is bounded in time and cleans up after itself:
 * A few /proc readers (`open_fds`, `socket_inode`, `tcp_listeners`,
   `group_members`, ...) to look at what a process really holds.
 
-zocket runs as ``sys.executable -m zocket``. When the checkout holds a built
-extension (``python zocket/_build_libc.py``), the repository is prepended to
-PYTHONPATH so that the code under test is the checkout's; otherwise PYTHONPATH
-is left alone and the installed package runs.
+zocket runs as ``sys.executable -m zocket`` with the repository first on
+PYTHONPATH when the checkout holds a built extension (``python
+zocket/_build_libc.py``), so that the code under test is the checkout's;
+otherwise the installed zocket runs (see `zocket_command`).
 """
 
 from __future__ import annotations
@@ -44,6 +44,8 @@ from typing import TypeVar
 from urllib.parse import urlsplit
 
 __all__ = [
+    "FAILURE_KINDS",
+    "FD_RESPONDER",
     "REPO",
     "START_LINE",
     "HeldSocket",
@@ -51,8 +53,6 @@ __all__ = [
     "Outcome",
     "ZocketProcess",
     "ZocketStartError",
-    "FAILURE_KINDS",
-    "FD_RESPONDER",
     "checkout_is_built",
     "group_members",
     "http_get",
@@ -69,6 +69,7 @@ __all__ = [
     "wait_for",
     "write_responder",
     "zocket_argv",
+    "zocket_command",
     "zocket_env",
 ]
 
@@ -91,17 +92,36 @@ T = TypeVar("T")
 # --- running zocket ---------------------------------------------------------------------------
 
 
-def zocket_argv(args: Iterable[object]) -> list[str]:
-    """The command line that runs zocket with ``args`` under this interpreter."""
-    return [sys.executable, "-m", "zocket", *(str(a) for a in args)]
-
-
 def checkout_is_built() -> bool:
     """Whether the checkout's ``zocket`` can run: its compiled extension is built in place."""
+    package = REPO / "zocket"
     return any(
-        (REPO / "zocket").glob(f"_libc_cffi*{suffix}")
+        (package / f"_libc_cffi{suffix}").is_file()
         for suffix in importlib.machinery.EXTENSION_SUFFIXES
     )
+
+
+def zocket_command() -> list[str]:
+    """How to run zocket: the checkout's when it is built, else the installed one.
+
+    ``python -m zocket`` puts the working directory first on sys.path, so run
+    from the repository root it would import the source tree even where that
+    is not built (CI installs zocket with pip, which builds elsewhere). Then
+    the installed console script runs instead, or, without one, the installed
+    package with the working directory taken off sys.path.
+    """
+    if checkout_is_built():
+        return [sys.executable, "-m", "zocket"]
+    script = Path(sys.executable).parent / "zocket"
+    if script.is_file():
+        return [str(script)]
+    code = "import sys; del sys.path[0]; from zocket.cli import main; sys.exit(main())"
+    return [sys.executable, "-c", code]
+
+
+def zocket_argv(args: Iterable[object]) -> list[str]:
+    """The command line that runs zocket with ``args`` (see `zocket_command`)."""
+    return [*zocket_command(), *(str(a) for a in args)]
 
 
 def zocket_env(base: Mapping[str, str] | None = None, **extra: str) -> dict[str, str]:
@@ -436,7 +456,7 @@ class ZocketProcess:
                 if pipe is not None:
                     pipe.close()
 
-    def __enter__(self) -> ZocketProcess:
+    def __enter__(self) -> ZocketProcess:  # noqa: PYI034
         return self
 
     def __exit__(
@@ -463,12 +483,12 @@ def start_zocket(
     Raises ZocketStartError, with all of stderr, if zocket exits or prints no
     start line within ``start_timeout``; nothing is left running then.
     """
-    argv = zocket_argv(args)
+    words = [str(a) for a in args]
     popen_kw.setdefault("stdin", subprocess.DEVNULL)
     proc = subprocess.Popen(  # type: ignore[call-overload]
-        argv, env=zocket_env(env), stderr=subprocess.PIPE, bufsize=0, **popen_kw
+        zocket_argv(words), env=zocket_env(env), stderr=subprocess.PIPE, bufsize=0, **popen_kw
     )
-    zocket = ZocketProcess(argv[3:], proc, stop_timeout)
+    zocket = ZocketProcess(words, proc, stop_timeout)
     try:
         zocket._await_start(start_timeout)
     except BaseException:
@@ -592,7 +612,7 @@ class LoadClient:
     def running(self) -> bool:
         return any(w.is_alive() for w in self._workers)
 
-    def __enter__(self) -> LoadClient:
+    def __enter__(self) -> LoadClient:  # noqa: PYI034
         return self.start()
 
     def __exit__(
@@ -701,7 +721,7 @@ class LoadClient:
 
 
 def wait_for(
-    predicate: Callable[[], T], timeout: float, interval: float = 0.05, message: str = ""
+    predicate: Callable[[], T | None], timeout: float, interval: float = 0.05, message: str = ""
 ) -> T:
     """Poll ``predicate`` until it returns something truthy, and return that.
 

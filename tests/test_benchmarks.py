@@ -12,28 +12,26 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
 from support import REPO
 
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from benchmarks import metrics, report  # noqa: E402
-from benchmarks.load import FAILURE_KINDS, Record, classify, parse_wrk  # noqa: E402
-from benchmarks.metrics import Restart  # noqa: E402
-from benchmarks.scenarios import SCENARIOS, Scenario  # noqa: E402
-
+from benchmarks import metrics, report
+from benchmarks.load import FAILURE_KINDS, Record, classify, parse_wrk
+from benchmarks.metrics import Restart
+from benchmarks.scenarios import SCENARIOS, Scenario
 
 # --- the runner on real servers -----------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
-def quick_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, object]]:
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
     """One quick run of plain and zocket-gunicorn: 2 restarts, 20 requests/s, 0.3 s boot."""
     pytest.importorskip("gunicorn")
     out = tmp_path_factory.mktemp("bench") / "results.json"
@@ -54,7 +52,7 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, o
 
 
 def test_plain_restart_refuses_connections_and_sees_its_generations(
-    quick_run: dict[str, dict[str, object]],
+    quick_run: dict[str, dict[str, Any]],
 ) -> None:
     summary = quick_run["plain"]["summary"]
     counts = summary["counts"]
@@ -69,7 +67,7 @@ def test_plain_restart_refuses_connections_and_sees_its_generations(
 
 
 def test_zocket_restart_fails_nothing_and_sees_every_generation(
-    quick_run: dict[str, dict[str, object]],
+    quick_run: dict[str, dict[str, Any]],
 ) -> None:
     run = quick_run["zocket-gunicorn"]
     summary = run["summary"]
@@ -141,10 +139,12 @@ def test_restart_windows_run_from_trigger_to_the_new_generation_plus_margin() ->
     records += [ok(1.0 + t / 10, generation="2") for t in range(10)]  # 2 from 1.0 (ends 1.01)
     restarts = [Restart(1, "2", 0.55), Restart(2, "3", 1.5)]  # 3 never answers
     first, second = metrics.restart_windows(restarts, records, margin=0.2)
-    assert (first.start, first.first_new) == (0.55, pytest.approx(1.01))
+    assert first.start == 0.55
+    assert first.first_new == pytest.approx(1.01)
     assert first.end == pytest.approx(1.21)
     # Never answered: to the end of the run (the last request's end).
-    assert (second.start, second.first_new) == (1.5, None)
+    assert second.start == 1.5
+    assert second.first_new is None
     assert second.end == pytest.approx(1.91)
     # Cut at the next trigger.
     (cut, _) = metrics.restart_windows([Restart(1, "2", 0.55), Restart(2, "3", 1.1)], records, 1)
@@ -195,9 +195,7 @@ def test_summarise_counts_per_restart_and_generations() -> None:
 
 @given(
     st.lists(
-        st.tuples(
-            st.floats(0, 100), st.floats(0, 5), st.sampled_from(["ok", *FAILURE_KINDS])
-        ),
+        st.tuples(st.floats(0, 100), st.floats(0, 5), st.sampled_from(["ok", *FAILURE_KINDS])),
         max_size=60,
     )
 )

@@ -24,14 +24,17 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from support import (
     REPO,
     LoadClient,
+    Outcome,
     ZocketProcess,
     ZocketStartError,
     http_get,
@@ -70,9 +73,7 @@ def child_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def start_on_free_port(
-    args: Callable[[int], Sequence[object]], **kw: object
-) -> ZocketProcess:
+def start_on_free_port(args: Callable[[int], Sequence[object]], **kw: object) -> ZocketProcess:
     """start_zocket(args(port)) on a free port; once more on another if it was taken."""
     kw.setdefault("env", child_env())
     for attempt in (1, 2):
@@ -114,7 +115,9 @@ def held_inode(zocket: ZocketProcess) -> int:
     return found[0]
 
 
-def read_json(path: Path, timeout: float = 20.0, zocket: ZocketProcess | None = None) -> dict:
+def read_json(
+    path: Path, timeout: float = 20.0, zocket: ZocketProcess | None = None
+) -> dict[str, Any]:
     def ready() -> bool:
         return path.exists()
 
@@ -124,7 +127,7 @@ def read_json(path: Path, timeout: float = 20.0, zocket: ZocketProcess | None = 
         if zocket is not None:
             raise AssertionError(f"{path.name} not written; stderr:\n{zocket.stderr_text(0)}")
         raise
-    data: dict = json.loads(path.read_text())
+    data: dict[str, Any] = json.loads(path.read_text())
     return data
 
 
@@ -141,6 +144,34 @@ def assert_no_failures(load: LoadClient) -> None:
     assert failed == dict.fromkeys(failed, 0), load.summary()
 
 
+def assert_only_in_flight_losses(load: LoadClient, replacements: list[tuple[float, float]]) -> None:
+    """No request failed, except requests in flight in a server process that died.
+
+    Some servers die in the middle of requests: ``python -m http.server`` and Django's
+    runserver on SIGTERM, Django's and werkzeug's reloaders by exiting the server process
+    whose request threads are daemons. A request such a process had already accepted is
+    lost with it (reset, or closed before a whole response) whatever holds the listening
+    socket; zocket's part is that the socket never closes, so nothing is ever *refused*,
+    and nothing that waited in the backlog is lost. So: zero refused, zero timeouts, zero
+    errors of any other kind, and the only resets are ones that ended while a server
+    process was being replaced (``replacements``: (start, end) monotonic times), at most
+    one per load thread (each has one request in flight) per replacement.
+    """
+    counts = load.counts()
+    others = {k: counts[k] for k in ("refused", "timeout", "http_error", "error")}
+    assert others == dict.fromkeys(others, 0), load.summary()
+    per_window = [0] * len(replacements)
+    for outcome in load.failures():
+        assert outcome.kind == "reset", load.summary()
+        ended = outcome.started + outcome.elapsed
+        inside = [i for i, (a, b) in enumerate(replacements) if a <= ended <= b + 1.0]
+        assert inside, (
+            f"a reset outside any restart ({ended:.3f}; {replacements}):\n{load.summary()}"
+        )
+        per_window[inside[0]] += 1
+    assert max(per_window, default=0) <= load.threads, (per_window, load.summary())
+
+
 def edit_until_served(
     load: LoadClient,
     write: Callable[[], None],
@@ -148,22 +179,29 @@ def edit_until_served(
     *,
     timeout: float = 40.0,
     retry_after: float = 8.0,
-) -> None:
+) -> tuple[float, float]:
     """Make an edit and wait until a response shows it; edit again if the reloader missed it.
 
     A stat-polling reloader takes the mtime it first sees as its baseline: an edit made
     between a restart and that first look goes unnoticed, a second write is then seen.
+    Returns (time of the first write, time the first response showing the edit ended):
+    the old server process died in between.
     """
-    deadline = time.monotonic() + timeout
+    first = time.monotonic()
+    deadline = first + timeout
     while True:
         edited = time.monotonic()
         write()
         try:
-            load.wait_for(lambda o: o.body == expected, timeout=retry_after, since=edited)
-            return
+            seen = load.wait_for(body_is(expected), timeout=retry_after, since=edited)
+            return first, seen.started + seen.elapsed
         except AssertionError:
             if time.monotonic() > deadline:
                 raise
+
+
+def body_is(expected: bytes) -> Callable[[Outcome], bool]:
+    return lambda outcome: outcome.body == expected
 
 
 def run_direct(
@@ -172,7 +210,7 @@ def run_direct(
     pass_fds: Sequence[int] = (),
     args: Sequence[str] = (),
     timeout: float = 30.0,
-) -> dict:
+) -> dict[str, Any]:
     """Run ``python -c code`` (not under zocket); its stdout is one JSON document."""
     result = subprocess.run(
         [PY, "-c", code, *args],
@@ -185,7 +223,7 @@ def run_direct(
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    data: dict = json.loads(result.stdout)
+    data: dict[str, Any] = json.loads(result.stdout)
     data["stderr"] = result.stderr
     return data
 
@@ -216,9 +254,9 @@ def count_handshakes(port: int, n: int, timeout: float) -> int:
                 for key, _ in selector.select(remaining):
                     selector.unregister(key.fileobj)
                     pending -= 1
-                    s = key.fileobj
-                    assert isinstance(s, socket.socket)
-                    if s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0:
+                    conn = key.fileobj
+                    assert isinstance(conn, socket.socket)
+                    if conn.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0:
                         done += 1
     finally:
         for s in socks:
@@ -229,7 +267,7 @@ def count_handshakes(port: int, n: int, timeout: float) -> int:
 # --- probe scripts -------------------------------------------------------------------------
 
 #: Common part of the probe scripts: report(dict) writes JSON atomically to argv[2].
-PROBE_HEAD = r'''
+PROBE_HEAD = r"""
 import errno, json, os, socket, sys, time
 
 PORT = int(sys.argv[1])
@@ -251,11 +289,13 @@ def report(data):
     with open(tmp, "w") as f:
         json.dump(data, f)
     os.replace(tmp, OUT)
-'''
+"""
 
 #: Binds the held port, port 0, another free port (argv[3]) and the held port on another
 #: loopback address (127.0.0.2): only the first may be the held socket.
-PORTS_PROBE = PROBE_HEAD + r'''
+PORTS_PROBE = (
+    PROBE_HEAD
+    + r"""
 OTHER = int(sys.argv[3])
 result = {}
 for name, address in [
@@ -281,19 +321,23 @@ for name, address in [
     globals()["keep_" + name] = s
 report(result)
 time.sleep(120)
-'''
+"""
+)
 
 #: Binds the held port, listen(1), reports, and never accepts.
-BACKLOG_PROBE = PROBE_HEAD + r'''
+BACKLOG_PROBE = (
+    PROBE_HEAD
+    + r"""
 s = socket.socket()
 s.bind(("127.0.0.1", PORT))
 s.listen(1)
 report({"inode": ino(s), "class": type(s).__name__})
 time.sleep(120)
-'''
+"""
+)
 
 #: Binds the held port and prints what happened on stdout (for run_zocket --no-respawn).
-BIND_PROBE = r'''
+BIND_PROBE = r"""
 import json, os, socket, sys
 port = int(sys.argv[1])
 s = socket.socket()
@@ -311,12 +355,13 @@ result["bind_module"] = getattr(socket.socket.bind, "__module__", None)
 result["hooked"] = "_zocket_hook" in sys.modules
 print(json.dumps(result), flush=True)
 s.close()
-'''
+"""
 
-#: A tiny HTTP server bound by port number, that shuts its socket down at start and on
-#: SIGTERM (then exits), and answers with its generation.
-SHUTDOWN_SERVER = r'''
-import http.server, os, signal, socket, sys
+#: A tiny HTTP server bound by port number that shuts its listening socket down at start
+#: and again when it stops: on SIGTERM it stops accepting, finishes the requests it has,
+#: calls shutdown(SHUT_RDWR), closes and exits. It answers with its generation.
+SHUTDOWN_SERVER = r"""
+import http.server, os, signal, socket, sys, threading
 
 PORT = int(sys.argv[1])
 GENERATION = os.environ.get("ZOCKET_GENERATION", "?")
@@ -336,22 +381,20 @@ class Handler(http.server.BaseHTTPRequestHandler):
         pass
 
 
-server = http.server.ThreadingHTTPServer(("127.0.0.1", PORT), Handler)
+class Server(http.server.ThreadingHTTPServer):
+    daemon_threads = False  # server_close() waits for the requests in flight
+
+
+server = Server(("127.0.0.1", PORT), Handler)
 # An app that tears its listener down: harmless on the adopted socket.
 server.socket.shutdown(socket.SHUT_RDWR)
-
-
-def on_term(signum, frame):
-    server.socket.shutdown(socket.SHUT_RDWR)
-    server.socket.close()
-    sys.stderr.write(f"generation {GENERATION} shut its socket down\n")
-    sys.stderr.flush()
-    os._exit(0)
-
-
-signal.signal(signal.SIGTERM, on_term)
+signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
 server.serve_forever()
-'''
+server.socket.shutdown(socket.SHUT_RDWR)
+server.server_close()
+sys.stderr.write(f"generation {GENERATION} shut its socket down\n")
+sys.stderr.flush()
+"""
 
 
 # --- real servers: apps --------------------------------------------------------------------
@@ -453,27 +496,30 @@ def load_client(port: int) -> LoadClient:
 @pytest.mark.slow
 def test_django_runserver_autoreload_edits_under_load(django_site: Path, tmp_path: Path) -> None:
     views = django_site / "views.py"
+    replacements = []
     with start_on_free_port(
         lambda port: [port, f"{PY} manage.py runserver {port}"], cwd=django_site
     ) as zocket:
         with load_client(zocket.port) as load:
-            load.wait_for(lambda o: o.body == django_body(0), timeout=30)
+            load.wait_for(body_is(django_body(0)), timeout=30)
             for version in range(1, 11):
                 # Let the new server process's StatReloader take its baseline first.
                 time.sleep(1.2)
-                edit_until_served(
-                    load,
-                    lambda: write_atomically(
-                        views, DJANGO_VIEWS.format(version=version), tmp_path
-                    ),
-                    django_body(version),
+                replacements.append(
+                    edit_until_served(
+                        load,
+                        partial(
+                            write_atomically, views, DJANGO_VIEWS.format(version=version), tmp_path
+                        ),
+                        django_body(version),
+                    )
                 )
             time.sleep(0.5)
         summary = load.summary()
         # Django's own reloader restarted its server process; zocket's generation 1 stayed.
-        assert not any(re.search(r"generation 2 started", l) for l in zocket.stderr_lines())
+        assert not any("generation 2 started" in line for line in zocket.stderr_lines())
         assert zocket.returncode is None, zocket.stderr_text(0)
-    assert_no_failures(load)
+    assert_only_in_flight_losses(load, replacements)
     seen = set(load.bodies())
     assert {django_body(v) for v in range(11)} <= seen, summary
     assert seen <= {django_body(v) for v in range(11)}, summary
@@ -488,24 +534,29 @@ def test_flask_run_reload_edits_under_load(tmp_path: Path) -> None:
     app.write_text(FLASK_APP.format(version=0))
     flask = Path(PY).parent / "flask"
     command = [str(flask)] if flask.is_file() else [PY, "-m", "flask"]
+    replacements = []
     with start_on_free_port(
         lambda port: [port, "--", *command, "--app", "app", "run", "--port", port, "--reload"],
         cwd=site,
     ) as zocket:
         with load_client(zocket.port) as load:
-            load.wait_for(lambda o: o.body == flask_body(0), timeout=30)
+            load.wait_for(body_is(flask_body(0)), timeout=30)
             for version in range(1, 6):
                 time.sleep(1.2)
-                edit_until_served(
-                    load,
-                    lambda: write_atomically(app, FLASK_APP.format(version=version), tmp_path),
-                    flask_body(version),
+                replacements.append(
+                    edit_until_served(
+                        load,
+                        partial(write_atomically, app, FLASK_APP.format(version=version), tmp_path),
+                        flask_body(version),
+                    )
                 )
             time.sleep(0.5)
         summary = load.summary()
         assert zocket.returncode is None, zocket.stderr_text(0)
         reloads = [line for line in zocket.stderr_lines() if "Detected change" in line]
-    assert_no_failures(load)
+        # werkzeug's reloader parent bound the port (adopted) and passed the fd on.
+        assert not any("not adopting" in line for line in zocket.stderr_lines())
+    assert_only_in_flight_losses(load, replacements)
     seen = set(load.bodies())
     assert {flask_body(v) for v in range(6)} <= seen, summary
     assert seen <= {flask_body(v) for v in range(6)}, summary
@@ -516,32 +567,36 @@ def test_flask_run_reload_edits_under_load(tmp_path: Path) -> None:
 def test_http_server_sighup_restarts_under_load(tmp_path: Path) -> None:
     (tmp_path / "index.html").write_text("hello from http.server\n")
     stdout_path = tmp_path / "stdout.txt"
-    with open(stdout_path, "w") as stdout, start_on_free_port(
-        lambda port: [port, f"{PY} -m http.server {port}"], cwd=tmp_path, stdout=stdout
-    ) as zocket:
+    replacements = []
+    with (
+        open(stdout_path, "w") as stdout,
+        start_on_free_port(
+            lambda port: [port, f"{PY} -m http.server {port}"], cwd=tmp_path, stdout=stdout
+        ) as zocket,
+    ):
         zocket.wait_for_stderr(READY_LINE.format(n=1), timeout=20)
         with LoadClient(
             zocket.port, path="/index.html", threads=2, rate=20, duration=120, timeout=10
         ) as load:
             load.wait_for(lambda o: o.ok, timeout=20)
             for n in range(2, 7):
+                signalled = time.monotonic()
                 zocket.send_signal(signal.SIGHUP)
                 zocket.wait_for_stderr(READY_LINE.format(n=n), timeout=30)
                 zocket.wait_for_stderr(rf"generation {n - 1} stopped", timeout=30)
+                replacements.append((signalled, time.monotonic()))
                 time.sleep(0.3)
         summary = load.summary()
-        inode = held_inode(zocket)
+        port = zocket.port
         assert zocket.returncode is None, zocket.stderr_text(0)
-    assert_no_failures(load)
+    assert_only_in_flight_losses(load, replacements)
     assert load.counts()["ok"] > 20, summary
     assert set(load.bodies()) == {b"hello from http.server\n"}
-    # http.server prints the address its socket has: the held one, not its own "::".
+    # http.server prints the address its socket has: the held one, not the "::" it asked.
     banners = [
         line for line in stdout_path.read_text().splitlines() if line.startswith("Serving HTTP")
     ]
-    port = zocket.port
     assert banners == [f"Serving HTTP on 127.0.0.1 port {port} (http://127.0.0.1:{port}/) ..."] * 6
-    assert inode > 0
 
 
 def test_hook_reports_readiness_to_ready_notify(tmp_path: Path) -> None:
@@ -563,7 +618,9 @@ def test_hook_reports_readiness_to_ready_notify(tmp_path: Path) -> None:
         assert status == 200
 
 
-WAIT_LATER_PROBE = PROBE_HEAD + r'''
+WAIT_LATER_PROBE = (
+    PROBE_HEAD
+    + r"""
 import selectors
 s = socket.socket()
 s.bind(("127.0.0.1", PORT))
@@ -579,7 +636,8 @@ with selectors.DefaultSelector() as sel:
         for key, _ in sel.select():
             conn, _ = s.accept()
             conn.close()
-'''
+"""
+)
 
 
 def test_hook_notifies_only_when_an_event_loop_asks_for_the_fd(tmp_path: Path) -> None:
@@ -591,9 +649,7 @@ def test_hook_notifies_only_when_an_event_loop_asks_for_the_fd(tmp_path: Path) -
     ) as zocket:
         data = read_json(out, zocket=zocket)
         time.sleep(1.0)
-        assert not any("ready in" in line for line in zocket.stderr_lines()), (
-            zocket.stderr_text(0)
-        )
+        assert not any("ready in" in line for line in zocket.stderr_lines()), zocket.stderr_text(0)
         Path(str(out) + ".go").touch()
         line = zocket.wait_for_stderr(r"generation 1 ready in", timeout=20)
         assert line.endswith(f"(hook: waiting on fd {data['fd']})"), line
@@ -608,13 +664,13 @@ def test_aiohttp_run_app_default_host_serves_and_restarts(tmp_path: Path) -> Non
         zocket.wait_for_stderr(READY_LINE.format(n=1), timeout=30)
         status, _, body = http_get(zocket.port)
         assert (status, body) == (200, b"aiohttp generation 1\n")
-        # run_app with no host binds every address (0.0.0.0 and ::): nothing but the
-        # held socket listens in the server process.
+        # run_app with no host binds every address (0.0.0.0 and ::): both binds adopted,
+        # nothing but the held socket listens in the server process.
         listeners = tcp_listeners()
         held = held_inode(zocket)
-        for fd, inode in socket_inodes(zocket.child_pid).items():
-            if inode in listeners:
-                assert inode == held, (fd, listeners[inode])
+        mine = {fd: i for fd, i in socket_inodes(zocket.child_pid).items() if i in listeners}
+        assert set(mine.values()) == {held}, mine
+        assert len(mine) >= 2, mine  # fd 3 and at least one adopted copy
         with load_client(zocket.port) as load:
             load.wait_for(lambda o: o.ok, timeout=20)
             for n in range(2, 5):
@@ -622,11 +678,12 @@ def test_aiohttp_run_app_default_host_serves_and_restarts(tmp_path: Path) -> Non
                 zocket.send_signal(signal.SIGHUP)
                 zocket.wait_for_stderr(READY_LINE.format(n=n), timeout=30)
                 body = f"aiohttp generation {n}\n".encode()
-                load.wait_for(lambda o: o.body == body, timeout=20, since=since)
+                load.wait_for(body_is(body), timeout=20, since=since)
                 zocket.wait_for_stderr(rf"generation {n - 1} stopped", timeout=30)
             time.sleep(0.3)
         summary = load.summary()
         assert zocket.returncode is None, zocket.stderr_text(0)
+    # aiohttp stops gracefully on SIGTERM: not one request may be lost.
     assert_no_failures(load)
     assert load.counts()["ok"] > 20, summary
 
@@ -634,29 +691,38 @@ def test_aiohttp_run_app_default_host_serves_and_restarts(tmp_path: Path) -> Non
 @pytest.mark.slow
 def test_watch_django_noreload_overlap_restarts(django_site: Path, tmp_path: Path) -> None:
     views = django_site / "views.py"
+    replacements = []
     with start_on_free_port(
         lambda port: [
-            "--watch", django_site, port, f"{PY} manage.py runserver --noreload {port}",
+            "--watch",
+            django_site,
+            port,
+            f"{PY} manage.py runserver --noreload {port}",
         ],
         cwd=django_site,
     ) as zocket:
         zocket.wait_for_stderr(READY_LINE.format(n=1), timeout=30)
         with load_client(zocket.port) as load:
-            load.wait_for(lambda o: o.body == django_body(0), timeout=30)
+            load.wait_for(body_is(django_body(0)), timeout=30)
             for version in range(1, 5):
                 edited = time.monotonic()
                 write_atomically(views, DJANGO_VIEWS.format(version=version), tmp_path)
-                load.wait_for(lambda o: o.body == django_body(version), 30, since=edited)
+                expected = django_body(version)
+                seen = load.wait_for(body_is(expected), 30, since=edited)
+                # The old generation is stopped once the new one is ready.
+                time.sleep(0.5)
+                replacements.append((edited, seen.started + seen.elapsed + 0.5))
             time.sleep(0.5)
         summary = load.summary()
         lines = zocket.stderr_lines()
         assert zocket.returncode is None, zocket.stderr_text(0)
-    assert_no_failures(load)
-    seen = set(load.bodies())
-    assert {django_body(v) for v in range(5)} <= seen, summary
+    assert_only_in_flight_losses(load, replacements)
+    seen_bodies = set(load.bodies())
+    assert {django_body(v) for v in range(5)} <= seen_bodies, summary
     ready = [line for line in lines if re.search(READY_LINE.format(n=r"\d+"), line)]
     # One generation per edit at least (an edit may make two restarts, coalesced or not).
     assert len(ready) >= 5, "\n".join(lines)
+    assert not any("failed before ready" in line for line in lines), "\n".join(lines)
 
 
 # --- what is adopted and what is not ------------------------------------------------------
@@ -694,7 +760,7 @@ def test_only_the_held_address_is_adopted(tmp_path: Path) -> None:
     assert f"not adopting the bind to 127.0.0.2:{port}" in stderr
 
 
-NO_ZOCKET_CODE = r'''
+NO_ZOCKET_CODE = r"""
 import _socket, json, os, socket, sys
 s = socket.socket()
 s.bind(("127.0.0.1", 0))
@@ -712,7 +778,7 @@ result = {
 for x in (c, conn, s):
     x.close()
 print(json.dumps(result))
-'''
+"""
 
 
 def test_a_process_not_started_by_zocket_is_unaffected() -> None:
@@ -727,7 +793,7 @@ def test_a_process_not_started_by_zocket_is_unaffected() -> None:
     assert data["stderr"] == ""
 
 
-STALE_CODE = r'''
+STALE_CODE = r"""
 import json, os, socket, sys
 import _socket
 port = int(sys.argv[1])
@@ -743,7 +809,7 @@ except OSError as exc:
     result["errno"] = exc.errno
 s.close()
 print(json.dumps(result))
-'''
+"""
 
 
 @pytest.mark.parametrize("inode_delta", [0, 1])
@@ -753,9 +819,7 @@ def test_hook_fds_with_a_stale_inode_adopt_nothing(inode_delta: int) -> None:
         fd = held.fileno()
         port = held.getsockname()[1]
         inode = os.fstat(fd).st_ino + inode_delta
-        env = child_env(
-            PYTHONPATH=str(HOOK_DIR), ZOCKET_HOOK_FDS=f"{fd}:{inode}"
-        )
+        env = child_env(PYTHONPATH=str(HOOK_DIR), ZOCKET_HOOK_FDS=f"{fd}:{inode}")
         data = run_direct(STALE_CODE, env, pass_fds=[fd], args=[str(port)])
         real = os.fstat(fd).st_ino
     if inode_delta == 0:
@@ -785,14 +849,14 @@ def test_hook_fds_naming_a_non_socket_adopt_nothing(tmp_path: Path) -> None:
     assert "disabled" not in data["stderr"]
 
 
-CHAINED_SITECUSTOMIZE = r'''
+CHAINED_SITECUSTOMIZE = r"""
 import os
 os.environ["CHAINED_SITECUSTOMIZE"] = "ran"
 with open(os.environ["CHAIN_LOG"], "a") as f:
     f.write(f"{os.getpid()}\n")
-'''
+"""
 
-CHAIN_CODE = r'''
+CHAIN_CODE = r"""
 import json, os, socket, sys
 result = {
     "env": os.environ.get("CHAINED_SITECUSTOMIZE"),
@@ -807,7 +871,7 @@ if len(sys.argv) > 1:
     result["adopted"] = os.fstat(s.fileno()).st_ino == os.fstat(3).st_ino
     s.close()
 print(json.dumps(result), flush=True)
-'''
+"""
 
 
 @pytest.mark.parametrize("through_zocket", [False, True])
@@ -820,7 +884,7 @@ def test_hook_chains_to_an_existing_sitecustomize(tmp_path: Path, through_zocket
     script.write_text(CHAIN_CODE)
     if through_zocket:
         env = child_env(PYTHONPATH=str(other), CHAIN_LOG=str(chain_log))
-        port, result = run_on_free_port(
+        _, result = run_on_free_port(
             lambda port: ["--no-respawn", port, "--", PY, script, port], env=env
         )
         assert result.returncode == 0, result.stderr
@@ -842,7 +906,7 @@ def test_hook_chains_to_an_existing_sitecustomize(tmp_path: Path, through_zocket
     assert len(ran) == (2 if through_zocket else 1), ran
 
 
-MODULES_CODE = r'''
+MODULES_CODE = r"""
 import sys
 at_start = sorted(sys.modules)
 import json, socket
@@ -851,7 +915,7 @@ print(json.dumps({
     "stdlib": sorted(sys.stdlib_module_names),
     "hook_installed": getattr(socket.socket.bind, "__module__", None) == "_zocket_hook",
 }))
-'''
+"""
 
 
 def test_the_hook_imports_only_the_standard_library() -> None:
@@ -871,7 +935,8 @@ def test_the_hook_imports_only_the_standard_library() -> None:
     added = set(hooked["modules"]) - set(baseline["modules"])
     stdlib = set(hooked["stdlib"])
     foreign = {
-        m for m in added
+        m
+        for m in added
         if m.partition(".")[0] not in stdlib and m not in ("sitecustomize", "_zocket_hook")
     }
     assert not foreign, sorted(foreign)
@@ -879,13 +944,15 @@ def test_the_hook_imports_only_the_standard_library() -> None:
     assert "_zocket_hook" in added
 
 
+def bind_probe_args(flags: list[str], port: int) -> list[object]:
+    return ["--no-respawn", *flags, port, "--", PY, "-c", BIND_PROBE, port]
+
+
 def test_no_hook_leaves_the_app_its_own_bind() -> None:
     """--no-hook: the app's bind to the held port fails (address in use); without, adopted."""
     results = {}
     for flag in (["--no-hook"], []):
-        port, result = run_on_free_port(
-            lambda port: ["--no-respawn", *flag, port, "--", PY, "-c", BIND_PROBE, port]
-        )
+        _, result = run_on_free_port(partial(bind_probe_args, flag))
         assert result.returncode == 0, result.stderr
         results[bool(flag)] = json.loads(result.stdout)
     no_hook, hook = results[True], results[False]
@@ -932,7 +999,7 @@ def test_shutdown_by_the_app_does_not_break_the_held_socket(tmp_path: Path) -> N
                 zocket.wait_for_stderr(rf"generation {n - 1} shut its socket down", timeout=20)
                 zocket.wait_for_stderr(rf"generation {n - 1} stopped", timeout=20)
                 body = f"generation {n}\n".encode()
-                load.wait_for(lambda o: o.body == body, timeout=20, since=since)
+                load.wait_for(body_is(body), timeout=20, since=since)
             time.sleep(0.3)
         summary = load.summary()
         assert http_get(zocket.port)[2] == b"generation 3\n"
@@ -942,7 +1009,7 @@ def test_shutdown_by_the_app_does_not_break_the_held_socket(tmp_path: Path) -> N
     assert load.counts()["ok"] > 10, summary
 
 
-POPEN_CODE = r'''
+POPEN_CODE = r"""
 import json, os, socket, subprocess, sys
 port = int(sys.argv[1])
 if len(sys.argv) > 2:  # the grandchild, started with close_fds=True
@@ -959,14 +1026,156 @@ child = json.loads(out.stdout)
 child["fd3_inode"] = os.fstat(3).st_ino
 child["extra_fd"] = extra[1]
 print(json.dumps(child), flush=True)
-'''
+"""
 
 
 def test_popen_passes_the_held_fds_to_a_reloader_child(tmp_path: Path) -> None:
     script = tmp_path / "popen.py"
     script.write_text(POPEN_CODE)
-    port, result = run_on_free_port(lambda port: ["--no-respawn", port, "--", PY, script, port])
+    _, result = run_on_free_port(lambda port: ["--no-respawn", port, "--", PY, script, port])
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert 3 in data["fds"] and data["extra_fd"] in data["fds"], data  # pass_fds kept too
     assert data["inode"] == data["fd3_inode"]
+
+
+# --- servers that hand the bound socket on, or bind it before their event loop runs -------
+
+SPAWN_CODE = r"""
+import json, multiprocessing, os, socket, sys
+
+
+def child(sock, queue):
+    queue.put({"inode": os.fstat(sock.fileno()).st_ino, "class": type(sock).__name__})
+
+
+if __name__ == "__main__":
+    port = int(sys.argv[1])
+    s = socket.socket()
+    s.bind(("127.0.0.1", port))
+    s.listen()
+    result = {"parent_inode": os.fstat(s.fileno()).st_ino, "parent_class": type(s).__name__}
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    try:
+        process = ctx.Process(target=child, args=(s, queue))
+        process.start()
+        result.update(queue.get(timeout=30))
+        process.join(30)
+    except Exception as exc:
+        result["error"] = repr(exc)
+    print(json.dumps(result), flush=True)
+"""
+
+
+def test_an_adopted_socket_can_be_handed_to_a_multiprocessing_child(tmp_path: Path) -> None:
+    """uvicorn --reload / --workers, hypercorn --workers: the bound socket goes to a spawned
+    child by pickling (multiprocessing.reduction registers a reducer for socket.socket)."""
+    script = tmp_path / "spawn.py"
+    script.write_text(SPAWN_CODE)
+    _, result = run_on_free_port(
+        lambda port: ["--no-respawn", port, "--", PY, script, port], cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["parent_class"] == "Heldsocket"
+    assert "error" not in data, data
+    assert data["inode"] == data["parent_inode"]
+
+
+ASGI_APP = """\
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    body = b"hello from uvicorn\\n"
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+"""
+
+
+@pytest.mark.slow
+def test_uvicorn_reload_binding_the_port_serves(tmp_path: Path) -> None:
+    """`zocket PORT "uvicorn --reload --port PORT app:app"`, no --fd: the hook must adopt."""
+    pytest.importorskip("uvicorn")
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "asgi_app.py").write_text(ASGI_APP)
+    command = [PY, "-m", "uvicorn", "--reload", "--reload-dir", str(site), "--no-access-log"]
+    with start_on_free_port(
+        lambda port: [port, "--", *command, "--port", port, "asgi_app:app"], cwd=site
+    ) as zocket:
+        line = zocket.wait_for_stderr(r"generation 1 (ready|failed)", timeout=30)
+        assert re.search(r"generation 1 ready in", line), zocket.stderr_text(0)
+        assert http_get(zocket.port, timeout=10)[2] == b"hello from uvicorn\n"
+
+
+#: Generation 1: an asyncio server on the held port. Later generations bind the held port
+#: (adopting it) and then take their time before their event loop runs (here: forever),
+#: like an app that binds first and imports its code afterwards.
+EARLY_BIND_SERVER = r"""
+import asyncio, os, socket, sys, time
+
+PORT = int(sys.argv[1])
+OUT = sys.argv[2]
+GENERATION = os.environ["ZOCKET_GENERATION"]
+
+if GENERATION != "1":
+    s = socket.socket()
+    s.bind(("127.0.0.1", PORT))
+    s.listen()
+    open(f"{OUT}.{GENERATION}", "w").close()
+    time.sleep(120)
+    sys.exit(0)
+
+
+async def handle(reader, writer):
+    await reader.readuntil(b"\r\n\r\n")
+    body = f"generation {GENERATION}\n".encode()
+    writer.write(b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+    await writer.drain()
+    writer.close()
+
+
+async def main():
+    server = await asyncio.start_server(handle, "127.0.0.1", PORT)
+    async with server:
+        await server.serve_forever()
+
+
+asyncio.run(main())
+"""
+
+
+def _nonblocking(pid: int, fd: int) -> bool:
+    with open(f"/proc/{pid}/fdinfo/{fd}", encoding="ascii") as f:
+        fields = dict(line.split(":", 1) for line in f.read().splitlines() if ":" in line)
+    return bool(int(fields["flags"].strip(), 8) & os.O_NONBLOCK)
+
+
+def test_a_booting_generation_does_not_stall_the_serving_one(tmp_path: Path) -> None:
+    """While generation 2 boots (adopted, not ready yet), the asyncio generation 1 serves.
+
+    All copies of the held socket share one open file description, O_NONBLOCK included.
+    """
+    server = tmp_path / "server.py"
+    server.write_text(EARLY_BIND_SERVER)
+    out = tmp_path / "bound"
+    with start_on_free_port(lambda port: [port, "--", PY, server, port, out]) as zocket:
+        zocket.wait_for_stderr(READY_LINE.format(n=1), timeout=20)
+        assert http_get(zocket.port)[2] == b"generation 1\n"
+        held_fd = next(
+            fd for fd, inode in socket_inodes(zocket.pid).items() if inode == held_inode(zocket)
+        )
+        before = _nonblocking(zocket.pid, held_fd)
+        zocket.send_signal(signal.SIGHUP)
+        wait_for(lambda: Path(f"{out}.2").exists(), 20, message="generation 2 bound the port")
+        during = _nonblocking(zocket.pid, held_fd)
+        try:
+            body = http_get(zocket.port, timeout=5)[2]
+        except TimeoutError:
+            pytest.fail(
+                "generation 1 (asyncio) stopped answering once generation 2 adopted the "
+                f"socket: O_NONBLOCK on the shared socket was {before} and is now {during}"
+            )
+        assert body == b"generation 1\n"

@@ -2,7 +2,7 @@
 
 Each app is a few lines written into tmp_path, which is also the server's
 working directory and HOME (gunicorn puts its control socket under HOME).
-Servers run as ``python -m SERVER`` (or the script next to this interpreter)
+Servers run as the script next to this interpreter (else ``python -m SERVER``),
 so that no activated virtualenv is needed.
 """
 
@@ -72,7 +72,7 @@ def server(name: str) -> list[str]:
 
 @cache
 def gunicorn_has_control_socket() -> bool:
-    """Whether this gunicorn knows --no-control-socket (it has a control socket)."""
+    """Whether this gunicorn has a control socket, and so the --no-control-socket option."""
     result = subprocess.run(
         [*server("gunicorn"), "--help"], capture_output=True, text=True, timeout=60, check=False
     )

@@ -227,6 +227,8 @@ def parse_args(argv: Sequence[str]) -> Config:
             "--port, --host and --listen do not apply"
         )
 
+    if not words:
+        raise UsageError("no command given: zocket [PORT] COMMAND")
     try:
         specs: list[ListenSpec] = []
         if port_text is not None or not args.listen:
@@ -239,8 +241,10 @@ def parse_args(argv: Sequence[str]) -> Config:
         command = split_command(words, shell=args.shell)
     except (AddressError, CommandError) as exc:
         raise UsageError(str(exc)) from None
-    if not words:
-        raise UsageError("no command given: zocket [PORT] COMMAND")
+    names = [spec.name for spec in specs if spec.name]
+    for name in names:
+        if names.count(name) > 1:
+            raise UsageError(f"socket name {name!r} is given twice")
     return Config(
         listen=specs,
         command=command,

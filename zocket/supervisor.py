@@ -194,9 +194,9 @@ class Supervisor:
     def run(self) -> int:
         """Serve until told to stop (or, with respawn off, until the server exits)."""
         self.open()
-        self._argv = expand(self.config.command, self.listeners)
-        self._inodes = readiness.socket_inodes(listener.fd for listener in self.listeners)
         try:
+            self._argv = expand(self.config.command, self.listeners)
+            self._inodes = readiness.socket_inodes(listener.fd for listener in self.listeners)
             if self.config.reap_orphans:
                 libc.prctl(libc.PR_SET_CHILD_SUBREAPER, 1)
             if self.config.pid_file:
