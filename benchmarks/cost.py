@@ -61,8 +61,12 @@ def _keep_alive(port: int, duration: float, connections: int) -> KeepAliveResult
 
 
 def _on_free_port(cls: type[Scenario]) -> Callable[[Path], Scenario]:
-    """Make ``cls`` with no boot time on a port picked beforehand (no start line to parse)."""
-    return lambda workdir: cls(workdir, 0.0, port=free_port())
+    """``cls`` with keep-alive gunicorn, no boot time, on a port picked beforehand.
+
+    A port given to zocket up front means no start line to wait for, so both
+    start-up times are measured the same way: by polling the port.
+    """
+    return lambda workdir: cls(workdir, 0.0, gunicorn_args=KEEP_ALIVE_GUNICORN, port=free_port())
 
 
 def _with_server(
@@ -83,64 +87,97 @@ def _with_server(
         scenario.stop()
 
 
+def _median(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
+
+
+def _holder_figures(scenario: Scenario, idle: float) -> dict[str, Any]:
+    """zocket's CPU over an idle period after the load, and its RSS."""
+    pid = scenario.holder_pid()
+    assert pid is not None
+    time.sleep(0.5)
+    cpu = proc_cpu_seconds(pid)
+    began = time.monotonic()
+    time.sleep(idle)
+    elapsed = time.monotonic() - began
+    used = proc_cpu_seconds(pid) - cpu
+    return {
+        "idle": {
+            "seconds": elapsed,
+            "cpu_s": used,
+            "cpu_percent": 100 * used / elapsed if elapsed > 0 else None,
+            "clock_ticks_per_s": CLOCK_TICKS,
+        },
+        "rss_kib": proc_rss_kib(pid),
+    }
+
+
 def measure_cost(
     root: Path,
     *,
     idle: float,
     keep_alive_duration: float,
     connections: int = 8,
-    startup_repeats: int = 3,
+    rounds: int = 3,
     log: Callable[[str], None] = lambda line: None,
 ) -> dict[str, Any]:
-    """Every cost figure, as JSON-ready data; {"status": "skipped: ..."} without gunicorn."""
+    """Every cost figure, as JSON-ready data; {"status": "skipped: ..."} without gunicorn.
+
+    Each round starts gunicorn alone and gunicorn under zocket (in alternating
+    order, so that neither always runs second), times the start-up, runs the
+    keep-alive load; medians over the rounds. The last zocket server then
+    idles for ``idle`` seconds for the CPU figure.
+    """
     if not installed("gunicorn"):
         return {"status": "skipped: gunicorn not installed"}
-    result: dict[str, Any] = {"status": "ok", "gunicorn_args": list(KEEP_ALIVE_GUNICORN)}
+    runs: dict[str, list[dict[str, Any]]] = {"alone": [], "zocket": []}
+    holder: dict[str, Any] = {}
+    for number in range(rounds):
+        order = [("alone", Plain), ("zocket", ZocketGunicorn)]
+        for key, cls in order if number % 2 == 0 else order[::-1]:
+            log(f"cost: round {number + 1}/{rounds}, keep-alive load, {key}")
+            last_zocket = key == "zocket" and number == rounds - 1
 
-    # Start-up: Popen to the first successful response, BOOT=0, same port-picking for both.
-    startup: dict[str, list[float]] = {"alone": [], "zocket": []}
-    for _ in range(startup_repeats):
-        for key, cls in (("alone", Plain), ("zocket", ZocketGunicorn)):
-            log(f"cost: start-up, {key}")
-            figures = _with_server(_on_free_port(cls), root, lambda s: {})
-            startup[key].append(figures["start_to_first_response_s"])
-    result["startup_s"] = {
-        key: {"median": statistics.median(values), "all": values} for key, values in startup.items()
-    }
+            def action(scenario: Scenario, last: bool = last_zocket) -> dict[str, Any]:
+                pid = scenario.holder_pid()
+                cpu = proc_cpu_seconds(pid) if pid is not None else 0.0
+                figures: dict[str, Any] = {
+                    "keep_alive": asdict(
+                        _keep_alive(scenario.port, keep_alive_duration, connections)
+                    )
+                }
+                if pid is not None:
+                    figures["holder_cpu_s_under_load"] = proc_cpu_seconds(pid) - cpu
+                if last:
+                    log(f"cost: zocket idle for {idle:g} s")
+                    holder.update(_holder_figures(scenario, idle))
+                return figures
 
-    # Keep-alive load: gunicorn alone, then the same gunicorn through zocket.
-    def load_alone(scenario: Scenario) -> dict[str, Any]:
-        return {"keep_alive": asdict(_keep_alive(scenario.port, keep_alive_duration, connections))}
-
-    def load_zocket(scenario: Scenario) -> dict[str, Any]:
-        pid = scenario.holder_pid()
-        assert pid is not None
-        figures: dict[str, Any] = {"holder_pid": pid, "rss_kib_ready": proc_rss_kib(pid)}
-        cpu = proc_cpu_seconds(pid)
-        figures["keep_alive"] = asdict(_keep_alive(scenario.port, keep_alive_duration, connections))
-        figures["holder_cpu_s_under_load"] = proc_cpu_seconds(pid) - cpu
-        log(f"cost: zocket idle for {idle:g} s")
-        time.sleep(0.5)
-        cpu = proc_cpu_seconds(pid)
-        began = time.monotonic()
-        time.sleep(idle)
-        elapsed = time.monotonic() - began
-        used = proc_cpu_seconds(pid) - cpu
-        figures["idle"] = {
-            "seconds": elapsed,
-            "cpu_s": used,
-            "cpu_percent": 100 * used / elapsed if elapsed > 0 else None,
-            "clock_ticks_per_s": CLOCK_TICKS,
+            runs[key].append(_with_server(_on_free_port(cls), root, action))
+    summary: dict[str, Any] = {}
+    for key, found in runs.items():
+        loads = [run["keep_alive"] for run in found]
+        summary[key] = {
+            "start_to_first_response_s": _median([r["start_to_first_response_s"] for r in found]),
+            "requests_per_s": _median([k["requests_per_s"] for k in loads]),
+            "p50_ms": _median([k["p50_ms"] for k in loads]),
+            "p99_ms": _median([k["p99_ms"] for k in loads]),
+            "max_ms": max((k["max_ms"] for k in loads if k["max_ms"] is not None), default=None),
+            "errors": sum(k["errors"] for k in loads),
         }
-        figures["rss_kib"] = proc_rss_kib(pid)
-        return figures
-
-    log("cost: keep-alive load, gunicorn alone")
-    result["alone"] = _with_server(
-        lambda d: Plain(d, 0.0, gunicorn_args=KEEP_ALIVE_GUNICORN), root, load_alone
+    summary["zocket"]["holder_cpu_s_under_load"] = max(
+        run["holder_cpu_s_under_load"] for run in runs["zocket"]
     )
-    log("cost: keep-alive load, gunicorn through zocket")
-    result["zocket"] = _with_server(
-        lambda d: ZocketGunicorn(d, 0.0, gunicorn_args=KEEP_ALIVE_GUNICORN), root, load_zocket
-    )
-    return result
+    first = runs["alone"][0]["keep_alive"]
+    return {
+        "status": "ok",
+        "gunicorn_args": list(KEEP_ALIVE_GUNICORN),
+        "rounds": rounds,
+        "tool": first["tool"],
+        "connections": first["connections"],
+        "duration_s": first["duration"],
+        "alone": summary["alone"],
+        "zocket": {**summary["zocket"], **holder},
+        "runs": runs,
+    }

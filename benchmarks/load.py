@@ -28,7 +28,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 __all__ = [
     "FAILURE_KINDS",
@@ -332,7 +332,6 @@ class KeepAliveResult:
     p99_ms: float | None
     max_ms: float | None
     reconnects: int = 0
-    notes: list[str] = field(default_factory=list)
 
 
 def keep_alive_load(

@@ -137,40 +137,39 @@ def _cost_table(cost: Mapping[str, Any]) -> list[str]:
     if cost.get("status") != "ok":
         return [str(cost.get("status"))]
     alone, zocket = cost["alone"], cost["zocket"]
-    a_ka, z_ka = alone["keep_alive"], zocket["keep_alive"]
-    startup = cost["startup_s"]
+    rounds = cost["rounds"]
+    load = f"{cost['tool']}, {cost['connections']} connections, {_num(cost['duration_s'])} s"
     idle = zocket["idle"]
-    load = f"{a_ka['tool']}, {a_ka['connections']} connections, {_num(a_ka['duration'])} s"
     idle_cpu = f"{_num(idle['cpu_s'], 2)} s ({_num(idle['cpu_percent'], 3)} % of a core)"
     return [
         _row(["measure", "gunicorn alone", "gunicorn through zocket"]),
         _row(["---"] * 3),
         _row(
             [
-                f"keep-alive requests/s ({load})",
-                _num(a_ka["requests_per_s"]),
-                _num(z_ka["requests_per_s"]),
+                f"keep-alive requests/s ({load}; median of {rounds})",
+                _num(alone["requests_per_s"]),
+                _num(zocket["requests_per_s"]),
             ]
         ),
         _row(
             [
-                "keep-alive latency p50 / p99 / max ms",
-                _triple({"n": 1, **a_ka}),
-                _triple({"n": 1, **z_ka}),
+                "keep-alive latency p50 / p99 (medians) / max ms",
+                _triple({"n": 1, **alone}),
+                _triple({"n": 1, **zocket}),
             ]
         ),
-        _row(["keep-alive errors", a_ka["errors"], z_ka["errors"]]),
+        _row(["keep-alive errors", alone["errors"], zocket["errors"]]),
         _row(
             [
-                f"start to first response ms (median of {len(startup['alone']['all'])})",
-                _ms(startup["alone"]["median"]),
-                _ms(startup["zocket"]["median"]),
+                f"start to first response ms (median of {rounds})",
+                _ms(alone["start_to_first_response_s"]),
+                _ms(zocket["start_to_first_response_s"]),
             ]
         ),
         _row([f"holder CPU idle over {_num(idle['seconds'])} s", "–", idle_cpu]),
         _row(
             [
-                "holder CPU during the keep-alive load",
+                "holder CPU during a keep-alive load",
                 "–",
                 f"{_num(zocket['holder_cpu_s_under_load'], 2)} s",
             ]

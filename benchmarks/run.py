@@ -385,7 +385,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     root,
                     idle=options.idle,
                     keep_alive_duration=options.keep_alive,
-                    startup_repeats=1 if options.quick else 3,
+                    rounds=1 if options.quick else 3,
                     log=log,
                 )
             except Exception as exc:  # noqa: BLE001 - reported in the table and the JSON

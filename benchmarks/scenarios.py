@@ -256,16 +256,34 @@ def write_atomically(path: Path, text: str, scratch: Path) -> None:
 
 
 def stop_group(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> int | None:
-    """Signal ``proc``'s process group, wait (bounded), SIGKILL the group if needed."""
+    """Signal ``proc``'s process group, wait (bounded), SIGKILL the group if needed.
+
+    After the leader has exited, members of its group that outlive it (workers
+    of a killed arbiter, the child of a reloader) get a few seconds, then SIGKILL.
+    While any of them lives, the group id cannot name anyone else's processes.
+    """
     if proc.poll() is None:
         _killpg(proc.pid, sig)
     try:
-        return proc.wait(STOP_TIMEOUT)
+        status = proc.wait(STOP_TIMEOUT)
     except subprocess.TimeoutExpired:
         _killpg(proc.pid, signal.SIGKILL)
-        return proc.wait(STOP_TIMEOUT)
-    finally:
-        _killpg(proc.pid, signal.SIGKILL)  # stragglers of the group (orphaned workers)
+        status = proc.wait(STOP_TIMEOUT)
+    deadline = time.monotonic() + 5.0
+    while _group_alive(proc.pid):
+        if time.monotonic() > deadline:
+            _killpg(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.05)
+    return status
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
 
 
 def _killpg(pgid: int, sig: int) -> None:
@@ -326,6 +344,8 @@ class Scenario:
         self.gunicorn_args = tuple(gunicorn_args)
         self.port = port
         self.procs: list[subprocess.Popen[bytes]] = []
+        #: zocket's exit status once stopped (zocket scenarios).
+        self.exit_status: int | None = None
 
     # --- what it needs ------------------------------------------------------------------
 
@@ -592,14 +612,14 @@ class ZocketScenario(Scenario):
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
         try:
-            proc.wait(STOP_TIMEOUT + 5)
+            self.exit_status = proc.wait(STOP_TIMEOUT + 5)
         except subprocess.TimeoutExpired:
+            # zocket is stuck: kill it and every generation it started (still alive, so
+            # their group ids are still theirs).
             proc.kill()
-            proc.wait(STOP_TIMEOUT)
-        # Nothing of any generation may survive the benchmark.
-        for match in GENERATION_STARTED.finditer(self.log_text()):
-            _killpg(int(match[2]), signal.SIGKILL)
-        _killpg(proc.pid, signal.SIGKILL)
+            self.exit_status = proc.wait(STOP_TIMEOUT)
+            for match in GENERATION_STARTED.finditer(self.log_text()):
+                _killpg(int(match[2]), signal.SIGKILL)
 
     def notes(self) -> dict[str, Any]:
         lines = [line for line in self.log_text().splitlines() if line.startswith("zocket:")]
@@ -611,7 +631,7 @@ class ZocketScenario(Scenario):
             )
             if m
         ]
-        return {"zocket_log": lines[:200], "zocket_ready": ready}
+        return {"zocket_log": lines[:200], "zocket_ready": ready, "zocket_exit": self.exit_status}
 
 
 class ZocketGunicorn(ZocketScenario):

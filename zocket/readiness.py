@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
@@ -81,11 +82,39 @@ def socket_inodes(fds: Iterable[int]) -> frozenset[int]:
 
 def find_waiting(root_pid: int, inodes: Collection[int]) -> Waiting | None:
     """The first process of ``root_pid``'s tree (and process group) waiting on a held socket."""
-    for pid in processes_of(root_pid):
-        found = _check_process(pid, inodes)
-        if found is not None:
-            return found
-    return None
+    return Probe(root_pid, inodes).check()
+
+
+class Probe:
+    """Repeated checks of one booting generation, cheap enough to run every few ms.
+
+    Finding the generation's processes means reading /proc/*/stat of the
+    whole machine, and finding their held fds means reading every fd link:
+    that is done at most every ``rescan`` seconds. In between, only the
+    processes already known to hold a held socket are looked at.
+    """
+
+    def __init__(self, root_pid: int, inodes: Collection[int], rescan: float = 0.05) -> None:
+        self.root_pid = root_pid
+        self.inodes = inodes
+        self.rescan = rescan
+        self._next_scan = 0.0
+        self._holders: dict[int, tuple[set[int], list[int]]] = {}
+
+    def check(self) -> Waiting | None:
+        now = time.monotonic()
+        if now >= self._next_scan:
+            self._next_scan = now + self.rescan
+            self._holders = {}
+            for pid in processes_of(self.root_pid):
+                held, epolls = _held_fds(pid, self.inodes)
+                if held:
+                    self._holders[pid] = (held, epolls)
+        for pid, (held, epolls) in self._holders.items():
+            found = _check_process(pid, held, epolls)
+            if found is not None:
+                return found
+        return None
 
 
 def processes_of(root_pid: int) -> list[int]:
@@ -121,10 +150,7 @@ def processes_of(root_pid: int) -> list[int]:
     return [pid for pid in ordered if pid in parents]
 
 
-def _check_process(pid: int, inodes: Collection[int]) -> Waiting | None:
-    held, epolls = _held_fds(pid, inodes)
-    if not held:
-        return None
+def _check_process(pid: int, held: set[int], epolls: list[int]) -> Waiting | None:
     for epfd in epolls:
         for fd in _epoll_targets(pid, epfd):
             if fd in held:

@@ -385,17 +385,18 @@ class Supervisor:
         elif mode.kind == "delay":
             self._call_later(mode.delay, lambda: self._ready(generation, f"delay {mode.delay:g} s"))
         elif mode.kind == "auto":
-            self._call_later(0, lambda: self._probe(generation))
+            probe = readiness.Probe(generation.pid, self._inodes)
+            self._call_later(0, lambda: self._probe(generation, probe))
         self._call_later(self.config.ready_timeout, lambda: self._not_ready(generation))
 
-    def _probe(self, generation: Generation) -> None:
+    def _probe(self, generation: Generation, probe: readiness.Probe) -> None:
         if generation is not self.starting:
             return
-        waiting = readiness.find_waiting(generation.pid, self._inodes)
+        waiting = probe.check()
         if waiting is not None:
             self._ready(generation, f"auto: {waiting.describe(generation.pid)}")
         else:
-            self._call_later(self.config.ready_interval, lambda: self._probe(generation))
+            self._call_later(self.config.ready_interval, lambda: self._probe(generation, probe))
 
     def _ready(self, generation: Generation, how: str) -> None:
         if generation is not self.starting:
