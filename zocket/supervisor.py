@@ -112,6 +112,8 @@ class Generation:
     stop_requested: float | None = None
     exited_at: float | None = None
     exit_status: libc.WaitStatus | None = None
+    #: Stopped for not being ready with nothing serving: its exit calls for a respawn.
+    failed: bool = False
     notify_fd: int = -1
     notify_name: str = ""
 
@@ -405,11 +407,17 @@ class Supervisor:
         self.starting = None
         elapsed = _ms(generation.ready_at - generation.started)
         self.log(f"generation {generation.number} ready in {elapsed} ms ({how})")
+        self._call_later(self.config.stable_after, lambda: self._stable(generation))
         old, self.serving = self.serving, generation
         if old is not None and old.alive:
             self._stop(old, self.config.stop_signal)
         _sd_notify(f"READY=1\nSTATUS=generation {generation.number} serving")
         self._next_if_pending()
+
+    def _stable(self, generation: Generation) -> None:
+        """A generation that served a while resets the crash backoff."""
+        if generation.alive and generation is self.serving:
+            self._crashes = 0
 
     def _not_ready(self, generation: Generation) -> None:
         if generation is not self.starting:
@@ -419,6 +427,8 @@ class Supervisor:
             f"generation {generation.number} not ready after "
             f"{self.config.ready_timeout:g} s; stopping it; {self._who_serves()}"
         )
+        # With nothing serving, its exit is a failure like any other: respawn with backoff.
+        generation.failed = self.serving is None
         self._stop(generation, self.config.stop_signal)
         self._next_if_pending()
 
@@ -435,12 +445,19 @@ class Supervisor:
         self._call_later(self.config.stop_timeout, lambda: self._kill(generation))
 
     def _kill(self, generation: Generation) -> None:
-        if not generation.alive:
+        """The stop timeout: SIGKILL whatever is left of the generation's process group."""
+        if generation.alive:
+            self.log(
+                f"generation {generation.number} did not stop within "
+                f"{self.config.stop_timeout:g} s: sending SIGKILL"
+            )
+        elif _group_alive(generation.pid):
+            self.log(
+                f"generation {generation.number} left processes behind after "
+                f"{self.config.stop_timeout:g} s: sending SIGKILL"
+            )
+        else:
             return
-        self.log(
-            f"generation {generation.number} did not stop within "
-            f"{self.config.stop_timeout:g} s: sending SIGKILL"
-        )
         _signal_group(generation.pid, signal.SIGKILL)
 
     def _exited(self, generation: Generation, status: libc.WaitStatus) -> None:
@@ -477,6 +494,8 @@ class Supervisor:
                 self._waiting_for_stop = None
                 if not self._stopping:
                     self._start_logged()
+            elif generation.failed and self.serving is None and self.starting is None:
+                self._after_failure(generation)
         if self._stopping and not any(g.alive for g in self.generations):
             self._finish()
 
@@ -517,8 +536,9 @@ class Supervisor:
             if self._respawn_timer is not None:
                 self._respawn_timer.cancel()
         live = [g for g in self.generations if g.alive]
-        for generation in live:
-            self._stop(generation, signum)
+        for generation in self.generations:
+            if generation.alive or _group_alive(generation.pid):
+                self._stop(generation, signum)
         if not live:
             self._finish()
 
@@ -539,11 +559,17 @@ class Supervisor:
 
     def _shutdown(self) -> None:
         """On the way out: no server may outlive the holder, then release everything."""
-        for generation in [g for g in self.generations if g.alive]:
-            _signal_group(generation.pid, signal.SIGKILL)
-            _, status = libc.waitpid(generation.pid)
-            generation.exit_status = libc.WaitStatus(status)
-            self._forget(generation)
+        for generation in self.generations:
+            if generation.alive:
+                _signal_group(generation.pid, signal.SIGKILL)
+                _, status = libc.waitpid(generation.pid)
+                generation.exit_status = libc.WaitStatus(status)
+                self._forget(generation)
+            elif _group_alive(generation.pid):
+                _signal_group(generation.pid, signal.SIGKILL)  # workers its leader left
+        if self.config.reap_orphans:
+            while libc.reap(-1) is not None:
+                pass
         if self._selector is not None:
             self._selector.close()
             self._selector = None
@@ -691,6 +717,17 @@ def _signal_group(pgid: int, signum: int) -> None:
         libc.killpg(pgid, signum)
     except ProcessLookupError:
         pass  # already gone; it will be reaped
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether any process is left in a generation's process group (its leader may be gone)."""
+    try:
+        libc.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _describe_exit(status: libc.WaitStatus) -> str:
