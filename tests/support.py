@@ -303,6 +303,9 @@ class _LineReader(threading.Thread):
             self._pipe.close()  # type: ignore[attr-defined]
 
 
+_GENERATION_STARTED = re.compile(r"generation \d+ started \(pid (\d+)\)")
+
+
 class ZocketProcess:
     """A running ``zocket`` started by `start_zocket`.
 
@@ -442,19 +445,29 @@ class ZocketProcess:
                 try:
                     self.proc.wait(self.stop_timeout)
                 except subprocess.TimeoutExpired:
-                    if self.child_pid > 0:
-                        _kill_group(self.child_pid)
+                    for pgid in self.generation_pids():
+                        _kill_group(pgid)
                     self.proc.kill()
                     self.proc.wait()
-            if self.child_pid > 0 and group_members(self.child_pid):
-                # zocket is gone; a server process that outlived it must not outlive the test.
-                _kill_group(self.child_pid)
+            for pgid in self.generation_pids():
+                if group_members(pgid):
+                    # zocket is gone; a server process that outlived it must not outlive the test.
+                    _kill_group(pgid)
         finally:
             self.proc.wait()
             self._stderr.close()
             for pipe in (self.proc.stdin, self.proc.stdout):
                 if pipe is not None:
                     pipe.close()
+
+    def generation_pids(self) -> list[int]:
+        """The first pid (and process group) of every generation zocket logged."""
+        pids = {self.child_pid} if self.child_pid > 0 else set()
+        for line in self.stderr_lines():
+            match = _GENERATION_STARTED.search(line)
+            if match:
+                pids.add(int(match.group(1)))
+        return sorted(pids)
 
     def __enter__(self) -> ZocketProcess:  # noqa: PYI034
         return self
