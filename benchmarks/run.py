@@ -31,7 +31,7 @@ if __package__ in (None, ""):  # run as a script: make the package importable
 from benchmarks import metrics, report
 from benchmarks.cost import measure_cost, proc_cpu_seconds
 from benchmarks.load import OpenLoopLoad, Record, wrk_path
-from benchmarks.scenarios import SCENARIOS, Scenario, base_env, wait_first_ok
+from benchmarks.scenarios import SCENARIOS, ZOCKET, Scenario, base_env, wait_first_ok
 
 T = TypeVar("T")
 
@@ -301,7 +301,7 @@ def versions() -> dict[str, Any]:
     for name in ("gunicorn", "uvicorn", "Django", "zocket", "matplotlib"):
         found[name.lower()] = _version(name)
     checkout = subprocess.run(
-        [sys.executable, "-m", "zocket", "--version"],
+        [*ZOCKET, "--version"],
         capture_output=True,
         text=True,
         timeout=60,

@@ -222,11 +222,20 @@ def gunicorn_options() -> tuple[str, ...]:
     return ("--no-control-socket",) if "--no-control-socket" in result.stdout else ()
 
 
+#: zocket's CLI, imported the way base_env() says: never from whatever directory we run in
+#: (``python -m`` would put it first on sys.path, and a source tree may not be built).
+ZOCKET = [
+    sys.executable,
+    "-c",
+    "import sys; del sys.path[0]; from zocket.cli import main; sys.exit(main())",
+]
+
+
 @cache
 def zocket_help() -> str:
     """``zocket --help`` of the checkout under test."""
     result = subprocess.run(
-        [sys.executable, "-m", "zocket", "--help"],
+        [*ZOCKET, "--help"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -237,12 +246,18 @@ def zocket_help() -> str:
 
 
 def base_env() -> dict[str, str]:
-    """This environment, less inherited socket activation, with the checkout first on PYTHONPATH."""
+    """This environment, less inherited socket activation.
+
+    The checkout goes first on PYTHONPATH only when its compiled module is
+    built in place (an editable install); otherwise the installed zocket runs,
+    as after ``pip install .``, where the source tree has no compiled module.
+    """
     env = dict(os.environ)
     for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "NOTIFY_SOCKET"):
         env.pop(name, None)
-    paths = [str(REPO), *(p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p)]
-    env["PYTHONPATH"] = os.pathsep.join(paths)
+    if any((REPO / "zocket").glob("_libc_cffi*.so")):
+        paths = [str(REPO), *(p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p)]
+        env["PYTHONPATH"] = os.pathsep.join(paths)
     return env
 
 
@@ -569,9 +584,7 @@ class ZocketScenario(Scenario):
     def start(self) -> int:
         port_option = ["--port", str(self.port)]
         argv = [
-            sys.executable,
-            "-m",
-            "zocket",
+            *ZOCKET,
             *port_option,
             *self.zocket_options,
             *self.extra_options(),
