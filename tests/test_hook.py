@@ -11,6 +11,13 @@ Servers take a port number on their command line, so each test picks a free
 port first (bind port 0, read it, close it) and starts zocket on it, once more
 on another port if that one was taken meanwhile. Every process a test starts
 is stopped by it; every wait has a deadline; everything is on loopback.
+
+Under load nothing may be refused, time out or fail in any way, with one
+exception (`assert_only_in_flight_losses`): http.server, Django runserver and
+the Django/werkzeug reloaders kill their server process in the middle of the
+requests it has accepted, and such a request is lost whoever holds the
+listening socket. Servers that stop gracefully (aiohttp, the test's own
+server) must lose nothing at all.
 """
 
 from __future__ import annotations
@@ -49,7 +56,7 @@ from support import (
 PY = sys.executable
 HOOK_DIR = REPO / "zocket" / "_hook"
 #: What a generation made ready through the hook (or found by --ready auto) logs.
-READY_LINE = r"generation {n} ready in \d+ ms \((hook: waiting on fd \d+|auto: [^)]*\)?[^)]*)\)"
+READY_LINE = r"generation {n} ready in \d+ ms \((hook: waiting on fd \d+|auto: .*)\)$"
 #: Environment for every server: no bytecode cache (an edit within the same second as
 #: the last one, same size, would otherwise be served from a stale .pyc) and unbuffered
 #: output (banners printed to a file show up at once).
@@ -144,39 +151,35 @@ def assert_no_failures(load: LoadClient) -> None:
     assert failed == dict.fromkeys(failed, 0), load.summary()
 
 
-def assert_only_in_flight_losses(load: LoadClient, replacements: list[tuple[float, float]]) -> None:
+def assert_only_in_flight_losses(
+    load: LoadClient, replacements: list[tuple[float, float]], expected: set[bytes]
+) -> None:
     """No request failed, except requests in flight in a server process that died.
 
     Some servers die in the middle of requests: ``python -m http.server`` and Django's
     runserver on SIGTERM, Django's and werkzeug's reloaders by exiting the server process
     whose request threads are daemons. A request such a process had already accepted is
-    lost with it (reset, or closed before a whole response) whatever holds the listening
-    socket; zocket's part is that the socket never closes, so nothing is ever *refused*,
-    and nothing that waited in the backlog is lost. So: zero refused, zero timeouts, zero
-    errors of any other kind, and the only resets are ones that ended while a server
-    process was being replaced (``replacements``: (start, end) monotonic times), at most
-    one per load thread (each has one request in flight) per replacement.
+    lost with it whatever holds the listening socket: reset, closed before a whole
+    response, or even closed right after the status line (wsgiref writes it on its own),
+    which http.client takes for a 200 with an empty body. zocket's part is that the
+    socket never closes, so nothing is ever *refused* and nothing that waited in the
+    backlog is lost. So: zero refused, zero timeouts, zero errors of any other kind,
+    every successful response has one of the ``expected`` bodies, except losses (resets,
+    or bodies that are not expected) that ended while a server process was being replaced
+    (``replacements``: (start, end) monotonic times), at most one per load thread (each
+    has one request in flight) per replacement.
     """
     counts = load.counts()
     others = {k: counts[k] for k in ("refused", "timeout", "http_error", "error")}
     assert others == dict.fromkeys(others, 0), load.summary()
+    losses = [o for o in load.outcomes if o.kind == "reset" or o.body not in expected]
     per_window = [0] * len(replacements)
-    for outcome in load.failures():
-        assert outcome.kind == "reset", load.summary()
+    for outcome in losses:
         ended = outcome.started + outcome.elapsed
         inside = [i for i, (a, b) in enumerate(replacements) if a <= ended <= b + 1.0]
-        assert inside, (
-            f"a reset outside any restart ({ended:.3f}; {replacements}):\n{load.summary()}"
-        )
+        assert inside, f"lost outside any restart: {outcome} ({replacements}):\n{load.summary()}"
         per_window[inside[0]] += 1
     assert max(per_window, default=0) <= load.threads, (per_window, load.summary())
-
-
-def assert_bodies_within(load: LoadClient, expected: set[bytes]) -> None:
-    odd = [
-        (o.status, o.body[:200], round(o.started, 3)) for o in load.oks if o.body not in expected
-    ]
-    assert not odd, odd
 
 
 def edit_until_served(
@@ -528,10 +531,8 @@ def test_django_runserver_autoreload_edits_under_load(django_site: Path, tmp_pat
         # Django's own reloader restarted its server process; zocket's generation 1 stayed.
         assert not any("generation 2 started" in line for line in zocket.stderr_lines())
         assert zocket.returncode is None, zocket.stderr_text(0)
-    assert_only_in_flight_losses(load, replacements)
-    seen = set(load.bodies())
-    assert {django_body(v) for v in range(11)} <= seen, summary
-    assert_bodies_within(load, {django_body(v) for v in range(11)})
+    assert_only_in_flight_losses(load, replacements, {django_body(v) for v in range(11)})
+    assert {django_body(v) for v in range(11)} <= set(load.bodies()), summary
 
 
 @pytest.mark.slow
@@ -565,10 +566,8 @@ def test_flask_run_reload_edits_under_load(tmp_path: Path) -> None:
         reloads = [line for line in zocket.stderr_lines() if "Detected change" in line]
         # werkzeug's reloader parent bound the port (adopted) and passed the fd on.
         assert not any("not adopting" in line for line in zocket.stderr_lines())
-    assert_only_in_flight_losses(load, replacements)
-    seen = set(load.bodies())
-    assert {flask_body(v) for v in range(6)} <= seen, summary
-    assert_bodies_within(load, {flask_body(v) for v in range(6)})
+    assert_only_in_flight_losses(load, replacements, {flask_body(v) for v in range(6)})
+    assert {flask_body(v) for v in range(6)} <= set(load.bodies()), summary
     assert len(reloads) >= 5
 
 
@@ -598,9 +597,8 @@ def test_http_server_sighup_restarts_under_load(tmp_path: Path) -> None:
         summary = load.summary()
         port = zocket.port
         assert zocket.returncode is None, zocket.stderr_text(0)
-    assert_only_in_flight_losses(load, replacements)
+    assert_only_in_flight_losses(load, replacements, {b"hello from http.server\n"})
     assert load.counts()["ok"] > 20, summary
-    assert set(load.bodies()) == {b"hello from http.server\n"}
     # http.server prints the address its socket has: the held one, not the "::" it asked.
     banners = [
         line for line in stdout_path.read_text().splitlines() if line.startswith("Serving HTTP")
@@ -725,10 +723,8 @@ def test_watch_django_noreload_overlap_restarts(django_site: Path, tmp_path: Pat
         summary = load.summary()
         lines = zocket.stderr_lines()
         assert zocket.returncode is None, zocket.stderr_text(0)
-    assert_only_in_flight_losses(load, replacements)
-    seen_bodies = set(load.bodies())
-    assert {django_body(v) for v in range(5)} <= seen_bodies, summary
-    assert_bodies_within(load, {django_body(v) for v in range(5)})
+    assert_only_in_flight_losses(load, replacements, {django_body(v) for v in range(5)})
+    assert {django_body(v) for v in range(5)} <= set(load.bodies()), summary
     ready = [line for line in lines if re.search(READY_LINE.format(n=r"\d+"), line)]
     # One generation per edit at least (an edit may make two restarts, coalesced or not).
     assert len(ready) >= 5, "\n".join(lines)

@@ -424,6 +424,49 @@ def test_sd_notify_to_zocket_own_notify_socket(responder: list[str]) -> None:
                 sock.recv(4096)  # nothing after STOPPING=1
 
 
+#: Generation 1 serves (FD_RESPONDER, its path in argv[1]); every later one fails at once.
+ONLY_FIRST_SERVES = r"""
+import os, sys
+
+if os.environ.get("ZOCKET_GENERATION") != "1":
+    sys.exit(1)
+responder = sys.argv[1]
+sys.argv = [responder]
+exec(compile(open(responder).read(), responder, "exec"))
+"""
+
+
+def test_sd_notify_failed_restart_still_completes_the_reload(
+    tmp_path: Path, responder: list[str]
+) -> None:
+    """sd_notify(3): after RELOADING=1 the service must send READY=1 once the reload is over.
+
+    A restart whose new generation fails leaves the old one serving: the reload is
+    over (it failed), so systemd (Type=notify-reload) must be told READY=1 again,
+    or ``systemctl reload`` waits until its timeout.
+    """
+    server = script(tmp_path, "only_first.py", ONLY_FIRST_SERVES)
+    name = f"zocket-test-{os.getpid()}-{os.urandom(4).hex()}"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind("\0" + name)
+        sock.settimeout(20)
+        env = {**os.environ, "NOTIFY_SOCKET": "@" + name}
+        args = ["--port", "0", "--", sys.executable, server, responder[1]]
+        with cleanup(start_zocket(args, env=env)) as zocket:
+            assert sock.recv(4096).startswith(b"READY=1")
+            zocket.send_signal(signal.SIGHUP)
+            assert sock.recv(4096).startswith(b"RELOADING=1\n")
+            zocket.wait_for_stderr(r"generation 2 failed before ready: exit 1", 20)
+            assert get_json(zocket.port)["pid"] == zocket.child_pid  # generation 1 serves on
+            sock.settimeout(5)
+            try:
+                after = sock.recv(4096)
+            except TimeoutError:
+                pytest.fail("no READY=1 after the failed restart: the reload never completes")
+            assert after.startswith(b"READY=1"), after
+            assert zocket.stop() == 128 + signal.SIGTERM
+
+
 # --- orphans ------------------------------------------------------------------------------
 
 
@@ -728,6 +771,43 @@ def test_live_socket_file_is_address_in_use(sock_dir: Path, responder: list[str]
         assert first.returncode is None
         assert os.lstat(path).st_ino == inode
         assert unix_get(path)["pid"] == first.child_pid
+        assert first.stop() == 128 + signal.SIGTERM
+
+
+def test_live_socket_with_a_full_backlog_is_address_in_use_not_a_hang(sock_dir: Path) -> None:
+    """A live listener that accepts nothing (a wedged server) and whose backlog is full.
+
+    Telling it from a stale file must not block: a blocking connect() to a Unix
+    socket with a full backlog waits until a slot frees, here forever.
+    """
+    path = sock_dir / "s.sock"
+    args = ["--listen", f"unix:{path}", "--backlog", "1", "--ready", "none", "--", "sleep", "1000"]
+    with cleanup(start_zocket(args)) as first:
+        first.wait_for_stderr(r"generation 1 ready in", 20)
+        queued = []
+        try:
+            for _ in range(64):
+                client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                client.setblocking(False)
+                queued.append(client)
+                try:
+                    client.connect(str(path))
+                except BlockingIOError:
+                    break  # the backlog is full
+            else:
+                pytest.fail("the backlog of 1 never filled up")
+            try:
+                result = run_zocket(
+                    ["--listen", f"unix:{path}", "--no-respawn", "--", "true"], timeout=15
+                )
+            except subprocess.TimeoutExpired:
+                pytest.fail(f"a second zocket on the live {path} hung instead of exiting 3")
+        finally:
+            for client in queued:
+                client.close()
+        assert result.returncode == 3, result.stderr
+        assert "address already in use" in one_error_line(result)
+        assert first.returncode is None
         assert first.stop() == 128 + signal.SIGTERM
 
 

@@ -24,6 +24,7 @@ import ipaddress
 import os
 import socket
 import sys
+import weakref
 
 _held = []  # (fd, family, host, port, v6only, inode) of each held socket in this process
 _classes = {}
@@ -129,13 +130,17 @@ def _adopt(sock, fd):
     timeout = sock.gettimeout()
     copy = os.dup(fd)
     os.close(sock.detach())
-    socket.socket.__init__(sock, fileno=copy)
+    _make_held(sock, copy, timeout)
+
+
+def _make_held(sock, fd, timeout):
+    socket.socket.__init__(sock, fileno=fd)
     sock.__class__ = _held_class(type(sock))
     sock.settimeout(timeout)
 
 
 def _held_class(cls):
-    """A subclass of the app's socket class whose listen/shutdown keep the shared socket whole."""
+    """A subclass of the app's socket class that keeps the shared socket whole."""
     held = _classes.get(cls)
     if held is None:
         held = type(f"Held{cls.__name__}", (cls,), {
@@ -143,9 +148,58 @@ def _held_class(cls):
             "listen": _listen,
             "shutdown": _shutdown,
             "fileno": _fileno,
+            "settimeout": _settimeout,
+            "setblocking": _setblocking,
+            "gettimeout": _gettimeout,
+            "getblocking": _getblocking,
+            "__reduce_ex__": _reduce_ex,
         })
         _classes[cls] = held
     return held
+
+
+# O_NONBLOCK belongs to the open file that zocket and every generation share: an
+# app that makes its copy blocking would freeze an asyncio generation still serving
+# (its accept loop relies on EAGAIN). So "blocking" is emulated with a timeout long
+# enough never to matter, which keeps O_NONBLOCK set; CPython then polls before each
+# accept and goes back to waiting when another process took the connection.
+_FOREVER = 7 * 24 * 3600.0
+_blocking = weakref.WeakSet()
+
+
+def _settimeout(self, value):
+    if value is None:
+        _blocking.add(self)
+        socket.socket.settimeout(self, _FOREVER)
+    else:
+        _blocking.discard(self)
+        socket.socket.settimeout(self, value)
+
+
+def _setblocking(self, flag):
+    _settimeout(self, None if flag else 0.0)
+
+
+def _gettimeout(self):
+    return None if self in _blocking else socket.socket.gettimeout(self)
+
+
+def _getblocking(self):
+    return self in _blocking or socket.socket.getblocking(self)
+
+
+def _reduce_ex(self, protocol):
+    """Pickled for a multiprocessing child (uvicorn --reload, --workers): held there too."""
+    from multiprocessing import reduction
+
+    df = reduction.DupFd(self.fileno())
+    return _rebuild_held, (df, self.gettimeout())
+
+
+def _rebuild_held(df, timeout):
+    sock = socket.socket.__new__(socket.socket)
+    _make_held(sock, df.detach(), timeout)
+    return sock
 
 
 def _listen(self, backlog=None):
