@@ -11,9 +11,17 @@ Everything here is bounded in time and cleans up after itself:
 * `http_get` makes one request on a new connection; `LoadClient` keeps a
   steady request rate from background threads and records every outcome, to
   assert that no request failed while a server restarted.
-* `wait_for` polls a condition that has no event to wait on, with a deadline.
+  `assert_no_failures` checks what such a client saw.
+* `started` reads the ``generation N started`` lines zocket logged.
+* `wait_for` polls a condition that has no event to wait on, with a deadline;
+  `wait_readable` waits for one fd.
 * A few /proc readers (`open_fds`, `socket_inode`, `tcp_listeners`,
-  `group_members`, ...) to look at what a process really holds.
+  `group_members`, `children_of`, ...) to look at what a process really holds;
+  `own_fds` and `no_new_fds` (behind the ``no_fd_leak`` fixture of conftest.py)
+  for fd leaks of the test process itself; `kill_groups` to clean up.
+* Real servers and their apps: `server_command`, `start_in`, `held_inode`,
+  `wsgi_app` and `asgi_app` (sources of small apps), `write_atomically` (edits
+  that a reloader sees whole).
 
 zocket runs as ``sys.executable -m zocket`` with the repository first on
 PYTHONPATH when the checkout holds a built extension (``python
@@ -27,6 +35,7 @@ import http.client
 import importlib.machinery
 import os
 import re
+import select
 import selectors
 import signal
 import socket
@@ -35,39 +44,58 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from email.message import Message
 from pathlib import Path
+from string import Template
 from types import TracebackType
 from typing import TypeVar
 from urllib.parse import urlsplit
+
+import pytest
 
 __all__ = [
     "FAILURE_KINDS",
     "FD_RESPONDER",
     "REPO",
+    "STARTED",
     "START_LINE",
     "HeldSocket",
     "LoadClient",
     "Outcome",
     "ZocketProcess",
     "ZocketStartError",
+    "asgi_app",
+    "assert_no_failures",
     "checkout_is_built",
+    "children_of",
     "group_members",
+    "held_inode",
     "http_get",
+    "kill_groups",
+    "no_new_fds",
     "open_fds",
+    "own_fds",
     "parse_start_line",
     "proc_stat",
+    "proc_status",
     "read_cmdline",
     "read_environ",
     "run_zocket",
+    "server_command",
     "socket_inode",
     "socket_inodes",
+    "start_in",
     "start_zocket",
+    "started",
     "tcp_listeners",
     "wait_for",
+    "wait_readable",
+    "write_atomically",
     "write_responder",
+    "wsgi_app",
     "zocket_argv",
     "zocket_command",
     "zocket_env",
@@ -78,6 +106,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 #: The one line zocket prints on stderr once generation 1 runs.
 START_LINE = re.compile(r"zocket: holding (.+); generation 1 started \(pid (\d+)\)")
+#: ``generation N started (pid P)``, the start line included.
+STARTED = re.compile(r"zocket: (?:holding .*; )?generation (\d+) started \(pid (\d+)\)")
 #: One held socket in the start line: ``URL (NAME, fd N)``, comma-separated.
 _HELD = re.compile(r"(.+?) \(([^()]*), fd (\d+)\)(?:, |$)")
 
@@ -449,10 +479,8 @@ class ZocketProcess:
                         _kill_group(pgid)
                     self.proc.kill()
                     self.proc.wait()
-            for pgid in self.generation_pids():
-                if group_members(pgid):
-                    # zocket is gone; a server process that outlived it must not outlive the test.
-                    _kill_group(pgid)
+            # zocket is gone; a server process that outlived it must not outlive the test.
+            kill_groups(self.generation_pids())
         finally:
             self.proc.wait()
             self._stderr.close()
@@ -508,6 +536,16 @@ def start_zocket(
         zocket.close()
         raise
     return zocket
+
+
+def started(zocket: ZocketProcess) -> list[tuple[int, int]]:
+    """(generation, pid) of every ``generation N started`` line so far."""
+    found = []
+    for line in zocket.stderr_lines():
+        match = STARTED.search(line)
+        if match:
+            found.append((int(match[1]), int(match[2])))
+    return found
 
 
 # --- HTTP -------------------------------------------------------------------------------------
@@ -730,6 +768,14 @@ class LoadClient:
         return "\n".join(lines)
 
 
+def assert_no_failures(load: LoadClient, minimum_ok: int = 0) -> None:
+    """No request of ``load`` failed in any way (`FAILURE_KINDS`); ``minimum_ok`` succeeded."""
+    counts = load.counts()
+    failed = {kind: counts[kind] for kind in FAILURE_KINDS}
+    assert failed == dict.fromkeys(failed, 0), load.summary()
+    assert counts["ok"] >= minimum_ok, load.summary()
+
+
 # --- polling ----------------------------------------------------------------------------------
 
 
@@ -755,12 +801,43 @@ def wait_for(
         time.sleep(min(interval, remaining))
 
 
+def wait_readable(fd: int, timeout: float) -> bool:
+    """Whether ``fd`` is readable, waiting for it up to ``timeout`` seconds."""
+    readable, _, _ = select.select([fd], [], [], timeout)
+    return bool(readable)
+
+
 # --- /proc ------------------------------------------------------------------------------------
 
 
 def open_fds(pid: int) -> list[int]:
     """The fd numbers process ``pid`` has open, sorted."""
     return sorted(int(fd) for fd in os.listdir(f"/proc/{pid}/fd"))
+
+
+def own_fds() -> set[int]:
+    """This process's open fds, without the one listing them."""
+    fds = set()
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{name}")
+        except FileNotFoundError:  # the directory fd of the listing itself, already closed
+            continue
+        if target != f"/proc/{os.getpid()}/fd":
+            fds.add(int(name))
+    return fds
+
+
+@contextmanager
+def no_new_fds() -> Iterator[None]:
+    """Fails, naming what they are, if fds opened in the block are still open after it.
+
+    The ``no_fd_leak`` fixture (conftest.py) runs a whole test in this block.
+    """
+    before = own_fds()
+    yield
+    leaked = own_fds() - before
+    assert not leaked, {fd: os.readlink(f"/proc/self/fd/{fd}") for fd in leaked}
 
 
 def socket_inode(pid: int, fd: int) -> int | None:
@@ -816,6 +893,23 @@ def proc_stat(pid: int) -> tuple[str, int, int] | None:
     return fields[0], int(fields[1]), int(fields[2])
 
 
+def proc_status(pid: int) -> dict[str, str]:
+    """The fields of /proc/PID/status (``Name``, ``SigIgn``, ``Threads``, ...) as text."""
+    with open(f"/proc/{pid}/status") as f:
+        return dict(line.rstrip("\n").partition(":\t")[::2] for line in f if ":\t" in line)
+
+
+def children_of(pid: int) -> list[int]:
+    """The pids of the children of process ``pid``, zombies included, sorted."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            stat = proc_stat(int(entry))
+            if stat is not None and stat[1] == pid:
+                found.append(int(entry))
+    return sorted(found)
+
+
 def group_members(pgid: int, *, zombies: bool = False) -> list[int]:
     """The pids of the processes in process group ``pgid`` (zombies left out by default)."""
     members = []
@@ -846,6 +940,13 @@ def _kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def kill_groups(pgids: Iterable[int]) -> None:
+    """SIGKILL each process group of ``pgids`` that still has a live member."""
+    for pgid in pgids:
+        if pgid > 1 and group_members(pgid):
+            _kill_group(pgid)
 
 
 # --- a minimal server -------------------------------------------------------------------------
@@ -894,3 +995,112 @@ def write_responder(directory: Path) -> Path:
     path = Path(directory) / "fd_responder.py"
     path.write_text(FD_RESPONDER)
     return path
+
+
+# --- real servers and their apps --------------------------------------------------------------
+
+
+def server_command(name: str) -> list[str]:
+    """The command that runs server ``name``: its script next to this interpreter, else ``-m``.
+
+    Skips the test if ``name`` is not installed.
+    """
+    pytest.importorskip(name)
+    script = Path(sys.executable).parent / name
+    return [str(script)] if script.is_file() else [sys.executable, "-m", name]
+
+
+def start_in(
+    directory: Path, args: Iterable[object], *, home: Path | None = None, **env: str
+) -> ZocketProcess:
+    """`start_zocket` with ``--port 0 ARGS``, in ``directory``.
+
+    The environment is os.environ, HOME set to ``home`` (default ``directory``;
+    gunicorn keeps its control socket there), and ``env`` on top.
+    """
+    full_env = {**os.environ, "HOME": str(directory if home is None else home), **env}
+    return start_zocket(["--port", "0", *args], cwd=directory, env=full_env)
+
+
+def held_inode(zocket: ZocketProcess) -> int:
+    """The inode of the listening socket zocket itself holds on its port."""
+    listeners = tcp_listeners()
+    found = [
+        inode
+        for inode in socket_inodes(zocket.pid).values()
+        if listeners.get(inode) == (zocket.host, zocket.port)
+    ]
+    assert len(found) == 1, (found, listeners)
+    return found[0]
+
+
+def write_atomically(path: Path, text: str, tmp_dir: Path | None = None) -> None:
+    """Replace ``path`` whole, so that no reloader ever reads half a file.
+
+    The text is written to a temporary file in ``tmp_dir`` (default: next to
+    ``path``) and renamed over ``path``; from outside a watched directory the
+    rename is the one event a watcher sees.
+    """
+    tmp = (tmp_dir or path.parent) / f".{path.name}.{os.getpid()}.tmp"
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+_WSGI_APP = Template('''\
+$prelude
+
+def app(environ, start_response):
+    body = ($body).encode()
+    start_response("200 OK", [
+        ("Content-Type", "text/plain"),
+        ("Content-Length", str(len(body))),
+$headers
+    ])
+    return [body]
+''')
+
+_ASGI_APP = Template('''\
+$prelude
+
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    body = ($body).encode()
+    await send({
+        "type": "http.response.start",
+        "status": 200,
+        "headers": [
+            (b"content-type", b"text/plain"),
+            (b"content-length", str(len(body)).encode()),
+$headers
+        ],
+    })
+    await send({"type": "http.response.body", "body": body})
+''')
+
+
+def wsgi_app(body: str, *, prelude: str = "", headers: Mapping[str, str] | None = None) -> str:
+    """The source of a module whose WSGI ``app`` answers every request 200, text/plain.
+
+    ``prelude`` is the module's code before the app; ``body`` is a Python
+    expression for the response text (a str, evaluated per request, sent UTF-8
+    encoded with its Content-Length); ``headers`` maps the names of extra
+    response headers to Python expressions for their (str) values.
+    """
+    lines = [f'        ("{name}", {value}),' for name, value in (headers or {}).items()]
+    return _WSGI_APP.substitute(prelude=prelude, body=body, headers="\n".join(lines))
+
+
+def asgi_app(body: str, *, prelude: str = "", headers: Mapping[str, str] | None = None) -> str:
+    """`wsgi_app` as an ASGI app, with the lifespan protocol (uvicorn and hypercorn speak it)."""
+    lines = [
+        f'            (b"{name.lower()}", ({value}).encode()),'
+        for name, value in (headers or {}).items()
+    ]
+    return _ASGI_APP.substitute(prelude=prelude, body=body, headers="\n".join(lines))

@@ -27,9 +27,8 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from support import REPO, own_fds
 from zocket import activation
-
-REPO = Path(__file__).resolve().parent.parent
 
 # Runs in the child before exec(): fds 3.. must exist and LISTEN_PID must be
 # known before the interpreter under test starts, as under systemd.
@@ -521,17 +520,13 @@ def receiver(address: str | bytes) -> Iterator[socket.socket]:
         yield sock
 
 
-def open_fds() -> list[str]:
-    return sorted(os.listdir("/proc/self/fd"))
-
-
 def test_notify_a_filesystem_socket(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = str(tmp_path / "notify")
     with receiver(path) as sock:
         monkeypatch.setenv("NOTIFY_SOCKET", path)
-        before = open_fds()
+        before = own_fds()
         assert activation.notify() is True
-        assert open_fds() == before  # the sending socket is closed again
+        assert own_fds() == before  # the sending socket is closed again
         assert sock.recv(4096) == b"READY=1"
         assert activation.notify("STATUS=serving\nMAINPID=42") is True
         assert sock.recv(4096) == b"STATUS=serving\nMAINPID=42"
@@ -552,10 +547,10 @@ def test_notify_without_a_socket_is_false(monkeypatch: pytest.MonkeyPatch, value
     monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
     if value is not None:
         monkeypatch.setenv("NOTIFY_SOCKET", value)
-    before = open_fds()
+    before = own_fds()
     assert activation.notify() is False
     assert activation.notify("READY=1", unset_environment=True) is False
-    assert open_fds() == before
+    assert own_fds() == before
     assert "NOTIFY_SOCKET" not in os.environ
 
 
@@ -571,10 +566,10 @@ def test_notify_rejects_other_addresses(monkeypatch: pytest.MonkeyPatch, value: 
 
 def test_notify_send_errors_propagate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "nobody-listens"))
-    before = open_fds()
+    before = own_fds()
     with pytest.raises(FileNotFoundError):
         activation.notify()
-    assert open_fds() == before
+    assert own_fds() == before
 
 
 key = st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZ_", min_size=1, max_size=20)

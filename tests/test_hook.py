@@ -44,6 +44,8 @@ from support import (
     Outcome,
     ZocketProcess,
     ZocketStartError,
+    assert_no_failures,
+    held_inode,
     http_get,
     run_zocket,
     socket_inode,
@@ -51,6 +53,7 @@ from support import (
     start_zocket,
     tcp_listeners,
     wait_for,
+    write_atomically,
 )
 
 PY = sys.executable
@@ -110,18 +113,6 @@ def run_on_free_port(
     raise AssertionError("unreachable")
 
 
-def held_inode(zocket: ZocketProcess) -> int:
-    """The inode of the listening socket zocket itself holds on its port."""
-    listeners = tcp_listeners()
-    found = [
-        inode
-        for inode in socket_inodes(zocket.pid).values()
-        if listeners.get(inode) == (zocket.host, zocket.port)
-    ]
-    assert len(found) == 1, (found, listeners)
-    return found[0]
-
-
 def read_json(
     path: Path, timeout: float = 20.0, zocket: ZocketProcess | None = None
 ) -> dict[str, Any]:
@@ -136,19 +127,6 @@ def read_json(
         raise
     data: dict[str, Any] = json.loads(path.read_text())
     return data
-
-
-def write_atomically(path: Path, text: str, tmp_dir: Path | None = None) -> None:
-    """Replace ``path`` whole, so that no reloader ever reads half a file."""
-    tmp = (tmp_dir or path.parent) / f".{path.name}.{os.getpid()}.tmp"
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def assert_no_failures(load: LoadClient) -> None:
-    counts = load.counts()
-    failed = {k: counts[k] for k in ("refused", "reset", "timeout", "http_error", "error")}
-    assert failed == dict.fromkeys(failed, 0), load.summary()
 
 
 def assert_only_in_flight_losses(

@@ -6,8 +6,9 @@ binding's answer is compared with it on the very same fd, so that a wrong
 struct layout, byte order or flag shows up as a disagreement.
 
 Hypothesis tests cannot use function-scoped fixtures, so resources are held
-in an ``FdScope`` (closes everything it was given) instead. An autouse
-fixture checks that no test leaks an fd, the bindings included.
+in an ``FdScope`` (closes everything it was given) instead. The
+``no_fd_leak`` fixture (conftest.py) checks that no test leaks an fd, the
+bindings included.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import errno
 import fcntl as std_fcntl
 import ipaddress
 import os
-import select
 import signal
 import socket as std_socket
 import struct
@@ -34,9 +34,12 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from support import own_fds, wait_readable
 from zocket import libc
 from zocket._libc import ffi
 from zocket.spawn import Child, spawn
+
+pytestmark = pytest.mark.usefixtures("no_fd_leak")
 
 CLOEXEC = libc.SOCK_CLOEXEC
 HAS_IPV6 = std_socket.has_ipv6 and os.path.exists("/proc/net/if_inet6")
@@ -45,27 +48,6 @@ quick = settings(max_examples=40, deadline=None)
 
 
 # --- helpers -------------------------------------------------------------------------------------
-
-
-def open_fds() -> set[int]:
-    """This process's open fds, without the one listing them."""
-    fds = set()
-    for name in os.listdir("/proc/self/fd"):
-        try:
-            target = os.readlink(f"/proc/self/fd/{name}")
-        except FileNotFoundError:  # the directory fd of the listing itself, already closed
-            continue
-        if target != f"/proc/{os.getpid()}/fd":
-            fds.add(int(name))
-    return fds
-
-
-@pytest.fixture(autouse=True)
-def no_fd_leak() -> Iterator[None]:
-    before = open_fds()
-    yield
-    leaked = open_fds() - before
-    assert not leaked, {fd: os.readlink(f"/proc/self/fd/{fd}") for fd in leaked}
 
 
 class FdScope:
@@ -116,11 +98,6 @@ def python_sockname(fd: int) -> Any:
 def python_getsockopt(fd: int, level: int, option: int) -> int:
     with std_socket.socket(fileno=os.dup(fd)) as sock:
         return sock.getsockopt(level, option)
-
-
-def wait_readable(fd: int, timeout: float) -> bool:
-    readable, _, _ = select.select([fd], [], [], timeout)
-    return bool(readable)
 
 
 def wait_child(child: Child, timeout: float = 10.0) -> libc.WaitStatus:
@@ -568,7 +545,7 @@ def test_dup_variants(fds: FdScope) -> None:
 
 def free_block(size: int, start: int = 600) -> int:
     """The first number >= start with ``size`` unused fd numbers from there."""
-    opened = open_fds()
+    opened = own_fds()
     first = start
     while any(n in opened for n in range(first, first + size)):
         first += size

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from functools import cache
 from pathlib import Path
@@ -21,60 +20,37 @@ import pytest
 from support import (
     LoadClient,
     ZocketProcess,
+    asgi_app,
     group_members,
+    held_inode,
     http_get,
+    server_command,
     socket_inodes,
-    start_zocket,
+    start_in,
     tcp_listeners,
     wait_for,
+    write_atomically,
+    wsgi_app,
 )
 
-WSGI_APP = """\
-def app(environ, start_response):
-    body = b"hello from the wsgi app\\n"
-    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
-    return [body]
-"""
-
-ASGI_APP = """\
-VERSION = 0
-
-
-async def app(scope, receive, send):
-    if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
-    body = f"hello from the asgi app, version {VERSION}\\n".encode()
-    await send({
-        "type": "http.response.start",
-        "status": 200,
-        "headers": [(b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode())],
-    })
-    await send({"type": "http.response.body", "body": body})
-"""
+#: Apps that answer every request with a fixed text; `write_version` edits the ASGI one.
+WSGI_APP = wsgi_app(r'"hello from the wsgi app\n"')
+ASGI_APP = asgi_app(r'f"hello from the asgi app, version {VERSION}\n"', prelude="VERSION = 0\n")
 
 
 def asgi_body(version: int) -> bytes:
     return f"hello from the asgi app, version {version}\n".encode()
 
 
-def server(name: str) -> list[str]:
-    """The command that runs ``name``: its script next to this interpreter, else ``-m``."""
-    pytest.importorskip(name)
-    script = Path(sys.executable).parent / name
-    return [str(script)] if script.is_file() else [sys.executable, "-m", name]
-
-
 @cache
 def gunicorn_has_control_socket() -> bool:
     """Whether this gunicorn has a control socket, and so the --no-control-socket option."""
     result = subprocess.run(
-        [*server("gunicorn"), "--help"], capture_output=True, text=True, timeout=60, check=False
+        [*server_command("gunicorn"), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     return "--no-control-socket" in result.stdout
 
@@ -87,20 +63,8 @@ def app_dir(tmp_path: Path) -> Path:
 
 
 def run_server(app_dir: Path, command: list[str]) -> ZocketProcess:
-    env = {**os.environ, "HOME": str(app_dir)}
-    return start_zocket(["--no-respawn", "--port", "0", "--", *command], cwd=app_dir, env=env)
-
-
-def held_inode(zocket: ZocketProcess) -> int:
-    """The inode of the listening socket zocket holds on its port."""
-    listeners = tcp_listeners()
-    found = [
-        inode
-        for inode in socket_inodes(zocket.pid).values()
-        if listeners.get(inode) == (zocket.host, zocket.port)
-    ]
-    assert len(found) == 1, (found, listeners)
-    return found[0]
+    """zocket --no-respawn on a free port, running ``command`` in ``app_dir`` (also HOME)."""
+    return start_in(app_dir, ["--no-respawn", "--", *command])
 
 
 def assert_listens_only_on_the_held_socket(zocket: ZocketProcess) -> None:
@@ -123,7 +87,7 @@ def assert_listens_only_on_the_held_socket(zocket: ZocketProcess) -> None:
 
 
 def test_gunicorn_uses_the_held_socket(app_dir: Path) -> None:
-    command = [*server("gunicorn"), "-w", "2", "wsgi_app:app"]
+    command = [*server_command("gunicorn"), "-w", "2", "wsgi_app:app"]
     if gunicorn_has_control_socket():
         command.insert(-1, "--no-control-socket")
     with run_server(app_dir, command) as zocket:
@@ -146,7 +110,7 @@ def test_gunicorn_uses_the_held_socket(app_dir: Path) -> None:
     [("uvicorn", ["--fd", "{fd}"]), ("hypercorn", ["--bind", "fd://{fd}"])],
 )
 def test_asgi_server_on_the_held_fd(name: str, options: list[str], app_dir: Path) -> None:
-    with run_server(app_dir, [*server(name), *options, "asgi_app:app"]) as zocket:
+    with run_server(app_dir, [*server_command(name), *options, "asgi_app:app"]) as zocket:
         status, _, body = wait_for(lambda: _try_get(zocket.port), 20, message=f"{name} to answer")
         assert (status, body) == (200, asgi_body(0))
         assert_listens_only_on_the_held_socket(zocket)
@@ -163,10 +127,7 @@ def _try_get(port: int) -> tuple[int, object, bytes] | None:
 
 def write_version(path: Path, version: int) -> None:
     """Replace the app atomically, so the reloader never imports half a file."""
-    text = ASGI_APP.replace("VERSION = 0", f"VERSION = {version}")
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_atomically(path, ASGI_APP.replace("VERSION = 0", f"VERSION = {version}"))
 
 
 #: When uvicorn --reload stops its old server process, uvicorn closes the connections
@@ -184,7 +145,7 @@ def test_uvicorn_reload_under_load_refuses_nothing(app_dir: Path) -> None:
     """Five edits under load: every request is answered, each version is served."""
     app = app_dir / "asgi_app.py"
     command = [
-        *server("uvicorn"), "--reload", "--reload-dir", str(app_dir), "--no-access-log",
+        *server_command("uvicorn"), "--reload", "--reload-dir", str(app_dir), "--no-access-log",
         "--fd", "{fd}", "asgi_app:app",
     ]  # fmt: skip
     started = time.monotonic()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import errno
 import os
-import select
 import signal
 import stat
 import subprocess
@@ -28,6 +27,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import zocket
+from support import children_of, no_new_fds, own_fds, proc_status, wait_readable
 from zocket import libc
 from zocket.spawn import (
     Child,
@@ -48,54 +48,19 @@ O_CLOEXEC_OCTAL = 0o2000000  # as fdinfo prints it
 # --- helpers -------------------------------------------------------------------------------------
 
 
-def open_fds() -> set[int]:
-    fds = set()
-    for name in os.listdir("/proc/self/fd"):
-        try:
-            target = os.readlink(f"/proc/self/fd/{name}")
-        except FileNotFoundError:
-            continue
-        if target != f"/proc/{os.getpid()}/fd":
-            fds.add(int(name))
-    return fds
-
-
-def children_of_this_process() -> list[int]:
-    """Pids (zombies included) whose parent is the test process."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        if int(fields[1]) == os.getpid():
-            found.append(int(entry))
-    return found
-
-
 @pytest.fixture(autouse=True)
 def no_leaks() -> Iterator[None]:
     """No fd and no child process outlives a test."""
-    before = open_fds()
-    yield
-    strays = children_of_this_process()
-    for pid in strays:  # so that one failure does not spill into the next tests
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        os.waitpid(pid, 0)
-    leaked = open_fds() - before
-    assert not leaked, {fd: os.readlink(f"/proc/self/fd/{fd}") for fd in leaked}
+    with no_new_fds():
+        yield
+        strays = children_of(os.getpid())
+        for pid in strays:  # so that one failure does not spill into the next tests
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            os.waitpid(pid, 0)
     assert strays == []
-
-
-def wait_readable(fd: int, timeout: float) -> bool:
-    readable, _, _ = select.select([fd], [], [], timeout)
-    return bool(readable)
 
 
 def finish(child: Child, timeout: float = 10.0) -> libc.WaitStatus:
@@ -160,11 +125,6 @@ def proc_environ(pid: int) -> dict[str, str]:
         raw = f.read()
     pairs = (item.split(b"=", 1) for item in raw.split(b"\0") if item)
     return {os.fsdecode(k): os.fsdecode(v) for k, v in pairs}
-
-
-def proc_status(pid: int) -> dict[str, str]:
-    with open(f"/proc/{pid}/status") as f:
-        return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
 
 
 def fdinfo_flags(pid: int, fd: int) -> int:
@@ -376,10 +336,10 @@ def test_the_maximum_number_of_fds(held: Sockets) -> None:
     fds = [sock] * libc.SPAWN_MAX_FDS
     with running(["sleep", "30"], fds=fds, names=["x"] * len(fds)) as child:
         check_child_fds(child.pid, fds)
-    before = open_fds()
+    before = own_fds()
     with pytest.raises(ValueError):
         spawn(["sleep", "30"], fds=fds + [sock], names=["x"] * (len(fds) + 1))
-    assert open_fds() == before  # the error pipe was closed
+    assert own_fds() == before  # the error pipe was closed
 
 
 def test_stdio_is_inherited() -> None:
@@ -661,7 +621,7 @@ def test_pidfd_reports_the_exit() -> None:
 
 
 def assert_no_child_left() -> None:
-    assert children_of_this_process() == []
+    assert children_of(os.getpid()) == []
     try:
         reaped = libc.waitpid(-1, libc.WNOHANG)
     except ChildProcessError:
@@ -671,13 +631,13 @@ def assert_no_child_left() -> None:
 
 def test_command_not_found() -> None:
     name = "zocket-no-such-command-xyz"
-    before = open_fds()
+    before = own_fds()
     with pytest.raises(CommandNotFound) as info:
         spawn([name, "arg"], fds=[], names=[])
     assert str(info.value) == f"command not found: {name}"
     assert info.value.exit_status == 127
     assert isinstance(info.value, SpawnError)
-    assert open_fds() == before
+    assert own_fds() == before
     assert_no_child_left()
 
 
@@ -743,11 +703,11 @@ def test_path_search_skips_a_non_executable_match(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("argv", [[], [""]])
 def test_empty_command(argv: list[str]) -> None:
-    before = open_fds()
+    before = own_fds()
     with pytest.raises(SpawnError) as info:
         spawn(argv, fds=[], names=[])
     assert type(info.value) is SpawnError
-    assert open_fds() == before
+    assert own_fds() == before
     assert_no_child_left()
 
 
@@ -806,11 +766,11 @@ def test_error_classes_and_exit_statuses() -> None:
 
 
 def test_failed_spawns_leave_nothing_behind_repeatedly(tmp_path: Path) -> None:
-    before = open_fds()
+    before = own_fds()
     for i in range(20):
         with pytest.raises(SpawnError):
             spawn([f"zocket-missing-{i}"], fds=[], names=[])
-    assert open_fds() == before
+    assert own_fds() == before
     assert_no_child_left()
 
 

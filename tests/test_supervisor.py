@@ -34,78 +34,45 @@ from pathlib import Path
 import pytest
 
 from support import (
-    FAILURE_KINDS,
     LoadClient,
     Outcome,
     ZocketProcess,
+    asgi_app,
+    assert_no_failures,
     group_members,
     http_get,
+    kill_groups,
     proc_stat,
-    start_zocket,
+    server_command,
+    start_in,
+    started,
     wait_for,
+    write_atomically,
+    wsgi_app,
 )
 
-#: ``generation N started (pid P)``, the start line included.
-STARTED = re.compile(r"zocket: (?:holding .*; )?generation (\d+) started \(pid (\d+)\)")
 GENERATION_IN_BODY = re.compile(rb"generation=(\d+)")
 
 # --- apps -----------------------------------------------------------------------------------------
 
+#: The top of both apps: they take APP_BOOT seconds to import (VERSION is what edits change).
+APP_PRELUDE = """\
+import os
+import time
+
+VERSION = "v0"
+BOOTED = time.monotonic()
+time.sleep(float(os.environ.get("APP_BOOT", "0")))
+GENERATION = os.environ.get("ZOCKET_GENERATION", "?")
+"""
+#: What both apps answer: who answered, in the body and in a header.
+APP_BODY = r'f"generation={GENERATION} version={VERSION} booted={BOOTED:.6f} pid={os.getpid()}\n"'
+APP_HEADERS = {"X-Zocket-Generation": "GENERATION"}
+
 #: A WSGI app that takes APP_BOOT seconds to import and says who answered.
-WSGI_APP = """\
-import os
-import time
-
-VERSION = "v0"
-BOOTED = time.monotonic()
-time.sleep(float(os.environ.get("APP_BOOT", "0")))
-GENERATION = os.environ.get("ZOCKET_GENERATION", "?")
-
-
-def app(environ, start_response):
-    body = f"generation={GENERATION} version={VERSION} booted={BOOTED:.6f} pid={os.getpid()}\\n"
-    body = body.encode()
-    start_response("200 OK", [
-        ("Content-Type", "text/plain"),
-        ("Content-Length", str(len(body))),
-        ("X-Zocket-Generation", GENERATION),
-    ])
-    return [body]
-"""
-
+WSGI_APP = wsgi_app(APP_BODY, prelude=APP_PRELUDE, headers=APP_HEADERS)
 #: The same as an ASGI app (with the lifespan protocol, which uvicorn and hypercorn speak).
-ASGI_APP = """\
-import os
-import time
-
-VERSION = "v0"
-BOOTED = time.monotonic()
-time.sleep(float(os.environ.get("APP_BOOT", "0")))
-GENERATION = os.environ.get("ZOCKET_GENERATION", "?")
-
-
-async def app(scope, receive, send):
-    if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
-    body = f"generation={GENERATION} version={VERSION} booted={BOOTED:.6f} pid={os.getpid()}\\n"
-    body = body.encode()
-    await send({
-        "type": "http.response.start",
-        "status": 200,
-        "headers": [
-            (b"content-type", b"text/plain"),
-            (b"content-length", str(len(body)).encode()),
-            (b"x-zocket-generation", GENERATION.encode()),
-        ],
-    })
-    await send({"type": "http.response.body", "body": body})
-"""
+ASGI_APP = asgi_app(APP_BODY, prelude=APP_PRELUDE, headers=APP_HEADERS)
 
 #: A standard-library HTTP server on fd 3. Each RESPONDER_* variable is a comma-separated
 #: list of GEN:VALUE (``*`` for any generation), so that generations can behave differently:
@@ -211,13 +178,6 @@ sys.exit(exit_code[0])
 '''
 
 
-def server_command(name: str) -> list[str]:
-    """The command that runs ``name``: its script next to this interpreter, else ``-m``."""
-    pytest.importorskip(name)
-    script = Path(sys.executable).parent / name
-    return [str(script)] if script.is_file() else [sys.executable, "-m", name]
-
-
 def gunicorn(workers: int = 2) -> list[str]:
     return [*server_command("gunicorn"), "-w", str(workers), "--no-control-socket", "app:app"]
 
@@ -237,26 +197,16 @@ def run(app_dir: Path, args: list[str], **env: str) -> Iterator[ZocketProcess]:
     """zocket ARGS on a free port, in ``app_dir``, with ``env`` on top of the defaults.
 
     On the way out zocket is stopped (`ZocketProcess.close`), then the process group of
-    every generation it logged is SIGKILLed if anything is left in it: not only
-    generation 1's, which is all that `ZocketProcess.close` knows of.
+    every generation it logged is SIGKILLed if anything is still left in it, now that
+    all of zocket's stderr has been read.
     """
-    full_env = {
-        **os.environ,
-        "HOME": str(app_dir.parent),
-        "PYTHONDONTWRITEBYTECODE": "1",
-        **env,
-    }
-    zocket = start_zocket(["--port", "0", *args], cwd=app_dir, env=full_env)
+    env = {"PYTHONDONTWRITEBYTECODE": "1", **env}
+    zocket = start_in(app_dir, args, home=app_dir.parent, **env)
     try:
         with zocket:
             yield zocket
     finally:
-        for _, pid in started(zocket):
-            if group_members(pid):
-                try:
-                    os.killpg(pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
+        kill_groups(pid for _, pid in started(zocket))
 
 
 def responder() -> list[str]:
@@ -273,22 +223,6 @@ def generation_of(outcome: Outcome) -> int | None:
 
 def generations_seen(load: LoadClient) -> set[int]:
     return {g for g in map(generation_of, load.oks) if g is not None}
-
-
-def assert_no_failures(load: LoadClient, minimum_ok: int = 50) -> None:
-    counts = load.counts()
-    assert [counts[kind] for kind in FAILURE_KINDS] == [0] * len(FAILURE_KINDS), load.summary()
-    assert counts["ok"] >= minimum_ok, load.summary()
-
-
-def started(zocket: ZocketProcess) -> list[tuple[int, int]]:
-    """(generation, pid) of every ``generation N started`` line so far."""
-    found = []
-    for line in zocket.stderr_lines():
-        match = STARTED.search(line)
-        if match:
-            found.append((int(match[1]), int(match[2])))
-    return found
 
 
 def line_index(zocket: ZocketProcess, pattern: str) -> int:
@@ -323,13 +257,6 @@ def assert_all_gone(pids: list[int]) -> None:
         10,
         message=f"processes of generations {pids} to be gone",
     )
-
-
-def write_atomically(path: Path, text: str, scratch: Path) -> None:
-    """Replace ``path`` in one rename from outside the watched directory: one inotify event."""
-    tmp = scratch / (path.name + ".new")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 @pytest.fixture

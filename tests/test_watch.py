@@ -19,8 +19,11 @@ from pathlib import Path
 
 import pytest
 
+from support import own_fds
 from zocket import libc
 from zocket.watch import DEFAULT_IGNORES, Watcher, WatchError, describe
+
+pytestmark = pytest.mark.usefixtures("no_fd_leak")
 
 #: How long a change may take to be reported (a busy CI box).
 EVENT_TIMEOUT = 5.0
@@ -31,27 +34,6 @@ SETTLE = 0.05
 
 
 # --- helpers -------------------------------------------------------------------------------------
-
-
-def open_fds() -> set[int]:
-    """This process's open fds, without the one listing them."""
-    fds = set()
-    for name in os.listdir("/proc/self/fd"):
-        try:
-            target = os.readlink(f"/proc/self/fd/{name}")
-        except FileNotFoundError:  # the directory fd of the listing itself, already closed
-            continue
-        if target != f"/proc/{os.getpid()}/fd":
-            fds.add(int(name))
-    return fds
-
-
-@pytest.fixture(autouse=True)
-def no_fd_leak() -> Iterator[None]:
-    before = open_fds()
-    yield
-    leaked = open_fds() - before
-    assert not leaked, {fd: os.readlink(f"/proc/self/fd/{fd}") for fd in leaked}
 
 
 @pytest.fixture
@@ -141,14 +123,14 @@ def test_fd_is_nonblocking_cloexec_and_idle(
 
 
 def test_close_releases_the_fd_and_is_idempotent(tmp_path: Path) -> None:
-    before = open_fds()
+    before = own_fds()
     w = Watcher([str(tmp_path)])
     fd = w.fd
-    assert fd in open_fds() - before
+    assert fd in own_fds() - before
     w.close()
     assert w.fd == -1
     w.close()
-    assert open_fds() == before
+    assert own_fds() == before
 
 
 def test_no_fd_leak_over_many_watchers(tmp_path: Path) -> None:
@@ -166,13 +148,13 @@ def test_failed_watch_closes_the_fd(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         raise PermissionError(13, "Permission denied", path)
 
     monkeypatch.setattr(libc, "inotify_add_watch", denied)  # what zocket.watch calls
-    before = open_fds()
+    before = own_fds()
     with pytest.raises(WatchError) as info:
         Watcher([str(tmp_path)])
     assert str(tmp_path) in str(info.value)
     assert os.strerror(13) in str(info.value)
     assert info.value.exit_status == 2
-    assert open_fds() == before
+    assert own_fds() == before
 
 
 # --- what counts as a change ---------------------------------------------------------------------
@@ -585,13 +567,13 @@ def test_file_in_a_subdirectory_of_a_watched_tree(
 
 def test_missing_path_is_a_watch_error(tmp_path: Path) -> None:
     missing = tmp_path / "does-not-exist"
-    before = open_fds()
+    before = own_fds()
     with pytest.raises(WatchError) as info:
         Watcher([str(tmp_path), str(missing)])
     assert str(missing) in str(info.value)
     assert info.value.exit_status == 2
     assert WatchError.exit_status == 2
-    assert open_fds() == before
+    assert own_fds() == before
 
 
 def test_missing_relative_path_is_named_as_given(
