@@ -2,7 +2,9 @@
 
 Exit statuses (also in the README):
     0..255  the server's own exit status; 128+N when it was killed by signal N
-    2       bad usage: unknown option, malformed address or port, empty command
+    1       an unexpected system error (one line, no traceback)
+    2       bad usage: unknown option, malformed address or port, empty command,
+            a --watch path that does not exist, a pid file that cannot be written
     3       a socket could not be held: address in use, permission, unknown host,
             a unix path that exists and is not a socket
     126     the command is not executable
@@ -29,9 +31,10 @@ from .listeners import ListenError, UnixPermissions
 from .readiness import ReadyMode, parse_ready_mode
 from .spawn import SpawnError
 from .watch import DEFAULT_IGNORES, WatchError
-from .supervisor import Config, Supervisor
+from .supervisor import Config, SetupError, Supervisor
 
 DEFAULT_PORT = 9999
+EXIT_FAILURE = 1
 EXIT_USAGE = 2
 
 EPILOG = """\
@@ -357,19 +360,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status (the console script exits with it)."""
     if argv is None:
         argv = sys.argv[1:]
+    _ensure_standard_fds()
     try:
         config = parse_args(argv)
         supervisor = Supervisor(config)
         supervisor.open()
         return supervisor.run()
-    except (UsageError, ListenError, SpawnError, CommandError, WatchError) as exc:
+    except (UsageError, ListenError, SpawnError, CommandError, WatchError, SetupError) as exc:
         _error(str(exc))
         return exc.exit_status
     except KeyboardInterrupt:
         return 130
+    except OSError as exc:  # nothing above expects it: still one line, never a traceback
+        _error(f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""))
+        return EXIT_FAILURE
+
+
+def _ensure_standard_fds() -> None:
+    """Put /dev/null on a closed fd 0, 1 or 2.
+
+    Otherwise the first socket zocket opens would take that number, and the
+    server would be handed the listening socket as its stdout.
+    """
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)  # the lowest free number: this one
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
 
 
 def _error(message: str) -> None:
+    if sys.stderr is None:  # fd 2 was closed when Python started
+        return
     try:
         sys.stderr.write(f"zocket: error: {message}\n")
         sys.stderr.flush()

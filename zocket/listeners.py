@@ -214,12 +214,15 @@ def _clear_stale_socket(path: str) -> None:
         raise ListenError(f"cannot use unix:{path}: {exc.strerror}") from None
     if not stat.S_ISSOCK(st.st_mode):
         raise ListenError(f"cannot use unix:{path}: the file exists and is not a socket")
-    probe = libc.socket(libc.AF_UNIX, libc.SOCK_STREAM | libc.SOCK_CLOEXEC)
+    # Non-blocking: a connect to a live listener whose backlog is full would block.
+    probe = libc.socket(libc.AF_UNIX, libc.SOCK_STREAM | libc.SOCK_CLOEXEC | libc.SOCK_NONBLOCK)
     try:
         libc.connect(probe, path, libc.AF_UNIX)
     except ConnectionRefusedError:
         os.unlink(path)  # left behind by a holder that died: nobody accepts on it
         return
+    except BlockingIOError:
+        pass  # a listener with a full backlog: alive
     except OSError:
         return  # let bind() report what is wrong
     finally:

@@ -50,8 +50,16 @@ HOOK_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_hook")
 WAITING_MESSAGE = "ZOCKET_WAITING="
 
 
+class SetupError(Exception):
+    """Something zocket was asked to create could not be; one line for the CLI."""
+
+    exit_status = 2
+
+
 def stderr_log(line: str) -> None:
     """One line on stderr; a closed or broken stderr must never stop the holder."""
+    if sys.stderr is None:  # fd 2 was closed when Python started
+        return
     try:
         sys.stderr.write(f"zocket: {line}\n")
         sys.stderr.flush()
@@ -157,7 +165,11 @@ class Supervisor:
         self.log = log
         self._own_listeners = listeners is None
         self.listeners: list[Listener] = list(listeners) if listeners is not None else []
+        #: Generations alive, plus the last one that exited (for the status and exit code).
         self.generations: list[Generation] = []
+        self._started = 0
+        #: Process groups whose first process exited while other members may live on.
+        self._lingering: set[int] = set()
         #: The generation taking connections now, and the one booting to replace it.
         self.serving: Generation | None = None
         self.starting: Generation | None = None
@@ -202,7 +214,12 @@ class Supervisor:
             if self.config.reap_orphans:
                 libc.prctl(libc.PR_SET_CHILD_SUBREAPER, 1)
             if self.config.pid_file:
-                _write_atomically(self.config.pid_file, f"{os.getpid()}\n")
+                try:
+                    _write_atomically(self.config.pid_file, f"{os.getpid()}\n")
+                except OSError as exc:
+                    raise SetupError(
+                        f"cannot write pid file {self.config.pid_file}: {exc.strerror or exc}"
+                    ) from None
             if self.config.watch:
                 self._watcher = Watcher(self.config.watch, self.config.ignore)
             with self._signals() as wakeup:
@@ -304,8 +321,11 @@ class Supervisor:
                 self._exited(generation, found[1])
         if self.config.reap_orphans:
             # Orphans reparented to us (as subreaper or PID 1): collect, or they stay zombies.
-            while libc.reap(-1) is not None:
-                pass
+            # waitpid(-1) may also return a generation that exited since the loop above.
+            while (found := libc.reap(-1)) is not None:
+                for generation in self.generations:
+                    if generation.pid == found[0] and generation.alive:
+                        self._exited(generation, found[1])
 
     # --- the life of a generation ------------------------------------------------------------
 
@@ -333,7 +353,7 @@ class Supervisor:
         self._start_logged()
 
     def _start(self) -> Generation:
-        number = len(self.generations) + 1
+        number = self._started + 1
         notify_fd, notify_name = _open_notify_socket(number)
         try:
             child = spawn(
@@ -350,6 +370,7 @@ class Supervisor:
             raise
         generation = Generation(number, child, notify_fd=notify_fd, notify_name=notify_name)
         self.generations.append(generation)
+        self._started = number
         self.starting = generation
         assert self._selector is not None
         self._selector.register(notify_fd, selectors.EVENT_READ, self._on_notify)
@@ -375,7 +396,7 @@ class Supervisor:
         try:
             generation = self._start()
         except SpawnError as exc:
-            self.log(f"cannot start generation {len(self.generations) + 1}: {exc}")
+            self.log(f"cannot start generation {self._started + 1}: {exc}")
             self._after_failure(None)
             return
         self.log(f"generation {generation.number} started (pid {generation.pid})")
@@ -429,8 +450,14 @@ class Supervisor:
         )
         # With nothing serving, its exit is a failure like any other: respawn with backoff.
         generation.failed = self.serving is None
+        self._reload_done()
         self._stop(generation, self.config.stop_signal)
         self._next_if_pending()
+
+    def _reload_done(self) -> None:
+        """A reload that failed still ends (sd_notify): the old generation serves on."""
+        if self.serving is not None:
+            _sd_notify(f"READY=1\nSTATUS=generation {self.serving.number} serving")
 
     def _next_if_pending(self) -> None:
         if self._restart_pending and not self._stopping:
@@ -475,6 +502,7 @@ class Supervisor:
                 f"generation {generation.number} failed before ready: "
                 f"{_describe_exit(status)}; {self._who_serves()}"
             )
+            self._reload_done()
             self._after_failure(generation)
         elif generation is self.serving:
             self.serving = None
@@ -536,9 +564,10 @@ class Supervisor:
             if self._respawn_timer is not None:
                 self._respawn_timer.cancel()
         live = [g for g in self.generations if g.alive]
-        for generation in self.generations:
-            if generation.alive or _group_alive(generation.pid):
-                self._stop(generation, signum)
+        for generation in live:
+            self._stop(generation, signum)
+        for pgid in self._lingering_groups():
+            _signal_group(pgid, signum)
         if not live:
             self._finish()
 
@@ -548,6 +577,12 @@ class Supervisor:
         self._exit_status = status.shell_status if status is not None else 0
 
     def _forget(self, generation: Generation) -> None:
+        """Release what an exited generation held; keep only the latest exited record."""
+        if _group_alive(generation.pid):
+            self._lingering.add(generation.pid)
+        self.generations = [
+            g for g in self.generations if g.alive or g is generation or g is self._principal
+        ]
         if self._selector is not None:
             for fd in (generation.child.pidfd, generation.notify_fd):
                 if fd is not None and fd >= 0:
@@ -562,11 +597,14 @@ class Supervisor:
         for generation in self.generations:
             if generation.alive:
                 _signal_group(generation.pid, signal.SIGKILL)
-                _, status = libc.waitpid(generation.pid)
+                try:
+                    _, status = libc.waitpid(generation.pid)
+                except ChildProcessError:
+                    status = 0  # reaped already, as an orphan
                 generation.exit_status = libc.WaitStatus(status)
                 self._forget(generation)
-            elif _group_alive(generation.pid):
-                _signal_group(generation.pid, signal.SIGKILL)  # workers its leader left
+        for pgid in self._lingering_groups():
+            _signal_group(pgid, signal.SIGKILL)  # workers their first process left behind
         if self.config.reap_orphans:
             while libc.reap(-1) is not None:
                 pass
@@ -600,11 +638,17 @@ class Supervisor:
             libc.close(read_end)
             libc.close(write_end)
 
+    def _lingering_groups(self) -> list[int]:
+        self._lingering = {pgid for pgid in self._lingering if _group_alive(pgid)}
+        return sorted(self._lingering)
+
     def status(self) -> dict[str, object]:
         """What --status-file holds: the sockets, the generations alive, the counts."""
         def state(g: Generation) -> str:
             if not g.alive:
                 return "exited"
+            if self._stopping or g.stop_requested is not None:
+                return "stopping"
             if g is self.serving:
                 return "serving"
             if g is self.starting:
@@ -631,7 +675,7 @@ class Supervisor:
                 if g.alive or g is self.generations[-1]
             ],
             "restarts": self._restarts,
-            "generations_started": len(self.generations),
+            "generations_started": self._started,
             "stopping": self._stopping,
         }
 
