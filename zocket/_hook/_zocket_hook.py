@@ -20,10 +20,13 @@ ZOCKET_HOOK_FDS lists the held fds as ``FD:INODE,...``; a descendant checks
 the inode so that an fd number reused for something else is never taken.
 """
 
+import atexit
+import errno
 import ipaddress
 import os
 import socket
 import sys
+import time
 import weakref
 
 _held = []  # (fd, family, host, port, v6only, inode) of each held socket in this process
@@ -131,6 +134,38 @@ def _adopt(sock, fd):
     copy = os.dup(fd)
     os.close(sock.detach())
     _make_held(sock, copy, timeout)
+    if not _drain_registered[0]:
+        _drain_registered[0] = True
+        atexit.register(_drain)
+
+
+# Servers whose own reloader ends the process with sys.exit() (Django's, werkzeug's) run
+# their requests in daemon threads that die with it: a request accepted a moment before
+# would get no answer. At exit the held sockets stop accepting (what is queued waits in
+# the kernel for the next process) and the requests already accepted get up to a second
+# (bounded: an idle keep-alive connection of a browser would otherwise delay every reload).
+_DRAIN_SECONDS = 1.0
+_draining = [False]
+_drain_registered = [False]
+_in_flight = weakref.WeakSet()
+
+
+def _accept(self):
+    if _draining[0]:
+        time.sleep(0.05)  # the server's loop retries at once: do not spin meanwhile
+        raise BlockingIOError(errno.EAGAIN, "zocket hook: this process is exiting")
+    conn, address = socket.socket.accept(self)
+    _in_flight.add(conn)
+    return conn, address
+
+
+def _drain():
+    _draining[0] = True
+    deadline = time.monotonic() + _DRAIN_SECONDS
+    while time.monotonic() < deadline:
+        if not any(conn.fileno() != -1 for conn in list(_in_flight)):
+            return
+        time.sleep(0.02)
 
 
 def _make_held(sock, fd, timeout):
@@ -146,6 +181,7 @@ def _held_class(cls):
         held = type(f"Held{cls.__name__}", (cls,), {
             "__slots__": (),
             "listen": _listen,
+            "accept": _accept,
             "shutdown": _shutdown,
             "fileno": _fileno,
             "settimeout": _settimeout,
