@@ -561,7 +561,11 @@ def test_http_server_sighup_restarts_under_load(tmp_path: Path) -> None:
     with (
         open(stdout_path, "w") as stdout,
         start_on_free_port(
-            lambda port: [port, f"{PY} -m http.server {port}"], cwd=tmp_path, stdout=stdout
+            # SIGINT, not SIGTERM: http.server then leaves serve_forever and exits through
+            # the hook's drain instead of dying with its requests.
+            lambda port: ["--stop-signal", "INT", port, f"{PY} -m http.server {port}"],
+            cwd=tmp_path,
+            stdout=stdout,
         ) as zocket,
     ):
         zocket.wait_for_stderr(READY_LINE.format(n=1), timeout=20)
@@ -579,6 +583,8 @@ def test_http_server_sighup_restarts_under_load(tmp_path: Path) -> None:
         summary = load.summary()
         port = zocket.port
         assert zocket.returncode is None, zocket.stderr_text(0)
+    # Not strict: a SIGINT that lands while the main thread is between accept() and
+    # starting the request's thread still loses that one request (seen 1 run in 7).
     assert_only_in_flight_losses(load, replacements, {b"hello from http.server\n"})
     assert load.counts()["ok"] > 20, summary
     # http.server prints the address its socket has: the held one, not the "::" it asked.
