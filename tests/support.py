@@ -1104,3 +1104,8 @@ def asgi_app(body: str, *, prelude: str = "", headers: Mapping[str, str] | None 
         for name, value in (headers or {}).items()
     ]
     return _ASGI_APP.substitute(prelude=prelude, body=body, headers="\n".join(lines))
+
+
+def zombie_children(pid: int) -> list[int]:
+    """The children of ``pid`` that exited and were not reaped yet."""
+    return [c for c in children_of(pid) if (st := proc_stat(c)) is not None and st[0] == "Z"]

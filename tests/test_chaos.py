@@ -30,6 +30,11 @@ from pathlib import Path
 import pytest
 
 from support import (
+    children_of,
+    kill_groups,
+    started,
+    proc_status,
+    zombie_children,
     LoadClient,
     ZocketProcess,
     group_members,
@@ -42,7 +47,6 @@ from support import (
 
 pytestmark = pytest.mark.slow
 
-STARTED = re.compile(r"zocket: (?:holding .*; )?generation (\d+) started \(pid (\d+)\)")
 
 WSGI_APP = """\
 import os
@@ -73,22 +77,6 @@ def gunicorn_command(directory: Path, workers: int = 2) -> list[str]:
             "app:app"]
 
 
-def started(zocket: ZocketProcess) -> list[tuple[int, int]]:
-    found = []
-    for line in zocket.stderr_lines():
-        match = STARTED.search(line)
-        if match:
-            found.append((int(match[1]), int(match[2])))
-    return found
-
-
-def kill_groups(pids: Sequence[int]) -> None:
-    for pid in pids:
-        if pid > 1 and group_members(pid):
-            try:
-                os.killpg(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
 
 
 @contextmanager
@@ -121,10 +109,6 @@ class Cursor:
         return found[1]
 
 
-def proc_status(pid: int) -> dict[str, str]:
-    with open(f"/proc/{pid}/status") as f:
-        return dict(line.rstrip("\n").partition(":\t")[::2] for line in f if ":\t" in line)
-
 
 def resources(pid: int) -> tuple[int, int, int]:
     """(open fds, threads, VmRSS in KiB) of process ``pid``."""
@@ -142,18 +126,6 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def children_of(pid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            st = proc_stat(int(entry))
-            if st is not None and st[1] == pid:
-                found.append(int(entry))
-    return found
-
-
-def zombie_children(pid: int) -> list[int]:
-    return [c for c in children_of(pid) if (st := proc_stat(c)) is not None and st[0] == "Z"]
 
 
 def no_group(pgid: int) -> bool:

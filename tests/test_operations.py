@@ -44,6 +44,10 @@ from typing import Any
 import pytest
 
 from support import (
+    children_of,
+    kill_groups,
+    started,
+    zombie_children,
     STOP_TIMEOUT,
     LoadClient,
     ZocketProcess,
@@ -65,7 +69,6 @@ IS_ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not IS_ROOT, reason="needs root (namespaces, mount, chown)")
 
 #: ``generation N started (pid P)``, the start line included.
-STARTED = re.compile(r"zocket: (?:holding .*; )?generation (\d+) started \(pid (\d+)\)")
 
 #: Emulates a systemd .socket unit: binds an inet socket and a unix socket at argv[1],
 #: places them on fd 3 and 4, describes them with LISTEN_* (LISTEN_PID is its own
@@ -210,23 +213,6 @@ def launch(
     return zocket
 
 
-def started(zocket: ZocketProcess) -> list[tuple[int, int]]:
-    """(generation, pid) of every ``generation N started`` line so far."""
-    found = []
-    for line in zocket.stderr_lines():
-        match = STARTED.search(line)
-        if match:
-            found.append((int(match[1]), int(match[2])))
-    return found
-
-
-def kill_groups(pids: Sequence[int]) -> None:
-    for pid in pids:
-        if pid > 1 and group_members(pid):
-            try:
-                os.killpg(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
 
 
 @contextmanager
@@ -281,18 +267,6 @@ def connect_refused(port: int) -> bool:
         return True
 
 
-def children_of(pid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            st = proc_stat(int(entry))
-            if st is not None and st[1] == pid:
-                found.append(int(entry))
-    return sorted(found)
-
-
-def zombie_children(pid: int) -> list[int]:
-    return [c for c in children_of(pid) if (st := proc_stat(c)) is not None and st[0] == "Z"]
 
 
 def gone_or_reaped(pid: int) -> bool:

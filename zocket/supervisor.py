@@ -246,7 +246,10 @@ class Supervisor:
     def _step(self) -> None:
         assert self._selector is not None
         for key, _mask in self._selector.select(self._next_timeout()):
-            key.data(key.fileobj)
+            # An earlier handler of this batch may have closed this fd (a generation's exit
+            # closes its notify socket): its number may even belong to something else now.
+            if self._selector.get_map().get(key.fd) is key:
+                key.data(key.fileobj)
         now = time.monotonic()
         while self._timers and (self._timers[0].cancelled or self._timers[0].deadline <= now):
             timer = heapq.heappop(self._timers)
