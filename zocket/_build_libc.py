@@ -511,6 +511,19 @@ int inotify_rm_watch(int fd, int wd);
 )
 
 
+# The syscalls a server can wait for connections in.
+WAIT_SYSCALLS = (
+    "accept",
+    "accept4",
+    "poll",
+    "ppoll",
+    "select",
+    "pselect6",
+    "epoll_wait",
+    "epoll_pwait",
+    "epoll_pwait2",
+)
+
 # What /proc/PID/task/TID/syscall can show a server waiting in: readiness reads the
 # syscall number and its arguments, and the structures they point to.
 SYSCALLS = Area(
@@ -527,63 +540,12 @@ SYSCALLS = Area(
 #define FD_SETSIZE ...
 struct pollfd { int fd; short events; short revents; };
 /* -1 where this architecture has no such syscall. */
-static const long ZOCKET_SYS_accept;
-static const long ZOCKET_SYS_accept4;
-static const long ZOCKET_SYS_poll;
-static const long ZOCKET_SYS_ppoll;
-static const long ZOCKET_SYS_select;
-static const long ZOCKET_SYS_pselect6;
-static const long ZOCKET_SYS_epoll_wait;
-static const long ZOCKET_SYS_epoll_pwait;
-static const long ZOCKET_SYS_epoll_pwait2;
-""",
-    source="""
-#ifdef SYS_accept
-static const long ZOCKET_SYS_accept = SYS_accept;
-#else
-static const long ZOCKET_SYS_accept = -1;
-#endif
-#ifdef SYS_accept4
-static const long ZOCKET_SYS_accept4 = SYS_accept4;
-#else
-static const long ZOCKET_SYS_accept4 = -1;
-#endif
-#ifdef SYS_poll
-static const long ZOCKET_SYS_poll = SYS_poll;
-#else
-static const long ZOCKET_SYS_poll = -1;
-#endif
-#ifdef SYS_ppoll
-static const long ZOCKET_SYS_ppoll = SYS_ppoll;
-#else
-static const long ZOCKET_SYS_ppoll = -1;
-#endif
-#ifdef SYS_select
-static const long ZOCKET_SYS_select = SYS_select;
-#else
-static const long ZOCKET_SYS_select = -1;
-#endif
-#ifdef SYS_pselect6
-static const long ZOCKET_SYS_pselect6 = SYS_pselect6;
-#else
-static const long ZOCKET_SYS_pselect6 = -1;
-#endif
-#ifdef SYS_epoll_wait
-static const long ZOCKET_SYS_epoll_wait = SYS_epoll_wait;
-#else
-static const long ZOCKET_SYS_epoll_wait = -1;
-#endif
-#ifdef SYS_epoll_pwait
-static const long ZOCKET_SYS_epoll_pwait = SYS_epoll_pwait;
-#else
-static const long ZOCKET_SYS_epoll_pwait = -1;
-#endif
-#ifdef SYS_epoll_pwait2
-static const long ZOCKET_SYS_epoll_pwait2 = SYS_epoll_pwait2;
-#else
-static const long ZOCKET_SYS_epoll_pwait2 = -1;
-#endif
-""",
+""" + "".join(f"static const long ZOCKET_SYS_{name};\n" for name in WAIT_SYSCALLS),
+    source="".join(
+        f"#ifdef SYS_{name}\nstatic const long ZOCKET_SYS_{name} = SYS_{name};\n"
+        f"#else\nstatic const long ZOCKET_SYS_{name} = -1;\n#endif\n"
+        for name in WAIT_SYSCALLS
+    ),
 )
 
 

@@ -642,19 +642,9 @@ def read_inotify_events(fd: int, bufsize: int = 65536) -> list[InotifyEvent]:
 
 #: Syscalls a server waits for connections in, by this architecture's numbers.
 WAIT_SYSCALLS: dict[int, str] = {
-    number: name
-    for name in (
-        "accept",
-        "accept4",
-        "poll",
-        "ppoll",
-        "select",
-        "pselect6",
-        "epoll_wait",
-        "epoll_pwait",
-        "epoll_pwait2",
-    )
-    if (number := int(getattr(lib, f"ZOCKET_SYS_{name}"))) >= 0
+    int(getattr(lib, attr)): attr[len("ZOCKET_SYS_") :]
+    for attr in dir(lib)
+    if attr.startswith("ZOCKET_SYS_") and int(getattr(lib, attr)) >= 0
 }
 POLLIN: int = lib.POLLIN
 EPOLLIN: int = lib.EPOLLIN

@@ -542,10 +542,7 @@ class Supervisor:
                 generation is not None and generation.exit_status is not None
             ) else 127
             return
-        served = 0.0
-        if generation is not None and generation.ready_at is not None:
-            served = (generation.exited_at or generation.ready_at) - generation.ready_at
-        self._crashes = 1 if served >= self.config.stable_after else self._crashes + 1
+        self._crashes += 1  # _stable() set it back to 0 if a generation served long enough
         delay = min(self.config.backoff_max, self.config.backoff_initial * 2 ** (self._crashes - 1))
         self._restart_pending = False
         self.log(f"no generation is serving; starting again in {delay:.1f} s")
