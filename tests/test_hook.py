@@ -12,12 +12,10 @@ port first (bind port 0, read it, close it) and starts zocket on it, once more
 on another port if that one was taken meanwhile. Every process a test starts
 is stopped by it; every wait has a deadline; everything is on loopback.
 
-Under load nothing may be refused, time out or fail in any way, with one
-exception (`assert_only_in_flight_losses`): http.server, Django runserver and
-the Django/werkzeug reloaders kill their server process in the middle of the
-requests it has accepted, and such a request is lost whoever holds the
-listening socket. Servers that stop gracefully (aiohttp, the test's own
-server) must lose nothing at all.
+Under load nothing may be refused, time out or fail in any way, not even for
+servers that die in the middle of their requests on their own (http.server and
+Django runserver on SIGTERM, the Django/werkzeug reloaders by sys.exit): the
+hook's drain and stop guard are what make those strict.
 """
 
 from __future__ import annotations
@@ -126,41 +124,21 @@ def read_json(
         wait_for(ready, timeout, message=f"{path.name} written")
     except AssertionError:
         if zocket is not None:
-            raise AssertionError(f"{path.name} not written; stderr:\n{zocket.stderr_text(0)}")
+            raise AssertionError(f"{path.name} not written; stderr:\n{zocket.stderr_text(0)}") from None
         raise
     data: dict[str, Any] = json.loads(path.read_text())
     return data
 
 
-def assert_only_in_flight_losses(
-    load: LoadClient, replacements: list[tuple[float, float]], expected: set[bytes]
-) -> None:
-    """No request failed, except requests in flight in a server process that died.
+def assert_all_answered(load: LoadClient, expected: set[bytes], minimum_ok: int = 0) -> None:
+    """Nothing failed in any way and every response has one of the ``expected`` bodies.
 
-    Some servers die in the middle of requests: ``python -m http.server`` and Django's
-    runserver on SIGTERM, Django's and werkzeug's reloaders by exiting the server process
-    whose request threads are daemons. A request such a process had already accepted is
-    lost with it whatever holds the listening socket: reset, closed before a whole
-    response, or even closed right after the status line (wsgiref writes it on its own),
-    which http.client takes for a 200 with an empty body. zocket's part is that the
-    socket never closes, so nothing is ever *refused* and nothing that waited in the
-    backlog is lost. So: zero refused, zero timeouts, zero errors of any other kind,
-    every successful response has one of the ``expected`` bodies, except losses (resets,
-    or bodies that are not expected) that ended while a server process was being replaced
-    (``replacements``: (start, end) monotonic times), at most one per load thread (each
-    has one request in flight) per replacement.
+    A body that is not expected is a loss too: wsgiref writes the status line on its
+    own, so a request cut off after it looks like a 200 with an empty body.
     """
-    counts = load.counts()
-    others = {k: counts[k] for k in ("refused", "timeout", "http_error", "error")}
-    assert others == dict.fromkeys(others, 0), load.summary()
-    losses = [o for o in load.outcomes if o.kind == "reset" or o.body not in expected]
-    per_window = [0] * len(replacements)
-    for outcome in losses:
-        ended = outcome.started + outcome.elapsed
-        inside = [i for i, (a, b) in enumerate(replacements) if a <= ended <= b + 1.0]
-        assert inside, f"lost outside any restart: {outcome} ({replacements}):\n{load.summary()}"
-        per_window[inside[0]] += 1
-    assert max(per_window, default=0) <= load.threads, (per_window, load.summary())
+    assert_no_failures(load, minimum_ok)
+    unexpected = [o for o in load.outcomes if o.body not in expected]
+    assert not unexpected, (unexpected[:5], load.summary())
 
 
 def edit_until_served(
@@ -489,7 +467,6 @@ def load_client(port: int) -> LoadClient:
 @pytest.mark.slow
 def test_django_runserver_autoreload_edits_under_load(django_site: Path, tmp_path: Path) -> None:
     views = django_site / "views.py"
-    replacements = []
     with start_on_free_port(
         lambda port: [port, f"{PY} manage.py runserver {port}"], cwd=django_site
     ) as zocket:
@@ -498,14 +475,12 @@ def test_django_runserver_autoreload_edits_under_load(django_site: Path, tmp_pat
             for version in range(1, 11):
                 # Let the new server process's StatReloader take its baseline first.
                 time.sleep(1.2)
-                replacements.append(
-                    edit_until_served(
-                        load,
-                        partial(
-                            write_atomically, views, DJANGO_VIEWS.format(version=version), tmp_path
-                        ),
-                        django_body(version),
-                    )
+                edit_until_served(
+                    load,
+                    partial(
+                        write_atomically, views, DJANGO_VIEWS.format(version=version), tmp_path
+                    ),
+                    django_body(version),
                 )
             time.sleep(0.5)
         summary = load.summary()
@@ -513,7 +488,7 @@ def test_django_runserver_autoreload_edits_under_load(django_site: Path, tmp_pat
         assert not any("generation 2 started" in line for line in zocket.stderr_lines())
         assert zocket.returncode is None, zocket.stderr_text(0)
     # Strict: the hook drains the requests a reloading process had accepted.
-    assert_only_in_flight_losses(load, [], {django_body(v) for v in range(11)})
+    assert_all_answered(load, {django_body(v) for v in range(11)})
     assert {django_body(v) for v in range(11)} <= set(load.bodies()), summary
 
 
@@ -526,7 +501,6 @@ def test_flask_run_reload_edits_under_load(tmp_path: Path) -> None:
     app.write_text(FLASK_APP.format(version=0))
     flask = Path(PY).parent / "flask"
     command = [str(flask)] if flask.is_file() else [PY, "-m", "flask"]
-    replacements = []
     with start_on_free_port(
         lambda port: [port, "--", *command, "--app", "app", "run", "--port", port, "--reload"],
         cwd=site,
@@ -535,12 +509,10 @@ def test_flask_run_reload_edits_under_load(tmp_path: Path) -> None:
             load.wait_for(body_is(flask_body(0)), timeout=30)
             for version in range(1, 6):
                 time.sleep(1.2)
-                replacements.append(
-                    edit_until_served(
-                        load,
-                        partial(write_atomically, app, FLASK_APP.format(version=version), tmp_path),
-                        flask_body(version),
-                    )
+                edit_until_served(
+                    load,
+                    partial(write_atomically, app, FLASK_APP.format(version=version), tmp_path),
+                    flask_body(version),
                 )
             time.sleep(0.5)
         summary = load.summary()
@@ -548,50 +520,55 @@ def test_flask_run_reload_edits_under_load(tmp_path: Path) -> None:
         reloads = [line for line in zocket.stderr_lines() if "Detected change" in line]
         # werkzeug's reloader parent bound the port (adopted) and passed the fd on.
         assert not any("not adopting" in line for line in zocket.stderr_lines())
-    assert_only_in_flight_losses(load, [], {flask_body(v) for v in range(6)})
+    assert_all_answered(load, {flask_body(v) for v in range(6)})
     assert {flask_body(v) for v in range(6)} <= set(load.bodies()), summary
     assert len(reloads) >= 5
 
 
 @pytest.mark.slow
-def test_http_server_sighup_restarts_under_load(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop_signal", ["TERM", "INT"])
+def test_http_server_sighup_restarts_under_load(tmp_path: Path, stop_signal: str) -> None:
+    """http.server stopped by either signal loses nothing (the hook's stop guard).
+
+    SIGTERM's default would kill it with its requests; SIGINT's KeyboardInterrupt
+    could land between accept() and the start of the request's thread.
+    """
     (tmp_path / "index.html").write_text("hello from http.server\n")
     stdout_path = tmp_path / "stdout.txt"
-    replacements = []
     with (
         open(stdout_path, "w") as stdout,
         start_on_free_port(
-            # SIGINT, not SIGTERM: http.server then leaves serve_forever and exits through
-            # the hook's drain instead of dying with its requests.
-            lambda port: ["--stop-signal", "INT", port, f"{PY} -m http.server {port}"],
+            lambda port: ["--stop-signal", stop_signal, port, f"{PY} -m http.server {port}"],
             cwd=tmp_path,
             stdout=stdout,
         ) as zocket,
     ):
         zocket.wait_for_stderr(READY_LINE.format(n=1), timeout=20)
         with LoadClient(
-            zocket.port, path="/index.html", threads=2, rate=20, duration=120, timeout=10
+            zocket.port, path="/index.html", threads=4, rate=100, duration=120, timeout=10
         ) as load:
             load.wait_for(lambda o: o.ok, timeout=20)
-            for n in range(2, 7):
-                signalled = time.monotonic()
+            for n in range(2, 12):
                 zocket.send_signal(signal.SIGHUP)
                 zocket.wait_for_stderr(READY_LINE.format(n=n), timeout=30)
                 zocket.wait_for_stderr(rf"generation {n - 1} stopped", timeout=30)
-                replacements.append((signalled, time.monotonic()))
-                time.sleep(0.3)
+                time.sleep(0.2)
         summary = load.summary()
         port = zocket.port
+        lines = zocket.stderr_lines()
         assert zocket.returncode is None, zocket.stderr_text(0)
-    # Not strict: a SIGINT that lands while the main thread is between accept() and
-    # starting the request's thread still loses that one request (seen 1 run in 7).
-    assert_only_in_flight_losses(load, replacements, {b"hello from http.server\n"})
-    assert load.counts()["ok"] > 20, summary
+    assert_all_answered(load, {b"hello from http.server\n"}, minimum_ok=100)
+    # Stopped gracefully, not killed: exit 0 after KeyboardInterrupt, or the signal itself.
+    stopped = [line for line in lines if re.search(r"generation \d+ stopped", line)]
+    assert len(stopped) == 10, "\n".join(lines)
+    exit_text = "exit 0" if stop_signal == "INT" else "SIGTERM"
+    assert all(exit_text in line for line in stopped), "\n".join(stopped)
     # http.server prints the address its socket has: the held one, not the "::" it asked.
     banners = [
         line for line in stdout_path.read_text().splitlines() if line.startswith("Serving HTTP")
     ]
-    assert banners == [f"Serving HTTP on 127.0.0.1 port {port} (http://127.0.0.1:{port}/) ..."] * 6
+    banner = f"Serving HTTP on 127.0.0.1 port {port} (http://127.0.0.1:{port}/) ..."
+    assert banners == [banner] * 11, summary
 
 
 def test_hook_reports_readiness_to_ready_notify(tmp_path: Path) -> None:
@@ -686,7 +663,6 @@ def test_aiohttp_run_app_default_host_serves_and_restarts(tmp_path: Path) -> Non
 @pytest.mark.slow
 def test_watch_django_noreload_overlap_restarts(django_site: Path, tmp_path: Path) -> None:
     views = django_site / "views.py"
-    replacements = []
     with start_on_free_port(
         lambda port: [
             "--watch",
@@ -702,16 +678,14 @@ def test_watch_django_noreload_overlap_restarts(django_site: Path, tmp_path: Pat
             for version in range(1, 5):
                 edited = time.monotonic()
                 write_atomically(views, DJANGO_VIEWS.format(version=version), tmp_path)
-                expected = django_body(version)
-                seen = load.wait_for(body_is(expected), 30, since=edited)
+                load.wait_for(body_is(django_body(version)), 30, since=edited)
                 # The old generation is stopped once the new one is ready.
                 time.sleep(0.5)
-                replacements.append((edited, seen.started + seen.elapsed + 0.5))
             time.sleep(0.5)
         summary = load.summary()
         lines = zocket.stderr_lines()
         assert zocket.returncode is None, zocket.stderr_text(0)
-    assert_only_in_flight_losses(load, replacements, {django_body(v) for v in range(5)})
+    assert_all_answered(load, {django_body(v) for v in range(5)})
     assert {django_body(v) for v in range(5)} <= set(load.bodies()), summary
     ready = [line for line in lines if re.search(READY_LINE.format(n=r"\d+"), line)]
     # One generation per edit at least (an edit may make two restarts, coalesced or not).

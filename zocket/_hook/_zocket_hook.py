@@ -11,6 +11,8 @@ than zocket's, so it imports nothing but the standard library.
   the second would disconnect the listener for all of them.
 - ``subprocess.Popen`` is wrapped so that a reloader that starts its
   server with ``close_fds=True`` (the default) still passes the held fds on.
+- A process that adopts from its main thread gets SIGINT's and SIGTERM's
+  defaults made safe for the requests it holds (``_zocket_stop``).
 - The first time the server asks an adopted socket for its fd after
   ``listen()`` (as a selector or event loop does just before waiting on it)
   the hook sends ``ZOCKET_WAITING=FD`` on NOTIFY_SOCKET: zocket's sign that
@@ -24,6 +26,7 @@ import atexit
 import errno
 import ipaddress
 import os
+import select
 import socket
 import sys
 import time
@@ -137,6 +140,12 @@ def _adopt(sock, fd):
     if not _drain_registered[0]:
         _drain_registered[0] = True
         atexit.register(_drain)
+    if _guard[0] is None:
+        import _zocket_stop
+
+        guard = _zocket_stop.Guard(_drain)
+        if guard.install():
+            _guard[0] = guard
 
 
 # Servers whose own reloader ends the process with sys.exit() (Django's, werkzeug's) run
@@ -148,15 +157,66 @@ _DRAIN_SECONDS = 1.0
 _draining = [False]
 _drain_registered = [False]
 _in_flight = weakref.WeakSet()
+_guard = [None]  # _zocket_stop.Guard once a socket was adopted from the main thread
 
 
 def _accept(self):
     if _draining[0]:
         time.sleep(0.05)  # the server's loop retries at once: do not spin meanwhile
         raise BlockingIOError(errno.EAGAIN, "zocket hook: this process is exiting")
-    conn, address = socket.socket.accept(self)
+    guard = _guard[0]
+    if guard is None or not guard.on_main_thread():
+        conn, address = socket.socket.accept(self)
+    else:
+        conn, address = _accept_holding(self, guard)
     _in_flight.add(conn)
     return conn, address
+
+
+def _accept_holding(sock, guard):
+    """accept() on the main thread, which holds the connection from the moment it is taken.
+
+    The wait is separate from the taking, so a stop signal during the wait acts at
+    once; from the non-blocking accept on, it waits for the hand-off (guard).
+    """
+    guard.handed_on()  # back at accept(): whatever the loop took before was handed on
+    timeout = socket.socket.gettimeout(sock)
+    deadline = time.monotonic() + timeout if timeout else None
+    fd = socket.socket.fileno(sock)
+    while True:
+        if deadline is not None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise socket.timeout("timed out")  # noqa: UP041 (the hook runs on 3.8 too)
+            poller = select.poll()
+            poller.register(fd, select.POLLIN)
+            if not poller.poll(min(remaining, 3600.0) * 1000):
+                continue
+        guard.holding = True
+        try:
+            conn_fd, address = _try_accept(sock, fd)
+        except BlockingIOError:
+            guard.handed_on()
+            if deadline is None:
+                raise
+            continue  # another generation took it: wait again
+        except BaseException:
+            guard.handed_on()
+            raise
+        conn = socket.socket(sock.family, sock.type, sock.proto, fileno=conn_fd)
+        if socket.getdefaulttimeout() is None and _gettimeout(sock):
+            conn.setblocking(True)  # as socket.accept() does
+        return conn, address
+
+
+def _try_accept(sock, fd):
+    """One non-blocking accept4 on ``fd``: never waits, whatever the object's timeout."""
+    attempt = socket.socket(sock.family, sock.type, sock.proto, fileno=fd)
+    try:
+        attempt.settimeout(0.0)  # sets O_NONBLOCK, which the shared socket has anyway
+        return attempt._accept()
+    finally:
+        attempt.detach()
 
 
 def _drain():
