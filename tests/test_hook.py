@@ -878,8 +878,11 @@ MODULES_CODE = r"""
 import sys
 at_start = sorted(sys.modules)
 import json, socket
+s = socket.socket()
+s.bind(("127.0.0.1", int(sys.argv[1])))  # the held port: adopted under the hook
 print(json.dumps({
     "modules": at_start,
+    "after_adoption": sorted(sys.modules),
     "stdlib": sorted(sys.stdlib_module_names),
     "hook_installed": getattr(socket.socket.bind, "__module__", None) == "_zocket_hook",
 }))
@@ -896,20 +899,24 @@ def test_the_hook_imports_only_the_standard_library() -> None:
             ),
             ZOCKET_HOOK_FDS=f"{fd}:{os.fstat(fd).st_ino}",
         )
-        baseline = run_direct(MODULES_CODE, base_env, pass_fds=[fd])
-        hooked = run_direct(MODULES_CODE, hooked_env, pass_fds=[fd])
+        # The baseline binds another port: the held one is taken (by the test).
+        with socket.socket() as spare:
+            spare.bind(("127.0.0.1", 0))
+            other = str(spare.getsockname()[1])
+        baseline = run_direct(MODULES_CODE, base_env, pass_fds=[fd], args=[other])
+        port = str(held.getsockname()[1])
+        hooked = run_direct(MODULES_CODE, hooked_env, pass_fds=[fd], args=[port])
     assert baseline["hook_installed"] is False
     assert hooked["hook_installed"] is True
-    added = set(hooked["modules"]) - set(baseline["modules"])
     stdlib = set(hooked["stdlib"])
-    foreign = {
-        m
-        for m in added
-        if m.partition(".")[0] not in stdlib and m not in ("sitecustomize", "_zocket_hook")
-    }
-    assert not foreign, sorted(foreign)
-    assert "zocket" not in hooked["modules"]
-    assert "_zocket_hook" in added
+    ours = ("sitecustomize", "_zocket_hook", "_zocket_stop")
+    for when in ("modules", "after_adoption"):
+        added = set(hooked[when]) - set(baseline[when])
+        foreign = {m for m in added if m.partition(".")[0] not in stdlib and m not in ours}
+        assert not foreign, (when, sorted(foreign))
+        assert "zocket" not in hooked[when]
+    assert "_zocket_hook" in hooked["modules"]
+    assert "_zocket_stop" in set(hooked["after_adoption"]) - set(hooked["modules"])
 
 
 def bind_probe_args(flags: list[str], port: int) -> list[object]:
