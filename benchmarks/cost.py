@@ -5,6 +5,10 @@ straight to the server, so a keep-alive load through zocket should be as fast
 as one against the server alone. These measurements check that claim rather
 than assume it: the same gunicorn, once binding its own port, once under
 zocket, loaded the same way.
+
+A restart cannot put new code live sooner than the server takes to start, so
+the runner also times cold starts of the scenarios' own gunicorn and app, at
+each boot time of the run: the yardstick for "trigger → new code answers".
 """
 
 from __future__ import annotations
@@ -13,15 +17,25 @@ import os
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from .load import KeepAliveResult, keep_alive_load, run_wrk, wrk_path
-from .scenarios import Plain, Scenario, ZocketGunicorn, free_port, installed, wait_first_ok
+from .scenarios import (
+    GUNICORN_ARGS,
+    Plain,
+    Scenario,
+    ZocketGunicorn,
+    free_port,
+    gunicorn_options,
+    installed,
+    wait_first_ok,
+)
 
-__all__ = ["measure_cost", "proc_cpu_seconds", "proc_rss_kib"]
+__all__ = ["measure_cold_starts", "measure_cost", "proc_cpu_seconds", "proc_rss_kib"]
 
 #: gunicorn with keep-alive: the sync worker closes every connection after one response.
 KEEP_ALIVE_GUNICORN = (
@@ -70,16 +84,19 @@ def _on_free_port(cls: type[Scenario]) -> Callable[[Path], Scenario]:
 
 
 def _with_server(
-    make: Callable[[Path], Scenario], root: Path, action: Callable[[Scenario], dict[str, Any]]
+    make: Callable[[Path], Scenario],
+    root: Path,
+    action: Callable[[Scenario], dict[str, Any]],
+    prefix: str = "cost-",
 ) -> dict[str, Any]:
     """Start a server, wait for its first answer, run ``action``, always stop it."""
-    workdir = Path(tempfile.mkdtemp(prefix="cost-", dir=root))
+    workdir = Path(tempfile.mkdtemp(prefix=prefix, dir=root))
     scenario = make(workdir)
     scenario.prepare()
     try:
         began = time.monotonic()
         port = scenario.start()
-        wait_first_ok(port, None, timeout=60)
+        wait_first_ok(port, None, timeout=scenario.boot + 60)
         figures: dict[str, Any] = {"start_to_first_response_s": time.monotonic() - began}
         figures.update(action(scenario))
         return figures
@@ -87,7 +104,7 @@ def _with_server(
         scenario.stop()
 
 
-def _median(values: list[float | None]) -> float | None:
+def _median(values: Sequence[float | None]) -> float | None:
     present = [v for v in values if v is not None]
     return statistics.median(present) if present else None
 
@@ -180,4 +197,43 @@ def measure_cost(
         "alone": summary["alone"],
         "zocket": {**summary["zocket"], **holder},
         "runs": runs,
+    }
+
+
+def measure_cold_starts(
+    root: Path,
+    boots: Sequence[float],
+    *,
+    rounds: int = 3,
+    log: Callable[[str], None] = lambda line: None,
+) -> dict[str, Any]:
+    """Cold starts per boot time, as JSON-ready data; {"status": "skipped: ..."} without gunicorn.
+
+    The server is the scenarios' gunicorn (GUNICORN_ARGS, the same app and boot
+    sleep) binding a free port itself, timed from spawn to its first successful
+    response, with no load running. Each round measures every boot time once,
+    so the samples of one boot time are spread over the rounds; medians decide.
+    """
+    if not installed("gunicorn"):
+        return {"status": "skipped: gunicorn not installed"}
+    gunicorn_options()  # asks ``gunicorn --help`` once: not a part of any cold start
+    samples: dict[float, list[float]] = {boot: [] for boot in boots}
+    for number in range(rounds):
+        for boot in samples:
+            log(f"cold start: round {number + 1}/{rounds}, boot {boot:g} s")
+            figures = _with_server(partial(Plain, boot=boot), root, lambda _: {}, "cold-")
+            samples[boot].append(figures["start_to_first_response_s"])
+    return {
+        "status": "ok",
+        "gunicorn_args": list(GUNICORN_ARGS),
+        "rounds": rounds,
+        "boots": [
+            {
+                "boot_s": boot,
+                "samples": len(found),
+                "samples_s": found,
+                "median_s": _median(found),
+            }
+            for boot, found in samples.items()
+        ],
     }

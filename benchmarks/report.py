@@ -41,6 +41,10 @@ def _row(cells: Sequence[object]) -> str:
     return "| " + " | ".join(str(c) for c in cells) + " |"
 
 
+def _signed_ms(seconds: float | None) -> str:
+    return "–" if seconds is None else f"{seconds * 1000:+.0f}"
+
+
 SUMMARY_COLUMNS = (
     "scenario",
     "boot s",
@@ -53,6 +57,13 @@ SUMMARY_COLUMNS = (
     "trigger → new gen ms (median / max)",
     "new generations seen",
     "zocket CPU s",
+)
+COLD_START_COLUMNS = (
+    "scenario",
+    "boot s",
+    "new code live ms (median)",
+    "cold start ms (median)",
+    "difference ms",
 )
 RESTART_COLUMNS = (
     "scenario",
@@ -67,7 +78,7 @@ RESTART_COLUMNS = (
 
 
 def markdown(results: Mapping[str, Any]) -> str:
-    """The summary, per-restart and cost tables."""
+    """The summary, cold start, per-restart and cost tables."""
     options = results["options"]
     runs: list[dict[str, Any]] = results["scenarios"]
     title = (
@@ -105,6 +116,10 @@ def markdown(results: Mapping[str, Any]) -> str:
                 ]
             )
         )
+    cold_start = results.get("cold_start")
+    if isinstance(cold_start, dict):
+        out += ["", "### New code live against a cold start", ""]
+        out += _cold_start_table(cold_start, runs)
     out += ["", "### Per restart", "", _row(RESTART_COLUMNS), _row(["---"] * len(RESTART_COLUMNS))]
     for run in runs:
         if run["status"] != "ok":
@@ -131,6 +146,43 @@ def markdown(results: Mapping[str, Any]) -> str:
         if str(run["status"]).startswith("error"):
             out += ["", f"**{run['scenario']} (boot {run['boot_s']} s) failed**: {run['status']}"]
     return "\n".join(out) + "\n"
+
+
+def _cold_start_table(
+    cold_start: Mapping[str, Any], runs: Sequence[Mapping[str, Any]]
+) -> list[str]:
+    """What each boot time's cold start took, then per scenario: live, cold start, difference."""
+    if cold_start.get("status") != "ok":
+        return [f"cold start: {cold_start.get('status')}"]
+    samples = "; ".join(
+        f"boot {_num(b['boot_s'], 1)} s: {', '.join(_ms(v) for v in b['samples_s'])}"
+        for b in cold_start["boots"]
+    )
+    gunicorn = " ".join(cold_start["gunicorn_args"])
+    out = [
+        f"Cold start: `gunicorn {gunicorn}` on the same app binding its own port, from spawn "
+        f"to the first response, no load; median of {cold_start['rounds']} (ms: {samples}). "
+        "Difference: trigger → new gen (median) minus the cold start.",
+        "",
+        _row(COLD_START_COLUMNS),
+        _row(["---"] * len(COLD_START_COLUMNS)),
+    ]
+    for run in runs:
+        compared = run.get("vs_cold_start")
+        if run["status"] != "ok" or not compared:
+            continue
+        out.append(
+            _row(
+                [
+                    run["scenario"],
+                    _num(run["boot_s"], 1),
+                    _ms(compared["new_code_live_s"]),
+                    _ms(compared["cold_start_s"]),
+                    _signed_ms(compared["difference_s"]),
+                ]
+            )
+        )
+    return out
 
 
 def _cost_table(cost: Mapping[str, Any]) -> list[str]:
@@ -213,7 +265,7 @@ def plot(
     if not runs:
         return "plot skipped: no scenario ran"
     fig, axes = plt.subplots(len(runs), 1, figsize=(11, 2.4 * len(runs) + 0.6), squeeze=False)
-    for ax, (title, records, restarts, timeout) in zip(axes[:, 0], runs):
+    for ax, (title, records, restarts, timeout) in zip(axes[:, 0], runs, strict=True):
         ok = [r for r in records if r.ok]
         ax.scatter(
             [r.scheduled for r in ok],

@@ -1,10 +1,14 @@
 """``python benchmarks/run.py [--quick] ...``: restart servers under load, with and without zocket.
 
-For each scenario and boot time: start the server, wait for its first
-answer, run an open-loop load, perform N restarts at a set spacing, stop;
-then the figures of benchmarks/metrics.py, a markdown table on stdout, the
-raw figures in a JSON file and optionally a picture. Progress goes to
-stderr. See benchmarks/README.md for what each figure means.
+First, for each boot time, cold starts of the scenarios' gunicorn and app
+(benchmarks/cost.py): the yardstick for how soon a restart can put new code
+live. Then for each scenario and boot time: start the server, wait for its
+first answer, run an open-loop load, perform N restarts at a set spacing,
+stop; the figures of benchmarks/metrics.py, among them the median trigger →
+new code answers against that boot time's cold start. A markdown table on
+stdout, the raw figures in a JSON file and optionally a picture. Progress
+goes to stderr. See the section "Benchmarks" of README.md for what each
+figure means.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -29,7 +33,7 @@ if __package__ in (None, ""):  # run as a script: make the package importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import metrics, report
-from benchmarks.cost import measure_cost, proc_cpu_seconds
+from benchmarks.cost import measure_cold_starts, measure_cost, proc_cpu_seconds
 from benchmarks.load import OpenLoopLoad, Record, wrk_path
 from benchmarks.scenarios import SCENARIOS, ZOCKET, Scenario, base_env, wait_first_ok
 
@@ -77,7 +81,7 @@ def parse_args(argv: Sequence[str]) -> Options:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="a small run: 2 restarts, 40 requests/s, boot 0.5 s, 3 s idle",
+        help="a small run: 2 restarts, 40 requests/s, boot 0.5 s, 3 s idle, 1 cold start per boot",
     )
     parser.add_argument(
         "--scenarios",
@@ -338,6 +342,20 @@ def _raise_fd_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
+def _reported(label: str, measure: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """``measure()``, or {"status": "error: ..."}: reported in the table and the JSON, not fatal."""
+    try:
+        return measure()
+    except Exception as exc:  # noqa: BLE001 - one measurement's failure is not the run's
+        log(f"{label}: error: {exc}")
+        return {"status": f"error: {exc}"}
+
+
+def cold_start_median(cold_start: Mapping[str, Any], boot: float) -> float | None:
+    """The median cold start at ``boot``; None when skipped, failed or not measured."""
+    return next((b["median_s"] for b in cold_start.get("boots", ()) if b["boot_s"] == boot), None)
+
+
 def _exit_on_signal(signum: int, _frame: object) -> None:
     """SIGTERM (and SIGINT, even where it was ignored) unwind through every cleanup."""
     raise SystemExit(128 + signum)
@@ -372,25 +390,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         "versions": versions(),
         "scenarios": scenario_results,
     }
+    rounds = 1 if options.quick else 3
     try:
+        cold_start = results["cold_start"] = _reported(
+            "cold start",
+            lambda: measure_cold_starts(root, options.boots, rounds=rounds, log=log),
+        )
         for name in options.scenarios:
             for boot in options.boots:
                 log(f"{name}, boot {boot:g} s")
                 run = run_scenario(SCENARIOS[name], boot, options, root)
+                if run.result["status"] == "ok":
+                    run.result["vs_cold_start"] = metrics.against_cold_start(
+                        run.result["summary"], cold_start_median(cold_start, boot)
+                    )
                 runs.append(run)
                 scenario_results.append(run.result)
         if options.cost:
-            try:
-                results["cost"] = measure_cost(
+            results["cost"] = _reported(
+                "cost",
+                lambda: measure_cost(
                     root,
                     idle=options.idle,
                     keep_alive_duration=options.keep_alive,
-                    rounds=1 if options.quick else 3,
+                    rounds=rounds,
                     log=log,
-                )
-            except Exception as exc:  # noqa: BLE001 - reported in the table and the JSON
-                results["cost"] = {"status": f"error: {exc}"}
-                log(f"cost: error: {exc}")
+                ),
+            )
     finally:
         if not options.keep:
             shutil.rmtree(root, ignore_errors=True)
@@ -412,9 +438,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             if r.result.get("status") == "ok"
         ]
         log(report.plot(options.plot, drawn, options.margin))
-    errors = [r for r in runs if str(r.result.get("status", "")).startswith("error")]
-    cost_status = str(results.get("cost", {}).get("status", "ok"))
-    return 1 if errors or cost_status.startswith("error") else 0
+    statuses = [r.result.get("status", "") for r in runs]
+    statuses += [results.get(key, {}).get("status", "ok") for key in ("cold_start", "cost")]
+    return 1 if any(str(status).startswith("error") for status in statuses) else 0
 
 
 if __name__ == "__main__":

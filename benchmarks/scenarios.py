@@ -36,7 +36,14 @@ from typing import Any, ClassVar
 
 from .load import get_once
 
-__all__ = ["SCENARIOS", "Scenario", "ScenarioError", "free_port", "wait_first_ok"]
+__all__ = [
+    "GUNICORN_ARGS",
+    "SCENARIOS",
+    "Scenario",
+    "ScenarioError",
+    "free_port",
+    "wait_first_ok",
+]
 
 #: The repository root: zocket runs from this checkout, not from whatever is installed.
 REPO = Path(__file__).resolve().parents[1]
@@ -46,6 +53,8 @@ STOP_TIMEOUT = 15.0
 START_LINE_TIMEOUT = 20.0
 START_LINE = re.compile(r"zocket: holding \S+://[^ ]+:(\d+) .*generation 1 started \(pid (\d+)\)")
 GENERATION_STARTED = re.compile(r"zocket: generation (\d+) started \(pid (\d+)\)")
+#: gunicorn's options in every scenario (and in the cold start it is compared with).
+GUNICORN_ARGS = ("--workers", "2")
 
 # --- the apps -----------------------------------------------------------------------------
 
@@ -349,7 +358,7 @@ class Scenario:
         workdir: Path,
         boot: float,
         *,
-        gunicorn_args: Sequence[str] = ("--workers", "2"),
+        gunicorn_args: Sequence[str] = GUNICORN_ARGS,
         port: int = 0,
     ) -> None:
         self.workdir = Path(workdir)
@@ -398,7 +407,7 @@ class Scenario:
         self.generation_file.write_text("1\n")
 
     def edit(self, generation: int) -> None:
-        """Rewrite the app file with ``EDIT = generation``: a real edit, the way a reloader sees one."""
+        """Rewrite the app file with ``EDIT = generation``: a real edit, as a reloader sees one."""
         template = {"wsgi": WSGI_APP, "asgi": ASGI_APP, "django": DJANGO_VIEWS}[self.app_kind]
         write_atomically(self.app_file, render(template, generation), self.workdir / ".edit.tmp")
 

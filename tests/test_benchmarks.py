@@ -3,13 +3,15 @@
 The end-to-end test runs ``benchmarks/run.py --quick`` on two scenarios and
 checks what it counted, never how fast anything was: a plain gunicorn restart
 must show refused (or reset) connections and every generation; zocket must
-show none and every generation. The metrics are checked on hand-made records
-whose answers are known.
+show none and every generation; the cold start every scenario is compared
+with must be there, per boot time, and the difference must be live minus cold
+start. The metrics are checked on hand-made records whose answers are known.
 """
 
 from __future__ import annotations
 
 import json
+import statistics
 import subprocess
 import sys
 from typing import Any
@@ -31,7 +33,7 @@ from benchmarks.scenarios import SCENARIOS, Scenario
 
 
 @pytest.fixture(scope="module")
-def quick_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
+def quick_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """One quick run of plain and zocket-gunicorn: 2 restarts, 20 requests/s, 0.3 s boot."""
     pytest.importorskip("gunicorn")
     out = tmp_path_factory.mktemp("bench") / "results.json"
@@ -43,12 +45,18 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, A
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     assert "| plain |" in result.stdout and "| zocket-gunicorn |" in result.stdout
-    data = json.loads(out.read_text())
+    assert "| new code live ms (median) | cold start ms (median) |" in result.stdout
+    data: dict[str, Any] = json.loads(out.read_text())
     assert data["versions"]["python"] and data["versions"]["kernel"]
-    runs = {run["scenario"]: run for run in data["scenarios"]}
-    for run in runs.values():
+    for run in data["scenarios"]:
         assert run["status"] == "ok", json.dumps(run, indent=1)[:4000]
-    return runs
+    return data
+
+
+@pytest.fixture(scope="module")
+def quick_run(quick_results: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The quick run's scenarios by name."""
+    return {run["scenario"]: run for run in quick_results["scenarios"]}
 
 
 def test_plain_restart_refuses_connections_and_sees_its_generations(
@@ -80,6 +88,25 @@ def test_zocket_restart_fails_nothing_and_sees_every_generation(
     assert run["holder_cpu_s"] >= 0
     # zocket's own log agrees: two restarts, each new generation ready.
     assert [r["generation"] for r in run["notes"]["zocket_ready"]] == [1, 2, 3]
+
+
+def test_every_scenario_is_compared_with_a_cold_start_of_its_boot_time(
+    quick_results: dict[str, Any],
+) -> None:
+    cold = quick_results["cold_start"]
+    assert cold["status"] == "ok", cold
+    assert cold["gunicorn_args"] == ["--workers", "2"]
+    (entry,) = cold["boots"]  # one per boot time of the run
+    assert entry["boot_s"] == 0.3
+    assert entry["samples"] == len(entry["samples_s"]) == cold["rounds"] > 0
+    assert entry["median_s"] == statistics.median(entry["samples_s"])
+    for run in quick_results["scenarios"]:
+        compared = run["vs_cold_start"]
+        assert compared["new_code_live_s"] == run["summary"]["to_new_generation_s"]["median"]
+        assert compared["cold_start_s"] == entry["median_s"]
+        assert compared["difference_s"] == pytest.approx(
+            compared["new_code_live_s"] - compared["cold_start_s"]
+        )
 
 
 # --- metrics on synthetic records ---------------------------------------------------------
@@ -193,6 +220,30 @@ def test_summarise_counts_per_restart_and_generations() -> None:
     assert summary["to_new_generation_s"]["max"] == pytest.approx(0.55)
 
 
+def test_against_cold_start_needs_both_sides() -> None:
+    summary = {"to_new_generation_s": {"median": 0.45, "max": 0.5}}
+    compared = metrics.against_cold_start(summary, 0.4)
+    assert compared["new_code_live_s"] == 0.45 and compared["cold_start_s"] == 0.4
+    assert compared["difference_s"] == pytest.approx(0.05)
+    assert metrics.against_cold_start(summary, None)["difference_s"] is None
+    never = {"to_new_generation_s": {"median": None, "max": None}}
+    assert metrics.against_cold_start(never, 0.4)["difference_s"] is None
+
+
+def test_report_gives_new_code_live_against_the_cold_start() -> None:
+    summary = metrics.summarise([ok(0.0), ok(0.5, generation="2")], [Restart(1, "2", 0.3)])
+    cold_start = {"status": "ok", "gunicorn_args": ["--workers", "2"], "rounds": 2,
+                  "boots": [{"boot_s": 0.3, "samples": 2, "samples_s": [0.19, 0.21],
+                             "median_s": 0.2}]}  # fmt: skip
+    run = {"scenario": "zocket-gunicorn", "boot_s": 0.3, "status": "ok", "summary": summary,
+           "vs_cold_start": metrics.against_cold_start(summary, 0.2)}  # fmt: skip
+    results = {"options": {"rate": 10, "restarts": 1}, "scenarios": [run],
+               "cold_start": cold_start}  # fmt: skip
+    table = report.markdown(results)
+    assert "| zocket-gunicorn | 0.3 | 210 | 200 | +10 |" in table
+    assert "median of 2 (ms: boot 0.3 s: 190, 210)" in table
+
+
 @given(
     st.lists(
         st.tuples(st.floats(0, 100), st.floats(0, 5), st.sampled_from(["ok", *FAILURE_KINDS])),
@@ -262,3 +313,6 @@ def test_missing_tools_are_skipped_never_passed() -> None:
     }  # fmt: skip
     table = report.markdown(results)
     assert "| django-runserver | 0.5 | skipped: django not installed |" in table
+    assert "cold start" not in table  # not measured: no section
+    results["cold_start"] = {"status": "skipped: gunicorn not installed"}
+    assert "cold start: skipped: gunicorn not installed" in report.markdown(results)
