@@ -576,7 +576,21 @@ def test_socket_inodes_match_proc(listener: socket.socket, other_listener: socke
     assert readiness.socket_inodes([]) == frozenset()
 
 
-def test_processes_of_tree_and_group(children: Children, listener: socket.socket) -> None:
+@pytest.fixture(params=["children files", "scan of /proc"])
+def walk(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both ways processes_of finds a tree: /proc/PID/task/TID/children, or every stat."""
+    if request.param == "children files":
+        if not os.path.exists(f"/proc/self/task/{os.getpid()}/children"):
+            pytest.skip("this kernel has no /proc/PID/task/TID/children")
+        monkeypatch.setattr(readiness, "_HAS_CHILDREN_FILES", [True])
+    else:
+        monkeypatch.setattr(readiness, "_HAS_CHILDREN_FILES", [False])
+    return str(request.param)
+
+
+def test_processes_of_tree_and_group(
+    children: Children, listener: socket.socket, walk: str
+) -> None:
     code = """
 sleep = [sys.executable, "-c", "import time; time.sleep(60)"]
 in_group = subprocess.Popen(sleep)
@@ -640,7 +654,7 @@ sys.exit(5)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 5
 
 
-def test_processes_of_a_missing_process_is_empty() -> None:
+def test_processes_of_a_missing_process_is_empty(walk: str) -> None:
     gone = subprocess.Popen([sys.executable, "-c", "pass"], stdin=subprocess.DEVNULL)
     try:
         gone.wait(timeout=START_TIMEOUT)
@@ -651,7 +665,7 @@ def test_processes_of_a_missing_process_is_empty() -> None:
     assert readiness.processes_of(gone.pid) == []
 
 
-def test_processes_of_self_starts_with_self() -> None:
+def test_processes_of_self_starts_with_self(walk: str) -> None:
     found = readiness.processes_of(os.getpid())
     assert found[0] == os.getpid()
     assert os.getppid() not in found

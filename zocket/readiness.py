@@ -88,18 +88,30 @@ def find_waiting(root_pid: int, inodes: Collection[int]) -> Waiting | None:
 class Probe:
     """Repeated checks of one booting generation, cheap enough to run every few ms.
 
-    Finding the generation's processes means reading /proc/*/stat of the
-    whole machine, and finding their held fds means reading every fd link:
-    that is done at most every ``rescan`` seconds. In between, only the
-    processes already known to hold a held socket are looked at.
+    Finding the generation's processes (a walk of its tree in /proc) and
+    their held fds (every fd link of each) is done at most every ``rescan``
+    seconds. In between, only the processes already known to hold a held
+    socket are looked at.
     """
 
     def __init__(self, root_pid: int, inodes: Collection[int], rescan: float = 0.05) -> None:
         self.root_pid = root_pid
         self.inodes = inodes
         self.rescan = rescan
+        self.started = time.monotonic()
         self._next_scan = 0.0
         self._holders: dict[int, tuple[set[int], list[int]]] = {}
+
+    def interval(self, base: float) -> float:
+        """When to check again: ``base`` at first, then a tenth of the time booted so far,
+        up to five times ``base``.
+
+        Readiness only decides when the old generation is stopped (until then
+        both serve), so a slow boot can be looked at less often: the delay stays
+        a small part of the boot while the holder's CPU stays low.
+        """
+        booted = time.monotonic() - self.started
+        return min(max(base, booted / 10), 5 * base)
 
     def check(self) -> Waiting | None:
         now = time.monotonic()
@@ -118,9 +130,67 @@ class Probe:
 
 
 def processes_of(root_pid: int) -> list[int]:
-    """``root_pid``, its descendants, and the members of its process group, root first.
+    """``root_pid``, its descendants, and the members of its process group, root first."""
+    if not _children_files():
+        return _processes_by_scan(root_pid)
+    tree = _descendants(root_pid)
+    if not tree:
+        return []
+    # A member of the group that is not a descendant has been orphaned onto the caller
+    # (zocket is a subreaper) or moved into the group by it: one of the caller's children.
+    for pid in _children(os.getpid()):
+        if pid not in tree and _pgid(pid) == root_pid:
+            tree.append(pid)
+    return [root_pid] + sorted(set(tree) - {root_pid})
 
-    One pass over /proc/*/stat: this kernel may lack /proc/PID/task/TID/children.
+
+def _descendants(root_pid: int) -> list[int]:
+    """``root_pid`` and its descendants by /proc/PID/task/TID/children; [] if it is gone."""
+    if not os.path.exists(f"/proc/{root_pid}/task"):
+        return []
+    found = [root_pid]
+    for pid in found:  # grows while it is walked: breadth first
+        found.extend(child for child in _children(pid) if child not in found)
+    return found
+
+
+def _children(pid: int) -> list[int]:
+    """The children of every thread of ``pid`` (a child belongs to the thread that forked it)."""
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return []
+    children: list[int] = []
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children", "rb") as f:
+                children.extend(int(child) for child in f.read().split())
+        except OSError:
+            continue
+    return children
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return None
+
+
+_HAS_CHILDREN_FILES: list[bool] = []
+
+
+def _children_files() -> bool:
+    """Whether this kernel has /proc/PID/task/TID/children (CONFIG_PROC_CHILDREN)."""
+    if not _HAS_CHILDREN_FILES:
+        _HAS_CHILDREN_FILES.append(os.path.exists(f"/proc/self/task/{os.getpid()}/children"))
+    return _HAS_CHILDREN_FILES[0]
+
+
+def _processes_by_scan(root_pid: int) -> list[int]:
+    """`processes_of` in one pass over /proc/*/stat, for kernels without children files.
+
+    Costs a read per process of the machine: several ms with a few hundred.
     """
     parents: dict[int, int] = {}
     members: list[int] = []

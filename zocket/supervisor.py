@@ -85,7 +85,8 @@ class Config:
     overlap: bool = True
     ready: ReadyMode = field(default_factory=lambda: ReadyMode("auto"))
     ready_timeout: float = 60.0
-    #: How often ``--ready auto`` looks at /proc while a generation boots.
+    #: How often ``--ready auto`` looks at /proc while a generation boots: this often at
+    #: first, then less often as the boot goes on (readiness.Probe.interval).
     ready_interval: float = 0.005
     #: Start the server again when it exits by itself; else exit with its status.
     respawn: bool = True
@@ -422,7 +423,8 @@ class Supervisor:
         if waiting is not None:
             self._ready(generation, f"auto: {waiting.describe(generation.pid)}")
         else:
-            self._call_later(self.config.ready_interval, lambda: self._probe(generation, probe))
+            delay = probe.interval(self.config.ready_interval)
+            self._call_later(delay, lambda: self._probe(generation, probe))
 
     def _ready(self, generation: Generation, how: str) -> None:
         if generation is not self.starting:
