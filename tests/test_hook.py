@@ -916,7 +916,6 @@ def test_the_hook_imports_only_the_standard_library() -> None:
         assert not foreign, (when, sorted(foreign))
         assert "zocket" not in hooked[when]
     assert "_zocket_hook" in hooked["modules"]
-    assert "_zocket_stop" in set(hooked["after_adoption"]) - set(hooked["modules"])
 
 
 def bind_probe_args(flags: list[str], port: int) -> list[object]:
@@ -1155,3 +1154,32 @@ def test_a_booting_generation_does_not_stall_the_serving_one(tmp_path: Path) -> 
                 f"socket: O_NONBLOCK on the shared socket was {before} and is now {during}"
             )
         assert body == b"generation 1\n"
+
+
+FROMFD_CODE = r"""
+import json, os, socket, sys
+held, other = int(sys.argv[1]), int(sys.argv[2])
+a = socket.fromfd(held, socket.AF_INET, socket.SOCK_STREAM)
+b = socket.fromfd(other, socket.AF_INET, socket.SOCK_STREAM)
+print(json.dumps({
+    "held_class": type(a).__name__,
+    "other_class": type(b).__name__,
+    "same_socket": os.fstat(a.fileno()).st_ino == os.fstat(held).st_ino,
+    "own_fd": a.fileno() != held,
+}))
+"""
+
+
+def test_fromfd_of_a_held_fd_is_held() -> None:
+    """werkzeug's reloader child makes its server socket with socket.fromfd(fd): held too
+    (so its exit drains like an adopted socket's); other fds are left alone."""
+    with listening_socket() as held, listening_socket() as other:
+        fds = [held.fileno(), other.fileno()]
+        env = child_env(
+            PYTHONPATH=str(RUNNING_HOOK_DIR),
+            ZOCKET_HOOK_FDS=f"{fds[0]}:{os.fstat(fds[0]).st_ino}",
+        )
+        data = run_direct(FROMFD_CODE, env, pass_fds=fds, args=[str(fd) for fd in fds])
+    assert data["held_class"].startswith("Held"), data
+    assert data["other_class"] == "socket", data
+    assert data["same_socket"] and data["own_fd"], data

@@ -11,6 +11,7 @@ lost when a generation stops.
 
 from __future__ import annotations
 
+import json
 import os
 import selectors
 import signal
@@ -207,3 +208,104 @@ def test_an_apps_own_handler_is_left_alone() -> None:
         running.process.send_signal(signal.SIGTERM)
         assert running.wait(timeout=10) == 7
         client.close()
+
+
+TICKS_PROBE = r"""
+import json, os, select, signal, socket, socketserver, sys, threading
+
+port = int(sys.argv[1])
+
+
+class Tick(Exception):
+    pass
+
+
+armed = [False]
+
+
+def tick(*args):
+    if armed[0]:
+        raise Tick
+
+
+class Handler(socketserver.StreamRequestHandler):
+    def handle(self):
+        self.wfile.write(b"hi\n")
+
+
+answers = {"ticking": [], "after": []}
+ticking_done = threading.Event()
+
+
+def clients():
+    for phase, count in (("ticking", 300), ("after", 20)):
+        for _ in range(count):
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=2) as client:
+                    answers[phase].append(client.recv(10))
+            except OSError as exc:
+                answers[phase].append(repr(exc).encode())
+        ticking_done.set()
+
+
+with socketserver.ThreadingTCPServer(("127.0.0.1", port), Handler) as server:
+    server.daemon_threads = True
+    fd = server.socket.fileno()
+    inode = os.fstat(fd).st_ino
+    signal.signal(signal.SIGALRM, tick)
+    signal.setitimer(signal.ITIMER_REAL, 0.001, 0.001)
+    loading = threading.Thread(target=clients)
+    loading.start()
+    server._handle_request_noblock()  # the first one unarmed: the hook's guard is set up
+    ticks = 0
+    while loading.is_alive():
+        try:
+            armed[0] = not ticking_done.is_set()
+            try:
+                if select.select([server], [], [], 0.05)[0]:  # as serve_forever does
+                    server._handle_request_noblock()
+            finally:
+                armed[0] = False
+        except Tick:
+            ticks += 1
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    try:
+        intact = os.fstat(fd).st_ino == inode
+    except OSError:
+        intact = False
+    print(json.dumps({
+        "intact": intact,
+        "ticks": ticks,
+        "answered": sum(a == b"hi\n" for a in answers["ticking"]),
+        "after": [a.decode() for a in answers["after"]],
+    }))
+"""
+
+
+def test_exceptions_from_signal_handlers_never_close_the_held_socket() -> None:
+    """An app's handler raising at any point of accept-and-dispatch (here every ms) may
+    lose the connection in hand (as with socket.accept() itself, the exception can
+    come between accept4 and the socket object), but the held socket stays open and
+    answers every connection once the ticks stop."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    with listener:
+        fd = listener.fileno()
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("ZOCKET_", "LISTEN_"))}
+        env.update(PYTHONPATH=supervisor.HOOK_DIR, ZOCKET_HOOK_FDS=f"{fd}:{os.fstat(fd).st_ino}")
+        result = subprocess.run(
+            [PY, "-c", TICKS_PROBE, str(listener.getsockname()[1])],
+            env=env,
+            pass_fds=[fd],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 0, result.stderr.decode()
+    assert b"zocket hook" not in result.stderr, result.stderr.decode()
+    report = json.loads(result.stdout)
+    assert report["ticks"] > 0 and report["answered"] > 0, report
+    assert report["intact"], report
+    assert report["after"] == ["hi\n"] * 20, report

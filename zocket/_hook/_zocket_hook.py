@@ -11,12 +11,15 @@ than zocket's, so it imports nothing but the standard library.
   the second would disconnect the listener for all of them.
 - ``subprocess.Popen`` is wrapped so that a reloader that starts its
   server with ``close_fds=True`` (the default) still passes the held fds on.
-- A process that adopts from its main thread gets SIGINT's and SIGTERM's
-  defaults made safe for the requests it holds (``_zocket_stop``).
+- socketserver's accept-and-dispatch step is wrapped so that a loop in the
+  main thread gets SIGINT's and SIGTERM's defaults made safe for the requests
+  it holds (``_zocket_stop``).
 - The first time the server asks an adopted socket for its fd after
   ``listen()`` (as a selector or event loop does just before waiting on it)
   the hook sends ``ZOCKET_WAITING=FD`` on NOTIFY_SOCKET: zocket's sign that
   this generation is ready.
+- ``socket.fromfd`` on a held fd (werkzeug's reloader child) gives a held
+  socket too, with the same drain at exit.
 
 ZOCKET_HOOK_FDS lists the held fds as ``FD:INODE,...``; a descendant checks
 the inode so that an fd number reused for something else is never taken.
@@ -29,6 +32,7 @@ import os
 import select
 import socket
 import sys
+import threading
 import time
 import weakref
 
@@ -36,6 +40,7 @@ _held = []  # (fd, family, host, port, v6only, inode) of each held socket in thi
 _classes = {}
 _notified = [False]
 _original_bind = socket.socket.bind
+_original_fromfd = socket.fromfd
 
 
 def install():
@@ -43,6 +48,7 @@ def install():
     if not _held:
         return
     socket.socket.bind = _bind
+    socket.fromfd = _fromfd
     _patch_subprocess()
 
 
@@ -132,20 +138,33 @@ def _serves(held, asked):
     return asked == mine
 
 
+def _fromfd(fd, family, type, proto=0):
+    """A socket made from a held fd (werkzeug's reloader child gets it so) is held too."""
+    sock = _original_fromfd(fd, family, type, proto)
+    try:
+        inode = os.fstat(sock.fileno()).st_ino
+    except OSError:
+        return sock
+    if sock.type == socket.SOCK_STREAM and any(h[5] == inode for h in _held):
+        timeout = sock.gettimeout()
+        _hold(sock, sock.detach(), timeout)
+    return sock
+
+
 def _adopt(sock, fd):
     timeout = sock.gettimeout()
     copy = os.dup(fd)
     os.close(sock.detach())
-    _make_held(sock, copy, timeout)
+    _hold(sock, copy, timeout)
+
+
+def _hold(sock, fd, timeout):
+    """Make ``sock`` the held socket on ``fd`` (its own copy), with the at-exit drain."""
+    _make_held(sock, fd, timeout)
     if not _drain_registered[0]:
         _drain_registered[0] = True
         atexit.register(_drain)
-    if _guard[0] is None:
-        import _zocket_stop
-
-        guard = _zocket_stop.Guard(_drain)
-        if guard.install():
-            _guard[0] = guard
+    _patch_socketserver()
 
 
 # Servers whose own reloader ends the process with sys.exit() (Django's, werkzeug's) run
@@ -157,7 +176,6 @@ _DRAIN_SECONDS = 1.0
 _draining = [False]
 _drain_registered = [False]
 _in_flight = weakref.WeakSet()
-_guard = [None]  # _zocket_stop.Guard once a socket was adopted from the main thread
 
 
 def _accept(self):
@@ -165,24 +183,70 @@ def _accept(self):
         time.sleep(0.05)  # the server's loop retries at once: do not spin meanwhile
         raise BlockingIOError(errno.EAGAIN, "zocket hook: this process is exiting")
     guard = _guard[0]
-    if guard is None or not guard.on_main_thread():
-        conn, address = socket.socket.accept(self)
+    fd = socket.socket.fileno(self)
+    if guard is not None and _serving[0] and fd >= 0 and guard.on_main_thread():
+        conn, address = _accept_holding(self, guard, fd)
     else:
-        conn, address = _accept_holding(self, guard)
+        conn, address = socket.socket.accept(self)
     _in_flight.add(conn)
     return conn, address
 
 
-def _accept_holding(sock, guard):
+# --- a socketserver loop in the main thread: stop signals wait for the hand-off ----------
+_guard = [None]  # _zocket_stop.Guard, once a socketserver loop served from the main thread
+_guard_tried = [False]
+_serving = [False]  # the main thread is in socketserver's _handle_request_noblock
+_socketserver_patched = [False]
+
+
+def _patch_socketserver():
+    """Wrap socketserver's accept-and-dispatch step, once, if socketserver is in use."""
+    socketserver = sys.modules.get("socketserver")
+    if socketserver is None or _socketserver_patched[0]:
+        return
+    _socketserver_patched[0] = True
+    original = socketserver.BaseServer._handle_request_noblock
+
+    def _handle_request_noblock(self):
+        guard = _main_thread_guard()
+        if guard is None:
+            return original(self)
+        _serving[0] = True
+        try:
+            return original(self)
+        finally:
+            _serving[0] = False
+            guard.handed_on()
+
+    socketserver.BaseServer._handle_request_noblock = _handle_request_noblock
+
+
+def _main_thread_guard():
+    """The stop guard when called on the main thread; set up the first time (lazily: an
+    app that installs its own handlers before serving keeps them)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    if not _guard_tried[0]:
+        _guard_tried[0] = True
+        try:
+            import _zocket_stop
+
+            guard = _zocket_stop.Guard(_drain)
+            if guard.install():
+                _guard[0] = guard
+        except Exception as exc:  # the server must run even if the guard cannot
+            sys.stderr.write(f"zocket hook: stop guard disabled: {type(exc).__name__}: {exc}\n")
+    return _guard[0]
+
+
+def _accept_holding(sock, guard, fd):
     """accept() on the main thread, which holds the connection from the moment it is taken.
 
     The wait is separate from the taking, so a stop signal during the wait acts at
     once; from the non-blocking accept on, it waits for the hand-off (guard).
     """
-    guard.handed_on()  # back at accept(): whatever the loop took before was handed on
     timeout = socket.socket.gettimeout(sock)
     deadline = time.monotonic() + timeout if timeout else None
-    fd = socket.socket.fileno(sock)
     while True:
         if deadline is not None:
             remaining = deadline - time.monotonic()
@@ -192,31 +256,35 @@ def _accept_holding(sock, guard):
             poller.register(fd, select.POLLIN)
             if not poller.poll(min(remaining, 3600.0) * 1000):
                 continue
-        guard.holding = True
+        guard.take()
         try:
-            conn_fd, address = _try_accept(sock, fd)
+            return _try_accept(sock, fd)
         except BlockingIOError:
             guard.handed_on()
             if deadline is None:
                 raise
-            continue  # another generation took it: wait again
+            # another generation took it: wait again
         except BaseException:
             guard.handed_on()
             raise
-        conn = socket.socket(sock.family, sock.type, sock.proto, fileno=conn_fd)
-        if socket.getdefaulttimeout() is None and _gettimeout(sock):
-            conn.setblocking(True)  # as socket.accept() does
-        return conn, address
 
 
 def _try_accept(sock, fd):
-    """One non-blocking accept4 on ``fd``: never waits, whatever the object's timeout."""
-    attempt = socket.socket(sock.family, sock.type, sock.proto, fileno=fd)
+    """One non-blocking accept4: never waits, whatever the object's timeout.
+
+    Through a copy of the fd, so that an exception from a signal handler while
+    the copy's object is being made or dropped can only ever close the copy.
+    """
+    attempt = socket.socket(sock.family, sock.type, sock.proto, fileno=os.dup(fd))
     try:
         attempt.settimeout(0.0)  # sets O_NONBLOCK, which the shared socket has anyway
-        return attempt._accept()
+        conn_fd, address = attempt._accept()
     finally:
-        attempt.detach()
+        attempt.close()
+    conn = socket.socket(sock.family, sock.type, sock.proto, fileno=conn_fd)
+    if socket.getdefaulttimeout() is None and _gettimeout(sock):
+        conn.setblocking(True)  # as socket.accept() does
+    return conn, address
 
 
 def _drain():
