@@ -339,9 +339,10 @@ def test_asgi_server_sighups_under_load(
         assert zocket.stop() in (0, 128 + signal.SIGTERM)
     log = zocket.stderr_text()
     if name == "hypercorn":
-        # hypercorn's graceful shutdown of the old generation now and then cuts a response
-        # it is writing (headers sent, body not: seen once in ~10 runs on a loaded machine).
-        # That is the old server's in-flight request; nothing may be refused or time out.
+        # hypercorn's graceful shutdown closes a connection it has accepted but not read
+        # yet (its idle timer fires on shutdown): seen as "closed without response" in 1
+        # of 8 runs. That is the old server's in-flight request; nothing may be refused or
+        # time out, and at most one such loss.
         counts = load.counts()
         assert counts["refused"] == counts["timeout"] == counts["error"] == 0, load.summary()
         assert counts["reset"] <= 1 and counts["ok"] >= 150, load.summary()
