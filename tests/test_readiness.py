@@ -728,3 +728,14 @@ def test_delay_mode_round_trips_through_str(delay: float) -> None:
     assert math.isfinite(delay) and delay >= 0
     mode = ReadyMode("delay", delay)
     assert parse_ready_mode(str(mode)) == mode
+
+
+def test_probe_looks_less_often_as_a_boot_goes_on() -> None:
+    """Every ``base`` at first, then a tenth of the time booted, never more than 5 × base."""
+    probe = readiness.Probe(os.getpid(), frozenset())
+    base = 0.005
+    assert probe.interval(base) == base
+    probe.started -= 0.1  # booted 0.1 s: a tenth is 10 ms
+    assert probe.interval(base) == pytest.approx(0.01, abs=0.001)
+    probe.started -= 10.0
+    assert probe.interval(base) == 5 * base
