@@ -328,11 +328,11 @@ def test_asgi_server_sighups_under_load(
         # The header says the same as the body.
         status, headers, body = http_get(zocket.port)
         assert status == 200 and headers["x-zocket-generation"] == "1", (headers, body)
-        for number in range(2, 7):
+        for number in range(2, 12):
             zocket.send_signal(signal.SIGHUP)
             assert wait_ready(zocket, number) >= boot * 1000
-        load.wait_for(lambda o: generation_of(o) == 6, timeout=15)
-        zocket.wait_for_stderr(r"zocket: generation 5 stopped \(.*\) after \d+ ms", 30)
+        load.wait_for(lambda o: generation_of(o) == 11, timeout=15)
+        zocket.wait_for_stderr(r"zocket: generation 10 stopped \(.*\) after \d+ ms", 30)
         time.sleep(0.5)
         load.stop()
         pids = [pid for _, pid in started(zocket)]
@@ -340,18 +340,18 @@ def test_asgi_server_sighups_under_load(
     log = zocket.stderr_text()
     if name == "hypercorn":
         # hypercorn's graceful shutdown closes a connection it has accepted but not read
-        # yet (its idle timer fires on shutdown): seen as "closed without response" in 1
-        # of 8 runs. That is the old server's in-flight request; nothing may be refused or
-        # time out, and at most one such loss.
+        # yet (its idle timer fires on shutdown): seen as "closed without response" about
+        # once in 40 restarts. That is the old server's in-flight request; nothing may be
+        # refused or time out, and at most two such losses in ten restarts.
         counts = load.counts()
         assert counts["refused"] == counts["timeout"] == counts["error"] == 0, load.summary()
-        assert counts["reset"] <= 1 and counts["ok"] >= 150, load.summary()
+        assert counts["reset"] <= 2 and counts["ok"] >= 300, load.summary()
     else:
-        assert_no_failures(load, minimum_ok=150)
-    assert generations_seen(load) == set(range(1, 7)), load.summary()
+        assert_no_failures(load, minimum_ok=300)
+    assert generations_seen(load) == set(range(1, 12)), load.summary()
     slowest = max(o.elapsed for o in load.outcomes)
     assert slowest < boot, f"a request took {slowest:.3f} s\n{load.summary()}"
-    assert [n for n, _ in started(zocket)] == list(range(1, 7)), log
+    assert [n for n, _ in started(zocket)] == list(range(1, 12)), log
     assert "failed before ready" not in log, log
     assert_all_gone(pids)
 
