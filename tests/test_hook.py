@@ -975,7 +975,8 @@ def test_shutdown_by_the_app_does_not_break_the_held_socket(tmp_path: Path) -> N
                 zocket.wait_for_stderr(rf"generation {n - 1} stopped", timeout=20)
                 body = f"generation {n}\n".encode()
                 load.wait_for(body_is(body), timeout=20, since=since)
-            time.sleep(0.3)
+            # Enough of a load to mean something, however fast the restarts went.
+            wait_for(lambda: load.counts()["ok"] > 20, 20, message="20 answers")
         summary = load.summary()
         assert http_get(zocket.port)[2] == b"generation 3\n"
         listeners = tcp_listeners()
