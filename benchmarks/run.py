@@ -35,7 +35,7 @@ if __package__ in (None, ""):  # run as a script: make the package importable
 from benchmarks import metrics, report
 from benchmarks.cost import measure_cold_starts, measure_cost, proc_cpu_seconds
 from benchmarks.load import OpenLoopLoad, Record, wrk_path
-from benchmarks.scenarios import SCENARIOS, ZOCKET, Scenario, base_env, wait_first_ok
+from benchmarks.scenarios import SCENARIOS, Scenario, run_zocket, wait_first_ok
 
 T = TypeVar("T")
 
@@ -304,14 +304,7 @@ def versions() -> dict[str, Any]:
     }
     for name in ("gunicorn", "uvicorn", "Django", "zocket", "matplotlib"):
         found[name.lower()] = _version(name)
-    checkout = subprocess.run(
-        [*ZOCKET, "--version"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env=base_env(),
-    )
+    checkout = run_zocket("--version")
     found["zocket_checkout"] = checkout.stdout.strip() or checkout.stderr.strip()
     wrk = wrk_path()
     if wrk is not None:

@@ -240,18 +240,17 @@ ZOCKET = [
 ]
 
 
+def run_zocket(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run the zocket under test with ``args`` (for --help, --version), bounded."""
+    return subprocess.run(
+        [*ZOCKET, *args], capture_output=True, text=True, timeout=60, check=False, env=base_env()
+    )
+
+
 @cache
 def zocket_help() -> str:
     """``zocket --help`` of the checkout under test."""
-    result = subprocess.run(
-        [*ZOCKET, "--help"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env=base_env(),
-    )
-    return result.stdout
+    return run_zocket("--help").stdout
 
 
 def base_env() -> dict[str, str]:

@@ -801,6 +801,15 @@ def wait_for(
         time.sleep(min(interval, remaining))
 
 
+def connect_refused(port: int) -> bool:
+    """Whether a connection to ``port`` on loopback is refused (nothing listens there)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2):
+            return False
+    except ConnectionRefusedError:
+        return True
+
+
 def wait_readable(fd: int, timeout: float) -> bool:
     """Whether ``fd`` is readable, waiting for it up to ``timeout`` seconds."""
     readable, _, _ = select.select([fd], [], [], timeout)

@@ -19,7 +19,6 @@ import json
 import os
 import re
 import signal
-import socket
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -28,21 +27,21 @@ from functools import partial
 from pathlib import Path
 
 import pytest
-
 from support import (
-    children_of,
-    kill_groups,
-    started,
-    proc_status,
-    zombie_children,
     LoadClient,
     ZocketProcess,
+    children_of,
+    connect_refused,
     group_members,
     http_get,
+    kill_groups,
     proc_stat,
+    proc_status,
     start_zocket,
+    started,
     wait_for,
     write_responder,
+    zombie_children,
 )
 
 pytestmark = pytest.mark.slow
@@ -134,14 +133,6 @@ def no_group(pgid: int) -> bool:
 
 def restarts_counted(status_path: Path, restarts: int) -> bool:
     return bool(json.loads(status_path.read_text())["restarts"] == restarts)
-
-
-def connect_refused(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=2):
-            return False
-    except ConnectionRefusedError:
-        return True
 
 
 # --- the serving generation killed ---------------------------------------------------------

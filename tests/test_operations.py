@@ -42,27 +42,27 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from support import (
-    children_of,
-    kill_groups,
-    started,
-    zombie_children,
     STOP_TIMEOUT,
     LoadClient,
     ZocketProcess,
+    children_of,
+    connect_refused,
     group_members,
     http_get,
+    kill_groups,
     proc_stat,
     read_environ,
     run_zocket,
     socket_inode,
     start_zocket,
+    started,
     tcp_listeners,
     wait_for,
     write_responder,
     zocket_argv,
     zocket_env,
+    zombie_children,
 )
 
 IS_ROOT = os.geteuid() == 0
@@ -257,14 +257,6 @@ def unix_get(path: str | Path, timeout: float = 10.0) -> dict[str, Any]:
     head, _, body = data.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.0 200"), data[:200]
     return json.loads(body)  # type: ignore[no-any-return]
-
-
-def connect_refused(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=2):
-            return False
-    except ConnectionRefusedError:
-        return True
 
 
 
