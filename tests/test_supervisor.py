@@ -338,15 +338,10 @@ def test_asgi_server_sighups_under_load(
         pids = [pid for _, pid in started(zocket)]
         assert zocket.stop() in (0, 128 + signal.SIGTERM)
     log = zocket.stderr_text()
-    # Both servers' graceful shutdown closes a connection the old generation accepted
-    # but has not read yet (uvicorn: it looks idle; hypercorn: its idle timer fires on
-    # shutdown): seen about once in 40 restarts, as a reset or "closed without response".
-    # That is the old server's in-flight request; nothing may be refused, time out or
-    # fail otherwise, and at most two such losses in ten restarts.
-    counts = load.counts()
-    assert counts["refused"] == counts["timeout"] == counts["error"] == 0, load.summary()
-    assert counts["http_error"] == 0 and counts["reset"] <= 2, load.summary()
-    assert counts["ok"] >= 300, load.summary()
+    # Both servers' own shutdown would close a connection the old generation accepted but
+    # had not read yet, and hypercorn's worker would die of zocket's SIGTERM with its
+    # requests: the hook's stop handling (test_hook_signals.py) leaves nothing to lose.
+    assert_no_failures(load, minimum_ok=300)
     assert generations_seen(load) == set(range(1, 12)), load.summary()
     slowest = max(o.elapsed for o in load.outcomes)
     assert slowest < boot, f"a request took {slowest:.3f} s\n{load.summary()}"

@@ -394,6 +394,8 @@ class Supervisor:
                 "PYTHONPATH"
             )
             env["PYTHONPATH"] = HOOK_DIR + (os.pathsep + inherited if inherited else "")
+            env["ZOCKET_STOP_SIGNAL"] = str(int(self.config.stop_signal))
+            env["ZOCKET_STOP_TIMEOUT"] = f"{self.config.stop_timeout:g}"
         return env
 
     def _start_logged(self) -> None:

@@ -18,8 +18,11 @@ than zocket's, so it imports nothing but the standard library.
   ``listen()`` (as a selector or event loop does just before waiting on it)
   the hook sends ``ZOCKET_WAITING=FD`` on NOTIFY_SOCKET: zocket's sign that
   this generation is ready.
-- ``socket.fromfd`` on a held fd (werkzeug's reloader child) gives a held
-  socket too, with the same drain at exit.
+- ``socket.fromfd`` on a held fd (werkzeug's reloader child, gunicorn) and
+  ``socket.socket(fileno=FD)`` on one (hypercorn's ``fd://``, tornado, waitress)
+  give a held socket too, with the same drain at exit.
+- A stop signal makes the held sockets stop accepting at once, and an event
+  loop's stop handler runs a moment later (``_zocket_signals``).
 
 ZOCKET_HOOK_FDS lists the held fds as ``FD:INODE,...``; a descendant checks
 the inode so that an fd number reused for something else is never taken.
@@ -30,26 +33,45 @@ import errno
 import ipaddress
 import os
 import select
+import signal
 import socket
 import sys
 import threading
 import time
 import weakref
 
+import _zocket_signals
+
 _held = []  # (fd, family, host, port, v6only, inode) of each held socket in this process
 _classes = {}
 _notified = [False]
+_held_fds = set()
 _original_bind = socket.socket.bind
 _original_fromfd = socket.fromfd
+_original_init = socket.socket.__init__
 
 
 def install():
     _held[:] = _read_held(os.environ.get("ZOCKET_HOOK_FDS", ""))
     if not _held:
         return
+    _held_fds.update(h[0] for h in _held)
     socket.socket.bind = _bind
     socket.fromfd = _fromfd
+    socket.socket.__init__ = _init
     _patch_subprocess()
+    _zocket_signals.install(_stop_signals(), _Hold)
+
+
+def _stop_signals():
+    """The signals that tell a generation to stop: zocket's --stop-signal, and the ones
+    zocket passes on when it stops itself."""
+    signals = {signal.SIGTERM, signal.SIGINT, signal.SIGQUIT}
+    try:
+        signals.add(int(os.environ.get("ZOCKET_STOP_SIGNAL", "")))
+    except ValueError:
+        pass
+    return signals
 
 
 def _read_held(value):
@@ -138,6 +160,16 @@ def _serves(held, asked):
     return asked == mine
 
 
+def _init(self, family=-1, kind=-1, proto=-1, fileno=None):
+    """``socket.socket(fileno=FD)`` of a held fd (hypercorn's fd://) is held too."""
+    _original_init(self, family, kind, proto, fileno)
+    if fileno is None or fileno not in _held_fds or self.__class__ is not socket.socket:
+        return  # every accepted connection passes here: keep it one set look-up
+    if any(h[0] == fileno and _still_held(fileno, h[5]) for h in _held):
+        timeout = self.gettimeout()
+        _hold(self, self.detach(), timeout)
+
+
 def _fromfd(fd, family, type, proto=0):
     """A socket made from a held fd (werkzeug's reloader child gets it so) is held too."""
     sock = _original_fromfd(fd, family, type, proto)
@@ -161,6 +193,8 @@ def _adopt(sock, fd):
 def _hold(sock, fd, timeout):
     """Make ``sock`` the held socket on ``fd`` (its own copy), with the at-exit drain."""
     _make_held(sock, fd, timeout)
+    _zocket_signals.install(_stop_signals(), _Hold)
+    _zocket_signals.default_term_on_hold()
     if not _drain_registered[0]:
         _drain_registered[0] = True
         atexit.register(_drain)
@@ -175,13 +209,40 @@ def _hold(sock, fd, timeout):
 _DRAIN_SECONDS = 1.0
 _draining = [False]
 _drain_registered = [False]
+_holding = [False]  # a held socket object was made in this process (or its forked parent)
 _in_flight = weakref.WeakSet()
+
+
+class _Hold:
+    """What a stop signal does to this process's held sockets (``_zocket_signals``)."""
+
+    @staticmethod
+    def stop_accepting():
+        """Held sockets take nothing more here; whether there are any."""
+        if _holding[0]:
+            _draining[0] = True
+        return _holding[0]
+
+    @staticmethod
+    def busy():
+        """Whether a connection taken from a held socket is still open."""
+        return any(conn.fileno() != -1 for conn in list(_in_flight))
+
+    @staticmethod
+    def drain(deadline):
+        _drain(deadline)
 
 
 def _accept(self):
     if _draining[0]:
-        time.sleep(0.05)  # the server's loop retries at once: do not spin meanwhile
-        raise BlockingIOError(errno.EAGAIN, "zocket hook: this process is exiting")
+        loop = _zocket_signals.running_loop()
+        if loop is not None:
+            # asyncio's accept callback: stop it being called (the listener stays
+            # readable for the other generation) instead of spinning the loop.
+            loop.remove_reader(socket.socket.fileno(self))
+        else:
+            time.sleep(0.05)  # the server's loop retries at once: do not spin meanwhile
+        raise BlockingIOError(errno.EAGAIN, "zocket hook: this process is stopping")
     guard = _guard[0]
     fd = socket.socket.fileno(self)
     if guard is not None and _serving[0] and fd >= 0 and guard.on_main_thread():
@@ -287,17 +348,17 @@ def _try_accept(sock, fd):
     return conn, address
 
 
-def _drain():
+def _drain(deadline=None):
     _draining[0] = True
-    deadline = time.monotonic() + _DRAIN_SECONDS
-    while time.monotonic() < deadline:
-        if not any(conn.fileno() != -1 for conn in list(_in_flight)):
-            return
+    if deadline is None:
+        deadline = time.monotonic() + _DRAIN_SECONDS
+    while time.monotonic() < deadline and _Hold.busy():
         time.sleep(0.02)
 
 
 def _make_held(sock, fd, timeout):
-    socket.socket.__init__(sock, fileno=fd)
+    _original_init(sock, fileno=fd)
+    _holding[0] = True
     sock.__class__ = _held_class(type(sock))
     sock.settimeout(timeout)
 
@@ -361,8 +422,9 @@ def _reduce_ex(self, protocol):
 
 
 def _rebuild_held(df, timeout):
+    """In the multiprocessing child, which has no ZOCKET_HOOK_FDS of its own to go by."""
     sock = socket.socket.__new__(socket.socket)
-    _make_held(sock, df.detach(), timeout)
+    _hold(sock, df.detach(), timeout)
     return sock
 
 

@@ -1,0 +1,331 @@
+"""Stop signals in a process that holds a zocket socket (zocket/_hook/_zocket_signals.py).
+
+A generation told to stop must take no new connection from the shared socket
+(the next generation is accepting it), must not close a connection it took a
+moment before as if it were idle (uvicorn and hypercorn do when their shutdown
+begins before they read its request), and must not die of SIGTERM's default
+with requests in flight (hypercorn's workers leave SIGTERM at its default).
+
+Most tests here hold the listening socket themselves and hand it over the way
+zocket does (ZOCKET_HOOK_FDS, the hook on PYTHONPATH), so that what a stopped
+process left in the queue can be accepted by the test afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from support import ZocketProcess, http_get, server_command, start_in, wait_for
+from zocket import supervisor
+
+PY = sys.executable
+REQUEST = b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+
+#: An asyncio server of the standard library, stopped the way uvicorn and hypercorn stop:
+#: stop accepting, close every connection that has not sent a request yet, let the others
+#: finish. ``mode`` says how it learns of SIGTERM: loop.add_signal_handler (hypercorn,
+#: aiohttp), signal.signal (uvicorn), or not at all (SIGTERM's default).
+ASYNCIO_PROBE = r"""
+import asyncio, os, signal, socket, sys
+
+fd, mode, hold = int(sys.argv[1]), sys.argv[2], float(sys.argv[3])
+idle, busy = set(), set()
+
+
+async def serve(reader, writer):
+    idle.add(writer)
+    print("accepted", flush=True)
+    try:
+        await reader.readline()
+    except ConnectionError:
+        return
+    idle.discard(writer)
+    busy.add(writer)
+    print("holding", flush=True)
+    await asyncio.sleep(hold)
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\nConnection: close\r\n\r\nanswered\n")
+    await writer.drain()
+    writer.close()
+    busy.discard(writer)
+
+
+async def main():
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    if mode == "add_signal_handler":
+        loop.add_signal_handler(signal.SIGTERM, stopping.set)
+    elif mode == "signal":
+        signal.signal(signal.SIGTERM, lambda *args: loop.call_soon_threadsafe(stopping.set))
+    listener = socket.socket(fileno=fd)
+    server = await asyncio.start_server(serve, sock=listener)
+    print("serving", type(listener).__name__, flush=True)
+    await stopping.wait()
+    server.close()
+    for writer in list(idle):
+        writer.transport.abort()
+    while busy:
+        await asyncio.sleep(0.01)
+    print("stopped", flush=True)
+
+
+asyncio.run(main())
+"""
+
+
+class Held:
+    """A listening socket of the test's, and a process started with it handed over."""
+
+    def __init__(self, argv: Sequence[str], *, cwd: Path | None = None) -> None:
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(64)
+        self.port = self.listener.getsockname()[1]
+        self.fd = self.listener.fileno()
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("ZOCKET_", "LISTEN_"))}
+        env.update(
+            PYTHONPATH=supervisor.HOOK_DIR,
+            ZOCKET_HOOK_FDS=f"{self.fd}:{os.fstat(self.fd).st_ino}",
+            PYTHONUNBUFFERED="1",
+        )
+        self.process = subprocess.Popen(
+            [a.replace("{fd}", str(self.fd)) for a in argv],
+            env=env,
+            cwd=cwd,
+            pass_fds=[self.fd],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        self._out = b""
+
+    def line(self, timeout: float = 20.0) -> str:
+        """The process's next line on stdout (fails after ``timeout``)."""
+        assert self.process.stdout is not None
+        fd = self.process.stdout.fileno()
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self._out:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+                raise AssertionError(f"no whole line within {timeout} s: {self._out!r}")
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                raise AssertionError(f"stdout closed: {self._out!r}\n{self.stderr()}")
+            self._out += chunk
+        line, _, self._out = self._out.partition(b"\n")
+        return line.decode().strip()
+
+    def connect(self) -> socket.socket:
+        return socket.create_connection(("127.0.0.1", self.port), timeout=20)
+
+    def backlog(self) -> int:
+        """Connections waiting in the held socket's accept queue (from /proc/net/tcp)."""
+        inode = os.fstat(self.fd).st_ino
+        with open("/proc/net/tcp") as table:
+            for row in table.readlines()[1:]:
+                fields = row.split()
+                if int(fields[9]) == inode:
+                    return int(fields[4].split(":")[1], 16)
+        raise AssertionError("the held socket is not in /proc/net/tcp")
+
+    def left_in_queue(self) -> list[bytes]:
+        """Accept what still waits in the held socket and read each request."""
+        self.listener.setblocking(False)
+        requests = []
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except BlockingIOError:
+                return requests
+            with conn:
+                conn.settimeout(20)
+                requests.append(conn.recv(1000))
+
+    def stderr(self) -> str:
+        """What the process wrote on stderr so far (for failure messages: never waits)."""
+        assert self.process.stderr is not None
+        os.set_blocking(self.process.stderr.fileno(), False)
+        try:
+            return (self.process.stderr.read() or b"").decode(errors="replace")
+        except BlockingIOError:
+            return ""
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(20)
+        for stream in (self.process.stdout, self.process.stderr):
+            if stream is not None:
+                stream.close()
+        self.listener.close()
+
+
+@contextmanager
+def held(argv: Sequence[str], **kw: Path) -> Iterator[Held]:
+    running = Held(argv, **kw)
+    try:
+        yield running
+    finally:
+        running.close()
+
+
+def answer(client: socket.socket) -> bytes:
+    """What the client got: the whole response, b"" for a close, b"<reset>" for a reset."""
+    with client:
+        try:
+            return client.makefile("rb").read()
+        except ConnectionResetError:
+            return b"<reset>"
+
+
+def accepted_idle(running: Held, count: int) -> list[socket.socket]:
+    """``count`` connections the server has accepted and got no request from yet."""
+    clients = [running.connect() for _ in range(count)]
+    wait_for(lambda: running.backlog() == 0, 20, message="the server to accept")
+    return clients
+
+
+@pytest.mark.parametrize("mode", ["add_signal_handler", "signal"])
+def test_a_connection_taken_just_before_the_stop_is_answered(mode: str) -> None:
+    """Accepted, then SIGTERM, then its request: the server reads it before stopping."""
+    with held([PY, "-c", ASYNCIO_PROBE, "{fd}", mode, "0"]) as running:
+        assert running.line() == "serving Heldsocket", running.stderr()
+        clients = accepted_idle(running, 3)
+        assert [running.line() for _ in clients] == ["accepted"] * 3
+        running.process.send_signal(signal.SIGTERM)
+        for client in clients:
+            client.sendall(REQUEST)
+        assert [answer(c).rsplit(b"\n", 2)[-2] for c in clients] == [b"answered"] * 3
+        assert running.process.wait(20) == 0, running.stderr()
+
+
+@pytest.mark.parametrize("mode", ["add_signal_handler", "signal", "default"])
+def test_a_stopping_server_takes_no_new_connection(mode: str) -> None:
+    """What arrives after SIGTERM waits in the held socket for the next generation."""
+    with held([PY, "-c", ASYNCIO_PROBE, "{fd}", mode, "0"]) as running:
+        assert running.line() == "serving Heldsocket", running.stderr()
+        running.process.send_signal(signal.SIGTERM)
+        late = [running.connect() for _ in range(5)]
+        for client in late:
+            client.sendall(REQUEST)
+        running.process.wait(20)
+        assert running.left_in_queue() == [REQUEST] * 5
+        for client in late:
+            client.close()
+
+
+def test_sigterm_at_its_default_finishes_the_requests_in_flight() -> None:
+    """No handler at all: the request in flight is answered, then SIGTERM ends the process."""
+    with held([PY, "-c", ASYNCIO_PROBE, "{fd}", "default", "0.5"]) as running:
+        assert running.line() == "serving Heldsocket", running.stderr()
+        client = running.connect()
+        client.sendall(REQUEST)
+        assert [running.line(), running.line()] == ["accepted", "holding"]
+        running.process.send_signal(signal.SIGTERM)
+        assert answer(client).endswith(b"answered\n")
+        assert running.process.wait(20) == -signal.SIGTERM
+
+
+SIGNALS_PROBE = r"""
+import json, signal, socket, sys
+
+def mine(signum, frame):
+    pass
+
+seen = {"before": str(signal.getsignal(signal.SIGTERM))}
+listener = socket.socket(fileno=int(sys.argv[1]))
+seen["held"] = type(listener).__name__
+seen["after_hold"] = str(signal.getsignal(signal.SIGTERM))
+seen["set_returns"] = str(signal.signal(signal.SIGTERM, mine))
+seen["get_returns_mine"] = signal.getsignal(signal.SIGTERM) is mine
+seen["reset_returns_mine"] = signal.signal(signal.SIGTERM, signal.SIG_DFL) is mine
+seen["int_is_default"] = signal.getsignal(signal.SIGINT) is signal.default_int_handler
+print(json.dumps(seen))
+"""
+
+
+def test_the_app_sees_its_own_handlers() -> None:
+    with held([PY, "-c", SIGNALS_PROBE, "{fd}"]) as running:
+        assert running.process.wait(20) == 0, running.stderr()
+        assert running.process.stdout is not None
+        seen = json.loads(running.process.stdout.read())
+    assert seen == {
+        "before": str(signal.SIG_DFL),
+        "held": "Heldsocket",
+        "after_hold": str(signal.SIG_DFL),
+        "set_returns": str(signal.SIG_DFL),
+        "get_returns_mine": True,
+        "reset_returns_mine": True,
+        "int_is_default": True,
+    }
+
+
+ASGI_APP = r"""
+import asyncio, os
+
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    if scope["path"] == "/slow":
+        await asyncio.sleep(1.0)
+    body = f"pid {os.getpid()}\n".encode()
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+"""
+
+
+def test_uvicorn_answers_what_it_took_just_before_sigterm(tmp_path: Path) -> None:
+    """uvicorn closes connections without a request when its shutdown begins."""
+    (tmp_path / "asgi.py").write_text(ASGI_APP)
+    command = [*server_command("uvicorn"), "--fd", "{fd}", "--no-access-log", "asgi:app"]
+    with held(command, cwd=tmp_path) as running:
+        wait_for(lambda: _get(running.port), 20, message="uvicorn to answer")
+        clients = accepted_idle(running, 5)
+        running.process.send_signal(signal.SIGTERM)
+        late = [running.connect() for _ in range(5)]
+        for client in clients + late:
+            client.sendall(REQUEST)
+        answers = [answer(c) for c in clients]
+        assert all(a.startswith(b"HTTP/1.1 200 OK") for a in answers), answers
+        running.process.wait(20)
+        assert running.left_in_queue() == [REQUEST] * 5
+        for client in late:
+            client.close()
+
+
+def _get(port: int) -> bool:
+    try:
+        return http_get(port, timeout=5)[0] == 200
+    except OSError:
+        return False
+
+
+def test_hypercorn_workers_finish_a_request_across_a_sighup(tmp_path: Path) -> None:
+    """hypercorn's worker leaves SIGTERM at its default and zocket signals the whole
+    group: without the hook the worker dies with the request, after it the request
+    is answered by the old generation."""
+    (tmp_path / "asgi.py").write_text(ASGI_APP)
+    command = [*server_command("hypercorn"), "--bind", "fd://{fd}", "asgi:app"]
+    zocket: ZocketProcess
+    with start_in(tmp_path, ["--", *command]) as zocket:
+        wait_for(lambda: _get(zocket.port), 20, message="hypercorn to answer")
+        conn = socket.create_connection(("127.0.0.1", zocket.port), timeout=20)
+        conn.sendall(REQUEST.replace(b"GET / ", b"GET /slow "))
+        time.sleep(0.2)  # let it reach the app (if not, the old generation answers it anyway)
+        zocket.send_signal(signal.SIGHUP)
+        zocket.wait_for_stderr(r"generation 1 stopped \(exit 0\)", 20)
+        got = answer(conn)
+        assert got.startswith(b"HTTP/1.1 200"), got
+        assert zocket.stop() in (0, 128 + signal.SIGTERM)
