@@ -45,6 +45,7 @@ import _zocket_signals
 _held = []  # (fd, family, host, port, v6only, inode) of each held socket in this process
 _classes = {}
 _notified = [False]
+_quiet = weakref.WeakSet()  # held sockets that send no ZOCKET_WAITING (see _init)
 _held_fds = set()
 _original_bind = socket.socket.bind
 _original_fromfd = socket.fromfd
@@ -161,13 +162,18 @@ def _serves(held, asked):
 
 
 def _init(self, family=-1, kind=-1, proto=-1, fileno=None):
-    """``socket.socket(fileno=FD)`` of a held fd (hypercorn's fd://) is held too."""
+    """``socket.socket(fileno=FD)`` of a held fd (hypercorn's fd://) is held too.
+
+    Such an app knows it was handed a socket and may say READY=1 itself when it is
+    ready (``--ready notify``): the hook does not speak for it.
+    """
     _original_init(self, family, kind, proto, fileno)
     if fileno is None or fileno not in _held_fds or self.__class__ is not socket.socket:
         return  # every accepted connection passes here: keep it one set look-up
     if any(h[0] == fileno and _still_held(fileno, h[5]) for h in _held):
         timeout = self.gettimeout()
         _hold(self, self.detach(), timeout)
+        _quiet.add(self)
 
 
 def _fromfd(fd, family, type, proto=0):
@@ -438,7 +444,7 @@ def _shutdown(self, how):
 
 def _fileno(self):
     fd = socket.socket.fileno(self)
-    if not _notified[0] and fd >= 0 and _asked_by_event_loop():
+    if not _notified[0] and fd >= 0 and self not in _quiet and _asked_by_event_loop():
         _notified[0] = True
         _notify(f"ZOCKET_WAITING={fd}")
     return fd
