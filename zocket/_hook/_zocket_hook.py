@@ -201,8 +201,8 @@ def _hold(sock, fd, timeout):
     _make_held(sock, fd, timeout)
     _zocket_signals.install(_stop_signals(), _Hold)
     _zocket_signals.default_term_on_hold()
-    if not _drain_registered[0]:
-        _drain_registered[0] = True
+    if not _holding[0]:
+        _holding[0] = True
         atexit.register(_drain)
     _patch_socketserver()
 
@@ -214,7 +214,6 @@ def _hold(sock, fd, timeout):
 # (bounded: an idle keep-alive connection of a browser would otherwise delay every reload).
 _DRAIN_SECONDS = 1.0
 _draining = [False]
-_drain_registered = [False]
 _holding = [False]  # a held socket object was made in this process (or its forked parent)
 _in_flight = weakref.WeakSet()
 
@@ -364,7 +363,6 @@ def _drain(deadline=None):
 
 def _make_held(sock, fd, timeout):
     _original_init(sock, fileno=fd)
-    _holding[0] = True
     sock.__class__ = _held_class(type(sock))
     sock.settimeout(timeout)
 
