@@ -57,6 +57,10 @@ from urllib.parse import urlsplit
 import pytest
 
 __all__ = [
+    "REQUEST",
+    "HookedProcess",
+    "answer",
+    "hooked_process",
     "FAILURE_KINDS",
     "FD_RESPONDER",
     "REPO",
@@ -1055,7 +1059,7 @@ def write_atomically(path: Path, text: str, tmp_dir: Path | None = None) -> None
     os.replace(tmp, path)
 
 
-_WSGI_APP = Template('''\
+_WSGI_APP = Template("""\
 $prelude
 
 def app(environ, start_response):
@@ -1066,9 +1070,9 @@ def app(environ, start_response):
 $headers
     ])
     return [body]
-''')
+""")
 
-_ASGI_APP = Template('''\
+_ASGI_APP = Template("""\
 $prelude
 
 async def app(scope, receive, send):
@@ -1091,7 +1095,7 @@ $headers
         ],
     })
     await send({"type": "http.response.body", "body": body})
-''')
+""")
 
 
 def wsgi_app(body: str, *, prelude: str = "", headers: Mapping[str, str] | None = None) -> str:
@@ -1118,3 +1122,126 @@ def asgi_app(body: str, *, prelude: str = "", headers: Mapping[str, str] | None 
 def zombie_children(pid: int) -> list[int]:
     """The children of ``pid`` that exited and were not reaped yet."""
     return [c for c in children_of(pid) if (st := proc_stat(c)) is not None and st[0] == "Z"]
+
+
+# --- a process under the hook, handed a socket the test holds --------------------------------
+
+#: A whole HTTP/1.1 request, for clients written by hand.
+REQUEST = b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+
+
+class HookedProcess:
+    """A listening socket of the test's, handed to a process under the hook as zocket does.
+
+    ``{fd}`` and ``{port}`` in ``argv`` become the socket's fd and port. What the
+    process leaves in the queue can be accepted by the test afterwards.
+    """
+
+    def __init__(self, argv: Sequence[str], *, cwd: Path | None = None) -> None:
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(64)
+        self.port = self.listener.getsockname()[1]
+        self.fd = self.listener.fileno()
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("ZOCKET_", "LISTEN_"))}
+        env.update(
+            PYTHONPATH=_hook_dir(),
+            ZOCKET_HOOK_FDS=f"{self.fd}:{os.fstat(self.fd).st_ino}",
+            PYTHONUNBUFFERED="1",
+        )
+        self.process = subprocess.Popen(
+            [a.replace("{fd}", str(self.fd)).replace("{port}", str(self.port)) for a in argv],
+            env=env,
+            cwd=cwd,
+            pass_fds=[self.fd],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        self._out = b""
+
+    def line(self, timeout: float = 20.0) -> str:
+        """The process's next line on stdout (fails after ``timeout``)."""
+        assert self.process.stdout is not None
+        fd = self.process.stdout.fileno()
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self._out:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+                raise AssertionError(f"no whole line within {timeout} s: {self._out!r}")
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                raise AssertionError(f"stdout closed: {self._out!r}\n{self.stderr()}")
+            self._out += chunk
+        line, _, self._out = self._out.partition(b"\n")
+        return line.decode().strip()
+
+    def connect(self) -> socket.socket:
+        return socket.create_connection(("127.0.0.1", self.port), timeout=20)
+
+    def backlog(self) -> int:
+        """Connections waiting in the held socket's accept queue (from /proc/net/tcp)."""
+        inode = os.fstat(self.fd).st_ino
+        with open("/proc/net/tcp") as table:
+            for row in table.readlines()[1:]:
+                fields = row.split()
+                if int(fields[9]) == inode:
+                    return int(fields[4].split(":")[1], 16)
+        raise AssertionError("the held socket is not in /proc/net/tcp")
+
+    def left_in_queue(self) -> list[bytes]:
+        """Accept what still waits in the held socket and read each request."""
+        self.listener.setblocking(False)
+        requests = []
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except BlockingIOError:
+                return requests
+            with conn:
+                conn.settimeout(20)
+                requests.append(conn.recv(1000))
+
+    def stderr(self) -> str:
+        """What the process wrote on stderr so far (for failure messages: never waits)."""
+        assert self.process.stderr is not None
+        os.set_blocking(self.process.stderr.fileno(), False)
+        try:
+            return (self.process.stderr.read() or b"").decode(errors="replace")
+        except BlockingIOError:
+            return ""
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(20)
+        for stream in (self.process.stdout, self.process.stderr):
+            if stream is not None:
+                stream.close()
+        self.listener.close()
+
+
+@contextmanager
+def hooked_process(argv: Sequence[str], **kw: object) -> Iterator[HookedProcess]:
+    """A `HookedProcess`, always killed and closed afterwards."""
+    running = HookedProcess(argv, **kw)  # type: ignore[arg-type]
+    try:
+        yield running
+    finally:
+        running.close()
+
+
+def answer(client: socket.socket) -> bytes:
+    """What the client got: the whole response, b"" for a close, b"<reset>" for a reset."""
+    with client:
+        try:
+            return client.makefile("rb").read()
+        except ConnectionResetError:
+            return b"<reset>"
+
+
+def _hook_dir() -> str:
+    """The hook of the zocket under test (imported here only: benchmarks use this module)."""
+    from zocket import supervisor
+
+    return supervisor.HOOK_DIR

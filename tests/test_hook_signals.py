@@ -14,24 +14,27 @@ process left in the queue can be accepted by the test afterwards.
 from __future__ import annotations
 
 import json
-import os
-import select
 import signal
 import socket
-import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from support import ZocketProcess, http_get, server_command, start_in, wait_for
-from zocket import supervisor
+from support import (
+    REQUEST,
+    HookedProcess,
+    ZocketProcess,
+    answer,
+    hooked_process,
+    http_get,
+    server_command,
+    start_in,
+    wait_for,
+)
 
 PY = sys.executable
-REQUEST = b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
 
 #: An asyncio server of the standard library, stopped the way uvicorn and hypercorn stop:
 #: stop accepting, close every connection that has not sent a request yet, let the others
@@ -84,112 +87,7 @@ asyncio.run(main())
 """
 
 
-class Held:
-    """A listening socket of the test's, and a process started with it handed over."""
-
-    def __init__(self, argv: Sequence[str], *, cwd: Path | None = None) -> None:
-        self.listener = socket.socket()
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(64)
-        self.port = self.listener.getsockname()[1]
-        self.fd = self.listener.fileno()
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("ZOCKET_", "LISTEN_"))}
-        env.update(
-            PYTHONPATH=supervisor.HOOK_DIR,
-            ZOCKET_HOOK_FDS=f"{self.fd}:{os.fstat(self.fd).st_ino}",
-            PYTHONUNBUFFERED="1",
-        )
-        self.process = subprocess.Popen(
-            [a.replace("{fd}", str(self.fd)) for a in argv],
-            env=env,
-            cwd=cwd,
-            pass_fds=[self.fd],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        self._out = b""
-
-    def line(self, timeout: float = 20.0) -> str:
-        """The process's next line on stdout (fails after ``timeout``)."""
-        assert self.process.stdout is not None
-        fd = self.process.stdout.fileno()
-        deadline = time.monotonic() + timeout
-        while b"\n" not in self._out:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
-                raise AssertionError(f"no whole line within {timeout} s: {self._out!r}")
-            chunk = os.read(fd, 4096)
-            if not chunk:
-                raise AssertionError(f"stdout closed: {self._out!r}\n{self.stderr()}")
-            self._out += chunk
-        line, _, self._out = self._out.partition(b"\n")
-        return line.decode().strip()
-
-    def connect(self) -> socket.socket:
-        return socket.create_connection(("127.0.0.1", self.port), timeout=20)
-
-    def backlog(self) -> int:
-        """Connections waiting in the held socket's accept queue (from /proc/net/tcp)."""
-        inode = os.fstat(self.fd).st_ino
-        with open("/proc/net/tcp") as table:
-            for row in table.readlines()[1:]:
-                fields = row.split()
-                if int(fields[9]) == inode:
-                    return int(fields[4].split(":")[1], 16)
-        raise AssertionError("the held socket is not in /proc/net/tcp")
-
-    def left_in_queue(self) -> list[bytes]:
-        """Accept what still waits in the held socket and read each request."""
-        self.listener.setblocking(False)
-        requests = []
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except BlockingIOError:
-                return requests
-            with conn:
-                conn.settimeout(20)
-                requests.append(conn.recv(1000))
-
-    def stderr(self) -> str:
-        """What the process wrote on stderr so far (for failure messages: never waits)."""
-        assert self.process.stderr is not None
-        os.set_blocking(self.process.stderr.fileno(), False)
-        try:
-            return (self.process.stderr.read() or b"").decode(errors="replace")
-        except BlockingIOError:
-            return ""
-
-    def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait(20)
-        for stream in (self.process.stdout, self.process.stderr):
-            if stream is not None:
-                stream.close()
-        self.listener.close()
-
-
-@contextmanager
-def held(argv: Sequence[str], **kw: Path) -> Iterator[Held]:
-    running = Held(argv, **kw)
-    try:
-        yield running
-    finally:
-        running.close()
-
-
-def answer(client: socket.socket) -> bytes:
-    """What the client got: the whole response, b"" for a close, b"<reset>" for a reset."""
-    with client:
-        try:
-            return client.makefile("rb").read()
-        except ConnectionResetError:
-            return b"<reset>"
-
-
-def accepted_idle(running: Held, count: int) -> list[socket.socket]:
+def accepted_idle(running: HookedProcess, count: int) -> list[socket.socket]:
     """``count`` connections the server has accepted and got no request from yet."""
     clients = [running.connect() for _ in range(count)]
     wait_for(lambda: running.backlog() == 0, 20, message="the server to accept")
@@ -199,7 +97,7 @@ def accepted_idle(running: Held, count: int) -> list[socket.socket]:
 @pytest.mark.parametrize("mode", ["add_signal_handler", "signal"])
 def test_a_connection_taken_just_before_the_stop_is_answered(mode: str) -> None:
     """Accepted, then SIGTERM, then its request: the server reads it before stopping."""
-    with held([PY, "-c", ASYNCIO_PROBE, "{fd}", mode, "0"]) as running:
+    with hooked_process([PY, "-c", ASYNCIO_PROBE, "{fd}", mode, "0"]) as running:
         assert running.line() == "serving Heldsocket", running.stderr()
         clients = accepted_idle(running, 3)
         assert [running.line() for _ in clients] == ["accepted"] * 3
@@ -213,7 +111,7 @@ def test_a_connection_taken_just_before_the_stop_is_answered(mode: str) -> None:
 @pytest.mark.parametrize("mode", ["add_signal_handler", "signal", "default"])
 def test_a_stopping_server_takes_no_new_connection(mode: str) -> None:
     """What arrives after SIGTERM waits in the held socket for the next generation."""
-    with held([PY, "-c", ASYNCIO_PROBE, "{fd}", mode, "0"]) as running:
+    with hooked_process([PY, "-c", ASYNCIO_PROBE, "{fd}", mode, "0"]) as running:
         assert running.line() == "serving Heldsocket", running.stderr()
         running.process.send_signal(signal.SIGTERM)
         late = [running.connect() for _ in range(5)]
@@ -227,7 +125,7 @@ def test_a_stopping_server_takes_no_new_connection(mode: str) -> None:
 
 def test_sigterm_at_its_default_finishes_the_requests_in_flight() -> None:
     """No handler at all: the request in flight is answered, then SIGTERM ends the process."""
-    with held([PY, "-c", ASYNCIO_PROBE, "{fd}", "default", "0.5"]) as running:
+    with hooked_process([PY, "-c", ASYNCIO_PROBE, "{fd}", "default", "0.5"]) as running:
         assert running.line() == "serving Heldsocket", running.stderr()
         client = running.connect()
         client.sendall(REQUEST)
@@ -256,7 +154,7 @@ print(json.dumps(seen))
 
 
 def test_the_app_sees_its_own_handlers() -> None:
-    with held([PY, "-c", SIGNALS_PROBE, "{fd}"]) as running:
+    with hooked_process([PY, "-c", SIGNALS_PROBE, "{fd}"]) as running:
         assert running.process.wait(20) == 0, running.stderr()
         assert running.process.stdout is not None
         seen = json.loads(running.process.stdout.read())
@@ -290,7 +188,7 @@ def test_uvicorn_answers_what_it_took_just_before_sigterm(tmp_path: Path) -> Non
     """uvicorn closes connections without a request when its shutdown begins."""
     (tmp_path / "asgi.py").write_text(ASGI_APP)
     command = [*server_command("uvicorn"), "--fd", "{fd}", "--no-access-log", "asgi:app"]
-    with held(command, cwd=tmp_path) as running:
+    with hooked_process(command, cwd=tmp_path) as running:
         wait_for(lambda: _get(running.port), 20, message="uvicorn to answer")
         clients = accepted_idle(running, 5)
         running.process.send_signal(signal.SIGTERM)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import selectors
 import signal
 import socket
 import subprocess
@@ -23,6 +22,7 @@ from contextlib import contextmanager
 
 import pytest
 
+from support import HookedProcess, answer, hooked_process
 from zocket import supervisor
 
 PY = sys.executable
@@ -46,140 +46,69 @@ class Handler(socketserver.StreamRequestHandler):
 base = socketserver.ThreadingTCPServer if mode == "threaded" else socketserver.TCPServer
 base.daemon_threads = True
 with base(("127.0.0.1", port), Handler) as server:
-    adopted = os.fstat(server.socket.fileno()).st_ino == int(os.environ["INODE"])
+    held_inode = int(os.environ["ZOCKET_HOOK_FDS"].split(":")[1])
+    adopted = os.fstat(server.socket.fileno()).st_ino == held_inode
     print("serving" if adopted else "not adopted", flush=True)
     server.serve_forever()
 """
 
 
-class Probe:
-    """The probe process and the listening socket the test holds for it."""
-
-    def __init__(self, mode: str, hold: float) -> None:
-        self.listener = socket.socket()
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(16)
-        self.port = self.listener.getsockname()[1]
-        fd = self.listener.fileno()
-        inode = os.fstat(fd).st_ino
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("ZOCKET_", "LISTEN_"))}
-        env.update(
-            PYTHONPATH=supervisor.HOOK_DIR,
-            ZOCKET_HOOK_FDS=f"{fd}:{inode}",
-            INODE=str(inode),
-            PYTHONUNBUFFERED="1",
-        )
-        self.process = subprocess.Popen(
-            [PY, "-c", PROBE, str(self.port), mode, str(hold)],
-            env=env,
-            pass_fds=[fd],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        assert self.process.stdout is not None
-        self._selector = selectors.DefaultSelector()
-        self._selector.register(self.process.stdout, selectors.EVENT_READ)
-
-    def line(self, timeout: float = 20.0) -> str:
-        """The probe's next line on stdout (fails after ``timeout``)."""
-        assert self.process.stdout is not None
-        if not self._selector.select(timeout):
-            raise AssertionError(f"the probe said nothing within {timeout} s")
-        return self.process.stdout.readline().decode().strip()
-
-    def request(self) -> socket.socket:
-        """A client that has sent its request and waits for the answer."""
-        client = socket.create_connection(("127.0.0.1", self.port), timeout=20)
-        client.sendall(b"GET\n")
-        return client
-
-    def wait(self, timeout: float = 20.0) -> int:
-        return self.process.wait(timeout)
-
-    def stderr(self) -> str:
-        assert self.process.stderr is not None
-        return self.process.stderr.read().decode()
-
-    def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait(20)
-        for stream in (self.process.stdout, self.process.stderr):
-            if stream is not None:
-                stream.close()
-        self._selector.close()
-        self.listener.close()
-
-
 @contextmanager
-def probe(mode: str = "plain", hold: float = 0.3) -> Iterator[Probe]:
-    running = Probe(mode, hold)
-    try:
+def probe(mode: str = "plain", hold: float = 0.3) -> Iterator[HookedProcess]:
+    """The probe, serving the test's listening socket through the hook."""
+    with hooked_process([PY, "-c", PROBE, "{port}", mode, str(hold)]) as running:
         assert running.line() == "serving", running.stderr()
         yield running
-    finally:
-        running.close()
 
 
-def answer(client: socket.socket) -> bytes:
-    with client:
-        try:
-            return client.makefile("rb").read()
-        except ConnectionResetError:
-            return b"<reset>"
-
-
-def still_queued(listener: socket.socket) -> bytes:
-    """Accept what waits in the held socket's backlog and read its request."""
-    listener.settimeout(20)
-    conn, _ = listener.accept()
-    with conn:
-        conn.settimeout(20)
-        return conn.recv(100)
+def request(running: HookedProcess) -> socket.socket:
+    """A client that has sent its request and waits for the answer."""
+    client = running.connect()
+    client.sendall(b"GET\n")
+    return client
 
 
 @pytest.mark.parametrize("mode", ["plain", "threaded"])
 def test_sigterm_lets_the_held_request_finish(mode: str) -> None:
     """SIGTERM's default: the request is answered, then the process dies of SIGTERM."""
     with probe(mode) as running:
-        client = running.request()
+        client = request(running)
         assert running.line() == "holding"
         running.process.send_signal(signal.SIGTERM)
         assert answer(client) == b"answered\n"
-        assert running.wait() == -signal.SIGTERM, running.stderr()
+        assert running.process.wait(20) == -signal.SIGTERM, running.stderr()
 
 
 def test_sigint_waits_for_the_hand_off() -> None:
     """KeyboardInterrupt comes once the main thread has answered, not in the middle."""
     with probe() as running:
-        client = running.request()
+        client = request(running)
         assert running.line() == "holding"
         running.process.send_signal(signal.SIGINT)
         assert answer(client) == b"answered\n"
         # An uncaught KeyboardInterrupt ends Python by SIGINT, after its traceback.
-        assert running.wait() == -signal.SIGINT
+        assert running.process.wait(20) == -signal.SIGINT
         assert "KeyboardInterrupt" in running.stderr()
 
 
 def test_sigterm_while_idle_ends_the_process_and_leaves_the_queue() -> None:
     with probe() as running:
         running.process.send_signal(signal.SIGTERM)
-        assert running.wait() == -signal.SIGTERM
+        assert running.process.wait(20) == -signal.SIGTERM
         # A connection made now waits in the kernel for whoever accepts next.
-        with running.request():
-            assert still_queued(running.listener) == b"GET\n"
+        with request(running):
+            assert running.left_in_queue() == [b"GET\n"]
 
 
 def test_what_arrives_during_the_drain_is_not_lost() -> None:
     """A connection made while the probe drains is answered by it or still queued."""
     with probe("threaded", hold=0.5) as running:
-        first = running.request()
+        first = request(running)
         assert running.line() == "holding"
         running.process.send_signal(signal.SIGTERM)
-        second = running.request()
+        second = request(running)
         assert answer(first) == b"answered\n"
-        assert running.wait() == -signal.SIGTERM
+        assert running.process.wait(20) == -signal.SIGTERM
         second.settimeout(0.0)
         try:
             got = second.recv(100)
@@ -187,26 +116,26 @@ def test_what_arrives_during_the_drain_is_not_lost() -> None:
             got = b""  # no answer (yet): then it must still wait in the backlog
         with second:
             if got != b"answered\n":
-                assert got == b"" and still_queued(running.listener) == b"GET\n"
+                assert got == b"" and running.left_in_queue() == [b"GET\n"]
 
 
 def test_a_request_held_too_long_does_not_delay_the_stop_forever() -> None:
     """The wait for the hand-off is bounded: the signal acts after a second anyway."""
     with probe(hold=30) as running:
-        client = running.request()
+        client = request(running)
         assert running.line() == "holding"
         running.process.send_signal(signal.SIGTERM)
-        assert running.wait(timeout=10) == -signal.SIGTERM
+        assert running.process.wait(10) == -signal.SIGTERM
         assert answer(client) in (b"", b"<reset>")
 
 
 def test_an_apps_own_handler_is_left_alone() -> None:
     """The probe installed its own SIGTERM handler (sys.exit(7)): it runs at once."""
     with probe("own-handler", hold=30) as running:
-        client = running.request()
+        client = request(running)
         assert running.line() == "holding"
         running.process.send_signal(signal.SIGTERM)
-        assert running.wait(timeout=10) == 7
+        assert running.process.wait(10) == 7
         client.close()
 
 
