@@ -1059,7 +1059,7 @@ def write_atomically(path: Path, text: str, tmp_dir: Path | None = None) -> None
     os.replace(tmp, path)
 
 
-_WSGI_APP = Template("""\
+_WSGI_APP = Template('''\
 $prelude
 
 def app(environ, start_response):
@@ -1070,9 +1070,9 @@ def app(environ, start_response):
 $headers
     ])
     return [body]
-""")
+''')
 
-_ASGI_APP = Template("""\
+_ASGI_APP = Template('''\
 $prelude
 
 async def app(scope, receive, send):
@@ -1095,7 +1095,7 @@ $headers
         ],
     })
     await send({"type": "http.response.body", "body": body})
-""")
+''')
 
 
 def wsgi_app(body: str, *, prelude: str = "", headers: Mapping[str, str] | None = None) -> str:

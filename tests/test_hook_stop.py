@@ -164,10 +164,13 @@ class Handler(socketserver.StreamRequestHandler):
 
 answers = {"ticking": [], "after": []}
 ticking_done = threading.Event()
+disarmed = threading.Event()  # the loop has seen ticking_done: no Tick from now on
 
 
 def clients():
     for phase, count in (("ticking", 300), ("after", 20)):
+        if phase == "after":
+            disarmed.wait(10)
         for _ in range(count):
             try:
                 with socket.create_connection(("127.0.0.1", port), timeout=2) as client:
@@ -190,6 +193,8 @@ with socketserver.ThreadingTCPServer(("127.0.0.1", port), Handler) as server:
     while loading.is_alive():
         try:
             armed[0] = not ticking_done.is_set()
+            if not armed[0]:
+                disarmed.set()
             try:
                 if select.select([server], [], [], 0.05)[0]:  # as serve_forever does
                     server._handle_request_noblock()
