@@ -23,7 +23,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from .load import KeepAliveResult, keep_alive_load, run_wrk, wrk_path
+from .load import KeepAliveResult, OpenLoopLoad, keep_alive_load, run_wrk, wrk_path
 from .scenarios import (
     GUNICORN_ARGS,
     Plain,
@@ -205,35 +205,66 @@ def measure_cold_starts(
     boots: Sequence[float],
     *,
     rounds: int = 3,
+    load_rate: float | None = None,
     log: Callable[[str], None] = lambda line: None,
 ) -> dict[str, Any]:
     """Cold starts per boot time, as JSON-ready data; {"status": "skipped: ..."} without gunicorn.
 
     The server is the scenarios' gunicorn (GUNICORN_ARGS, the same app and boot
     sleep) binding a free port itself, timed from spawn to its first successful
-    response, with no load running. Each round measures every boot time once,
-    so the samples of one boot time are spread over the rounds; medians decide.
+    response, with no load running. With ``load_rate``, each round also times
+    it while another gunicorn of the same app serves that rate on its own port:
+    what a restart under load competes with for the cores (the serving
+    generation and the load), so that "new code live" is compared like with
+    like. Each round measures every boot time once, so the samples of one boot
+    time are spread over the rounds; medians decide.
     """
     if not installed("gunicorn"):
         return {"status": "skipped: gunicorn not installed"}
     gunicorn_options()  # asks ``gunicorn --help`` once: not a part of any cold start
-    samples: dict[float, list[float]] = {boot: [] for boot in boots}
+    idle: dict[float, list[float]] = {boot: [] for boot in boots}
+    loaded: dict[float, list[float]] = {boot: [] for boot in boots}
     for number in range(rounds):
-        for boot in samples:
+        for boot in idle:
             log(f"cold start: round {number + 1}/{rounds}, boot {boot:g} s")
-            figures = _with_server(partial(Plain, boot=boot), root, lambda _: {}, "cold-")
-            samples[boot].append(figures["start_to_first_response_s"])
+            idle[boot].append(_cold_start(root, boot))
+            if load_rate is not None:
+                log(f"cold start: round {number + 1}/{rounds}, boot {boot:g} s, under load")
+                loaded[boot].append(_cold_start_under_load(root, boot, load_rate))
     return {
         "status": "ok",
         "gunicorn_args": list(GUNICORN_ARGS),
         "rounds": rounds,
+        "load_rate": load_rate,
         "boots": [
             {
                 "boot_s": boot,
-                "samples": len(found),
-                "samples_s": found,
-                "median_s": _median(found),
+                "samples": len(idle[boot]),
+                "samples_s": idle[boot],
+                "median_s": _median(idle[boot]),
+                "under_load_samples_s": loaded[boot],
+                "under_load_median_s": _median(loaded[boot]) if loaded[boot] else None,
             }
-            for boot, found in samples.items()
+            for boot in idle
         ],
     }
+
+
+def _cold_start(root: Path, boot: float) -> float:
+    figures = _with_server(partial(Plain, boot=boot), root, lambda _: {}, "cold-")
+    return float(figures["start_to_first_response_s"])
+
+
+def _cold_start_under_load(root: Path, boot: float, rate: float) -> float:
+    """A cold start while a gunicorn of the same app, already up, serves ``rate``."""
+
+    def measure(serving: Scenario) -> dict[str, Any]:
+        load = OpenLoopLoad(serving.port, rate, max_duration=boot + 120).start()
+        try:
+            load.wait_for(lambda record: record.ok, timeout=10)
+            return {"cold_start_s": _cold_start(root, boot)}
+        finally:
+            load.stop()
+
+    figures = _with_server(partial(Plain, boot=0.0), root, measure, "serving-")
+    return float(figures["cold_start_s"])

@@ -230,15 +230,27 @@ def summarise(
     }
 
 
-def against_cold_start(summary: Json, cold_start_s: float | None) -> Json:
-    """``summary``'s median trigger → new code answers, a cold start's median, the difference.
+def against_cold_start(
+    summary: Json, cold_start_s: float | None, under_load_s: float | None = None
+) -> Json:
+    """``summary``'s median trigger → new code answers, cold starts' medians (idle and under
+    the same load), and the differences.
 
-    The difference is None when either side is missing (no new generation
+    A difference is None when either side is missing (no new generation
     answered, or no cold start was measured): never a figure made up from one side.
     """
     live = summary["to_new_generation_s"]["median"]
-    difference = live - cold_start_s if live is not None and cold_start_s is not None else None
-    return {"new_code_live_s": live, "cold_start_s": cold_start_s, "difference_s": difference}
+
+    def minus(cold: float | None) -> float | None:
+        return live - cold if live is not None and cold is not None else None
+
+    return {
+        "new_code_live_s": live,
+        "cold_start_s": cold_start_s,
+        "difference_s": minus(cold_start_s),
+        "cold_start_under_load_s": under_load_s,
+        "difference_under_load_s": minus(under_load_s),
+    }
 
 
 def timeline(records: Sequence[Record], bucket: float = 0.1) -> list[list[float]]:

@@ -64,6 +64,8 @@ COLD_START_COLUMNS = (
     "new code live ms (median)",
     "cold start ms (median)",
     "difference ms",
+    "cold start under load ms (median)",
+    "difference under load ms",
 )
 RESTART_COLUMNS = (
     "scenario",
@@ -154,15 +156,25 @@ def _cold_start_table(
     """What each boot time's cold start took, then per scenario: live, cold start, difference."""
     if cold_start.get("status") != "ok":
         return [f"cold start: {cold_start.get('status')}"]
-    samples = "; ".join(
-        f"boot {_num(b['boot_s'], 1)} s: {', '.join(_ms(v) for v in b['samples_s'])}"
-        for b in cold_start["boots"]
-    )
+    def listed(key: str) -> str:
+        return "; ".join(
+            f"boot {_num(b['boot_s'], 1)} s: {', '.join(_ms(v) for v in b.get(key) or ())}"
+            for b in cold_start["boots"]
+        )
+
     gunicorn = " ".join(cold_start["gunicorn_args"])
+    load_rate = cold_start.get("load_rate")
+    under_load = (
+        f" Under load: the same, while another gunicorn of the same app serves "
+        f"{_num(load_rate, 0)} requests/s on new connections (ms: {listed('under_load_samples_s')})."
+        if load_rate
+        else ""
+    )
     out = [
         f"Cold start: `gunicorn {gunicorn}` on the same app binding its own port, from spawn "
-        f"to the first response, no load; median of {cold_start['rounds']} (ms: {samples}). "
-        "Difference: trigger → new gen (median) minus the cold start.",
+        f"to the first response, no load; median of {cold_start['rounds']} (ms: "
+        f"{listed('samples_s')}).{under_load} Difference: trigger → new gen (median) minus "
+        "the cold start.",
         "",
         _row(COLD_START_COLUMNS),
         _row(["---"] * len(COLD_START_COLUMNS)),
@@ -179,6 +191,8 @@ def _cold_start_table(
                     _ms(compared["new_code_live_s"]),
                     _ms(compared["cold_start_s"]),
                     _signed_ms(compared["difference_s"]),
+                    _ms(compared.get("cold_start_under_load_s")),
+                    _signed_ms(compared.get("difference_under_load_s")),
                 ]
             )
         )

@@ -344,9 +344,14 @@ def _reported(label: str, measure: Callable[[], dict[str, Any]]) -> dict[str, An
         return {"status": f"error: {exc}"}
 
 
-def cold_start_median(cold_start: Mapping[str, Any], boot: float) -> float | None:
-    """The median cold start at ``boot``; None when skipped, failed or not measured."""
-    return next((b["median_s"] for b in cold_start.get("boots", ()) if b["boot_s"] == boot), None)
+def cold_start_medians(
+    cold_start: Mapping[str, Any], boot: float
+) -> tuple[float | None, float | None]:
+    """The median cold starts at ``boot``, idle and under load; None when not measured."""
+    for entry in cold_start.get("boots", ()):
+        if entry["boot_s"] == boot:
+            return entry["median_s"], entry.get("under_load_median_s")
+    return None, None
 
 
 def _exit_on_signal(signum: int, _frame: object) -> None:
@@ -387,7 +392,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         cold_start = results["cold_start"] = _reported(
             "cold start",
-            lambda: measure_cold_starts(root, options.boots, rounds=rounds, log=log),
+            lambda: measure_cold_starts(
+                root, options.boots, rounds=rounds, load_rate=options.rate, log=log
+            ),
         )
         for name in options.scenarios:
             for boot in options.boots:
@@ -395,7 +402,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 run = run_scenario(SCENARIOS[name], boot, options, root)
                 if run.result["status"] == "ok":
                     run.result["vs_cold_start"] = metrics.against_cold_start(
-                        run.result["summary"], cold_start_median(cold_start, boot)
+                        run.result["summary"], *cold_start_medians(cold_start, boot)
                     )
                 runs.append(run)
                 scenario_results.append(run.result)

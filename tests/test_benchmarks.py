@@ -46,6 +46,7 @@ def quick_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "| plain |" in result.stdout and "| zocket-gunicorn |" in result.stdout
     assert "| new code live ms (median) | cold start ms (median) |" in result.stdout
+    assert "| cold start under load ms (median) | difference under load ms |" in result.stdout
     data: dict[str, Any] = json.loads(out.read_text())
     assert data["versions"]["python"] and data["versions"]["kernel"]
     for run in data["scenarios"]:
@@ -100,12 +101,20 @@ def test_every_scenario_is_compared_with_a_cold_start_of_its_boot_time(
     assert entry["boot_s"] == 0.3
     assert entry["samples"] == len(entry["samples_s"]) == cold["rounds"] > 0
     assert entry["median_s"] == statistics.median(entry["samples_s"])
+    # The same cold start while another gunicorn serves the run's rate: one per round too.
+    assert cold["load_rate"] == quick_results["options"]["rate"] == 20
+    assert len(entry["under_load_samples_s"]) == cold["rounds"]
+    assert entry["under_load_median_s"] == statistics.median(entry["under_load_samples_s"])
     for run in quick_results["scenarios"]:
         compared = run["vs_cold_start"]
         assert compared["new_code_live_s"] == run["summary"]["to_new_generation_s"]["median"]
         assert compared["cold_start_s"] == entry["median_s"]
         assert compared["difference_s"] == pytest.approx(
             compared["new_code_live_s"] - compared["cold_start_s"]
+        )
+        assert compared["cold_start_under_load_s"] == entry["under_load_median_s"]
+        assert compared["difference_under_load_s"] == pytest.approx(
+            compared["new_code_live_s"] - compared["cold_start_under_load_s"]
         )
 
 
@@ -228,6 +237,11 @@ def test_against_cold_start_needs_both_sides() -> None:
     assert metrics.against_cold_start(summary, None)["difference_s"] is None
     never = {"to_new_generation_s": {"median": None, "max": None}}
     assert metrics.against_cold_start(never, 0.4)["difference_s"] is None
+    assert compared["difference_under_load_s"] is None  # no cold start under load given
+    loaded = metrics.against_cold_start(summary, 0.4, 0.43)
+    assert loaded["cold_start_under_load_s"] == 0.43
+    assert loaded["difference_under_load_s"] == pytest.approx(0.02)
+    assert metrics.against_cold_start(never, 0.4, 0.43)["difference_under_load_s"] is None
 
 
 def test_report_gives_new_code_live_against_the_cold_start() -> None:
