@@ -1137,7 +1137,13 @@ class HookedProcess:
     process leaves in the queue can be accepted by the test afterwards.
     """
 
-    def __init__(self, argv: Sequence[str], *, cwd: Path | None = None) -> None:
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        cwd: Path | None = None,
+        extra_env: Mapping[str, str] | None = None,
+    ) -> None:
         self.listener = socket.socket()
         self.listener.bind(("127.0.0.1", 0))
         self.listener.listen(64)
@@ -1148,6 +1154,7 @@ class HookedProcess:
             PYTHONPATH=_hook_dir(),
             ZOCKET_HOOK_FDS=f"{self.fd}:{os.fstat(self.fd).st_ino}",
             PYTHONUNBUFFERED="1",
+            **(extra_env or {}),
         )
         self.process = subprocess.Popen(
             [a.replace("{fd}", str(self.fd)).replace("{port}", str(self.port)) for a in argv],

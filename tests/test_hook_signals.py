@@ -135,6 +135,19 @@ def test_sigterm_at_its_default_finishes_the_requests_in_flight() -> None:
         assert running.process.wait(20) == -signal.SIGTERM
 
 
+def test_sigterm_at_its_default_waits_no_longer_than_the_stop_timeout() -> None:
+    """A request that would take 30 s does not hold the process past ZOCKET_STOP_TIMEOUT."""
+    argv = [PY, "-c", ASYNCIO_PROBE, "{fd}", "default", "30"]
+    with hooked_process(argv, extra_env={"ZOCKET_STOP_TIMEOUT": "1"}) as running:
+        assert running.line() == "serving Heldsocket", running.stderr()
+        client = running.connect()
+        client.sendall(REQUEST)
+        assert [running.line(), running.line()] == ["accepted", "holding"]
+        running.process.send_signal(signal.SIGTERM)
+        assert running.process.wait(10) == -signal.SIGTERM  # not after the 30 s answer
+        assert answer(client) in (b"", b"<reset>")
+
+
 SIGNALS_PROBE = r"""
 import json, signal, socket, sys
 
