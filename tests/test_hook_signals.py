@@ -240,3 +240,82 @@ def test_hypercorn_workers_finish_a_request_across_a_sighup(tmp_path: Path) -> N
         got = answer(conn)
         assert got.startswith(b"HTTP/1.1 200"), got
         assert zocket.stop() in (0, 128 + signal.SIGTERM)
+
+
+KEYWORDS_PROBE = r"""
+import asyncio, json, socket, ssl, sys
+
+port = int(sys.argv[1])
+made = {}
+made["keywords"] = type(socket.socket(family=socket.AF_INET, type=socket.SOCK_STREAM)).__name__
+tls = ssl.create_default_context().wrap_socket(socket.socket(), server_hostname="localhost")
+made["tls"] = type(tls).__name__
+
+
+async def client():
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.close()
+    await writer.wait_closed()
+    return "connected"
+
+made["asyncio"] = asyncio.run(client())
+print(json.dumps(made))
+"""
+
+
+def test_sockets_the_standard_library_makes_by_keyword_are_untouched() -> None:
+    """ssl and asyncio call socket.socket(..., type=...): the hook keeps socket's names."""
+    with hooked_process([PY, "-c", KEYWORDS_PROBE, "{port}"]) as running:
+        assert running.process.wait(20) == 0, running.stderr()
+        assert running.process.stdout is not None
+        made = json.loads(running.line())
+    assert made == {"keywords": "socket", "tls": "SSLSocket", "asyncio": "connected"}
+
+
+FORK_PROBE = r"""
+import json, multiprocessing, os, socket, sys, time
+
+listener = socket.socket(fileno=int(sys.argv[1]))  # held: SIGTERM now drains first
+client = socket.create_connection(listener.getsockname()[:2])
+conn, _ = listener.accept()  # a request in flight in this process
+helper = multiprocessing.get_context("fork").Process(target=time.sleep, args=(60,))
+helper.start()
+began = time.monotonic()
+helper.terminate()
+helper.join(40)
+print(json.dumps({"exitcode": helper.exitcode, "seconds": time.monotonic() - began}))
+"""
+
+
+def test_a_forked_helper_dies_of_sigterm_at_once() -> None:
+    """The drain belongs to the process that took the connections, not to its fork children."""
+    argv = [PY, "-c", FORK_PROBE, "{fd}"]
+    with hooked_process(argv, extra_env={"ZOCKET_STOP_TIMEOUT": "30"}) as running:
+        assert running.process.wait(60) == 0, running.stderr()
+        report = json.loads(running.line())
+    assert report["exitcode"] == -signal.SIGTERM
+    assert report["seconds"] < 10, report  # not the 30 s a drain would wait
+
+
+TRANSIENT_LOOP_PROBE = r"""
+import asyncio, signal, socket, sys
+
+listener = socket.socket(fileno=int(sys.argv[1]))  # held
+stop = []
+signal.signal(signal.SIGTERM, lambda *args: stop.append(True))
+print("serving", flush=True)
+while not stop:  # a sync server whose requests run asyncio.run() for a moment
+    asyncio.run(asyncio.sleep(0.005))
+print("stopped", flush=True)
+"""
+
+
+def test_a_stop_handler_is_not_deferred_into_a_loop_that_serves_nothing() -> None:
+    """asyncio.run() for a moment in the main thread: the handler runs at once, not in a loop
+    that may be gone 0.1 s later."""
+    with hooked_process([PY, "-c", TRANSIENT_LOOP_PROBE, "{fd}"]) as running:
+        assert running.line() == "serving", running.stderr()
+        running.process.send_signal(signal.SIGTERM)
+        assert running.line(timeout=10) == "stopped"
+        assert running.process.wait(20) == 0
+

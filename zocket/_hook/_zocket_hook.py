@@ -161,13 +161,13 @@ def _serves(held, asked):
     return asked == mine
 
 
-def _init(self, family=-1, kind=-1, proto=-1, fileno=None):
+def _init(self, family=-1, type=-1, proto=-1, fileno=None):  # noqa: A002 (socket's names)
     """``socket.socket(fileno=FD)`` of a held fd (hypercorn's fd://) is held too.
 
     Such an app knows it was handed a socket and may say READY=1 itself when it is
     ready (``--ready notify``): the hook does not speak for it.
     """
-    _original_init(self, family, kind, proto, fileno)
+    _original_init(self, family, type, proto, fileno)
     if fileno is None or fileno not in _held_fds or self.__class__ is not socket.socket:
         return  # every accepted connection passes here: keep it one set look-up
     if any(h[0] == fileno and _still_held(fileno, h[5]) for h in _held):
@@ -216,6 +216,7 @@ _DRAIN_SECONDS = 1.0
 _draining = [False]
 _holding = [False]  # a held socket object was made in this process (or its forked parent)
 _in_flight = weakref.WeakSet()
+_removed = set()  # (loop, fd) whose accept callback a stop removed
 
 
 class _Hold:
@@ -231,7 +232,13 @@ class _Hold:
     @staticmethod
     def busy():
         """Whether a connection taken from a held socket is still open."""
-        return any(conn.fileno() != -1 for conn in list(_in_flight))
+        while True:
+            try:
+                taken = list(_in_flight)
+                break
+            except RuntimeError:  # another thread took one while we copied: again
+                continue
+        return any(conn.fileno() != -1 for conn in taken)
 
     @staticmethod
     def drain(deadline):
@@ -239,15 +246,21 @@ class _Hold:
 
 
 def _accept(self):
+    loop = _zocket_signals.running_loop()
     if _draining[0]:
-        loop = _zocket_signals.running_loop()
-        if loop is not None:
+        fd = socket.socket.fileno(self)
+        if loop is not None and (loop, fd) not in _removed:
             # asyncio's accept callback: stop it being called (the listener stays
             # readable for the other generation) instead of spinning the loop.
-            loop.remove_reader(socket.socket.fileno(self))
+            loop.remove_reader(fd)
+            _removed.add((loop, fd))
         else:
-            time.sleep(0.05)  # the server's loop retries at once: do not spin meanwhile
+            # A loop that registers the fd again after each refusal (loop.sock_accept),
+            # or a server's own retry loop: do not spin meanwhile.
+            time.sleep(0.01 if loop is not None else 0.05)
         raise BlockingIOError(errno.EAGAIN, "zocket hook: this process is stopping")
+    if loop is not None:
+        _zocket_signals.serving_loops.add(loop)
     guard = _guard[0]
     fd = socket.socket.fileno(self)
     if guard is not None and _serving[0] and fd >= 0 and guard.on_main_thread():

@@ -36,6 +36,7 @@ import os
 import signal
 import sys
 import time
+import weakref
 
 #: How long an event loop's stop handler waits: a few loop turns under load.
 GRACE = 0.1
@@ -46,6 +47,9 @@ _original_signal = signal.signal
 _original_getsignal = signal.getsignal
 _stop_signals = set()
 _hold = [None]  # install()'s: what the hook does for this process's held sockets
+#: Event loops that accepted from a held socket: only there is a stop handler deferred
+#: (a loop run for a moment elsewhere, asyncio.run in a sync view, may be gone by then).
+serving_loops = weakref.WeakSet()
 
 
 def install(stop_signals, hold):
@@ -74,8 +78,12 @@ def default_term_on_hold():
     try:
         if _original_getsignal(signal.SIGTERM) == signal.SIG_DFL:
             _original_signal(signal.SIGTERM, _default_term)
+            _term_owner[0] = os.getpid()
     except ValueError:
         pass  # not the main thread: signals are not ours to set from here
+
+
+_term_owner = [0]  # the process whose connections a default SIGTERM waits for
 
 
 def running_loop():
@@ -102,7 +110,7 @@ class _Stopping:
         if not _stop_accepting():
             return self.handler(signum, frame)
         loop = running_loop() if self.defer else None
-        if loop is None:
+        if loop is None or loop not in serving_loops:
             return self.handler(signum, frame)
         try:
             # Through the loop's thread-safe entry: a signal handler may run between
@@ -133,10 +141,14 @@ def _unwrap(handler):
 
 
 def _default_term(signum, frame):
+    if os.getpid() != _term_owner[0]:
+        # A fork child (a multiprocessing worker, a helper), maybe signalled before it
+        # could even reset its handlers: the parent's connections are not its to wait for.
+        _die(signum)
     _stop_accepting()
     deadline = time.monotonic() + _stop_timeout()
     loop = running_loop()
-    if loop is not None:
+    if loop is not None and loop in serving_loops:
         try:
             loop.call_soon_threadsafe(_die_when_idle, loop, signum, deadline)
             return
@@ -189,7 +201,7 @@ def _patch_asyncio_loops():
         # The signal's Python-level handler (the wrapped no-op) already ran, in the main
         # thread, before the loop read the signal from its wake-up fd: the held sockets
         # accept nothing more. Give the loop GRACE to read what it accepted before.
-        if sig in _stop_signals and _stop_accepting():
+        if sig in _stop_signals and _stop_accepting() and self in serving_loops:
             self.call_later(GRACE, original, self, sig)
         else:
             original(self, sig)
