@@ -12,10 +12,11 @@ yet, as if they were idle keep-alive connections: their clients see a reset
 So in a process that holds a zocket socket, a stop signal (SIGTERM, SIGINT,
 SIGQUIT and zocket's --stop-signal) first stops the held sockets from accepting
 (what is queued waits in the kernel for the other generation), and where an
-asyncio loop runs the server, the server's own handler runs GRACE seconds
-later, by which time the loop has read the requests of the connections it took
-just before: they are in progress, and a graceful shutdown finishes them. A
-process with no asyncio loop gets its handler at once, as before.
+asyncio loop that accepted from a held socket is running, the server's own
+handler runs in it GRACE seconds later, by which time the loop has read the
+requests of the connections it took just before: they are in progress, and a
+graceful shutdown finishes them. Anywhere else (no loop, or a loop run for a
+moment that may be gone by then) the handler runs at once, as before.
 
 Handlers are wrapped where they are installed: ``signal.signal`` (uvicorn,
 gunicorn, Django's reloader, asyncio.run) and asyncio's ``add_signal_handler``
@@ -28,8 +29,9 @@ zocket's SIGTERM too (it goes to the generation's process group). So where a
 held socket is made while SIGTERM is at its default, SIGTERM becomes: stop
 accepting, let the connections taken so far close (the server's own shutdown,
 or the requests simply ending), for at most ZOCKET_STOP_TIMEOUT seconds (zocket
-kills the generation then anyway), then die of SIGTERM as before. The app
-still sees SIG_DFL, and a handler it installs replaces this one.
+kills the generation then anyway), then die of SIGTERM as before; its fork
+children die at once. The app still sees SIG_DFL, and a handler it installs
+replaces this one.
 """
 
 import os
