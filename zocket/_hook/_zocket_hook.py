@@ -199,7 +199,6 @@ def _adopt(sock, fd):
 def _hold(sock, fd, timeout):
     """Make ``sock`` the held socket on ``fd`` (its own copy), with the at-exit drain."""
     _make_held(sock, fd, timeout)
-    _zocket_signals.install(_stop_signals(), _Hold)
     _zocket_signals.default_term_on_hold()
     if not _holding[0]:
         _holding[0] = True
@@ -439,7 +438,9 @@ def _reduce_ex(self, protocol):
 
 
 def _rebuild_held(df, timeout):
-    """In the multiprocessing child, which has no ZOCKET_HOOK_FDS of its own to go by."""
+    """In the multiprocessing child, which has no ZOCKET_HOOK_FDS of its own to go by
+    (so install() did nothing there): its stop signals are wrapped from here on."""
+    _zocket_signals.install(_stop_signals(), _Hold)
     sock = socket.socket.__new__(socket.socket)
     _hold(sock, df.detach(), timeout)
     return sock

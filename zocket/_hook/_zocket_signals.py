@@ -59,8 +59,8 @@ def install(stop_signals, hold):
 
     ``hold`` is the hook's side: ``stop_accepting()`` (whether this process holds
     a socket), ``busy()`` (whether a connection it took is still open) and
-    ``drain()`` (wait, bounded, until none is). Called again when a held socket
-    reaches a multiprocessing child: does nothing more.
+    ``drain()`` (wait, bounded, until none is). Called at start-up and again when a
+    held socket reaches a multiprocessing child: once is enough.
     """
     if signal.signal is _signal:
         return
