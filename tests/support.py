@@ -573,6 +573,14 @@ def http_get(
         conn.close()
 
 
+def answers_ok(port: int) -> bool:
+    """Whether a GET / on ``port`` gets a 200 now (for waiting until a server serves)."""
+    try:
+        return http_get(port, timeout=5)[0] == 200
+    except OSError:
+        return False
+
+
 @dataclass(frozen=True)
 class Outcome:
     """What became of one request of a `LoadClient`.
@@ -1199,7 +1207,7 @@ class HookedProcess:
     def left_in_queue(self) -> list[bytes]:
         """Accept what still waits in the held socket and read each request."""
         self.listener.setblocking(False)
-        requests = []
+        requests: list[bytes] = []
         while True:
             try:
                 conn, _ = self.listener.accept()
@@ -1236,6 +1244,21 @@ def hooked_process(argv: Sequence[str], **kw: object) -> Iterator[HookedProcess]
         yield running
     finally:
         running.close()
+
+
+def assert_taken_answered_late_queued(
+    running: HookedProcess, taken: list[socket.socket], late: list[socket.socket]
+) -> None:
+    """Each client sends its request; the server must answer every connection it took
+    before its stop and leave every ``late`` one in the held socket's queue."""
+    for client in taken + late:
+        client.sendall(REQUEST)
+    answers = [answer(c) for c in taken]
+    assert all(a.startswith(b"HTTP/1.1 200 OK") for a in answers), answers
+    running.process.wait(20)
+    assert running.left_in_queue() == [REQUEST] * len(late), running.stderr()
+    for client in late:
+        client.close()
 
 
 def answer(client: socket.socket) -> bytes:

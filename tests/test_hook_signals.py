@@ -27,8 +27,9 @@ from support import (
     HookedProcess,
     ZocketProcess,
     answer,
+    answers_ok,
+    assert_taken_answered_late_queued,
     hooked_process,
-    http_get,
     server_command,
     start_in,
     wait_for,
@@ -202,25 +203,11 @@ def test_uvicorn_answers_what_it_took_just_before_sigterm(tmp_path: Path) -> Non
     (tmp_path / "asgi.py").write_text(ASGI_APP)
     command = [*server_command("uvicorn"), "--fd", "{fd}", "--no-access-log", "asgi:app"]
     with hooked_process(command, cwd=tmp_path) as running:
-        wait_for(lambda: _get(running.port), 20, message="uvicorn to answer")
+        wait_for(lambda: answers_ok(running.port), 20, message="uvicorn to answer")
         clients = accepted_idle(running, 5)
         running.process.send_signal(signal.SIGTERM)
         late = [running.connect() for _ in range(5)]
-        for client in clients + late:
-            client.sendall(REQUEST)
-        answers = [answer(c) for c in clients]
-        assert all(a.startswith(b"HTTP/1.1 200 OK") for a in answers), answers
-        running.process.wait(20)
-        assert running.left_in_queue() == [REQUEST] * 5
-        for client in late:
-            client.close()
-
-
-def _get(port: int) -> bool:
-    try:
-        return http_get(port, timeout=5)[0] == 200
-    except OSError:
-        return False
+        assert_taken_answered_late_queued(running, clients, late)
 
 
 def test_hypercorn_workers_finish_a_request_across_a_sighup(tmp_path: Path) -> None:
@@ -231,7 +218,7 @@ def test_hypercorn_workers_finish_a_request_across_a_sighup(tmp_path: Path) -> N
     command = [*server_command("hypercorn"), "--bind", "fd://{fd}", "asgi:app"]
     zocket: ZocketProcess
     with start_in(tmp_path, ["--", *command]) as zocket:
-        wait_for(lambda: _get(zocket.port), 20, message="hypercorn to answer")
+        wait_for(lambda: answers_ok(zocket.port), 20, message="hypercorn to answer")
         conn = socket.create_connection(("127.0.0.1", zocket.port), timeout=20)
         conn.sendall(REQUEST.replace(b"GET / ", b"GET /slow "))
         time.sleep(0.2)  # let it reach the app (if not, the old generation answers it anyway)

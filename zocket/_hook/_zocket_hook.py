@@ -23,6 +23,8 @@ than zocket's, so it imports nothing but the standard library.
   give a held socket too, with the same drain at exit.
 - A stop signal makes the held sockets stop accepting at once, and an event
   loop's stop handler runs a moment later (``_zocket_signals``).
+- granian, which binds in Rust, is handed the held socket where it makes its
+  listener (``_zocket_granian``).
 
 ZOCKET_HOOK_FDS lists the held fds as ``FD:INODE,...``; a descendant checks
 the inode so that an fd number reused for something else is never taken.
@@ -40,6 +42,7 @@ import threading
 import time
 import weakref
 
+import _zocket_granian
 import _zocket_signals
 
 _held = []  # (fd, family, host, port, v6only, inode) of each held socket in this process
@@ -53,6 +56,11 @@ _original_init = socket.socket.__init__
 
 
 def install():
+    # Stop signals are wrapped even where no held fd arrived (a multiprocessing child
+    # started by spawn): one may come later, pickled, and by then a compiled event loop
+    # (uvloop) may keep the signal.signal it found when it was imported. Until this
+    # process holds a socket the wrapper only calls the app's handler.
+    wrap_stop_signals()
     _held[:] = _read_held(os.environ.get("ZOCKET_HOOK_FDS", ""))
     if not _held:
         return
@@ -61,7 +69,7 @@ def install():
     socket.fromfd = _fromfd
     socket.socket.__init__ = _init
     _patch_subprocess()
-    _zocket_signals.install(_stop_signals(), _Hold)
+    _zocket_granian.install(_match_address)
 
 
 def _stop_signals():
@@ -109,7 +117,14 @@ def _bind(self, address):
 
 def _match(sock, address):
     """The held socket that soundly serves a bind to ``address``, or None."""
-    if sock.family not in (socket.AF_INET, socket.AF_INET6) or sock.type != socket.SOCK_STREAM:
+    if sock.type != socket.SOCK_STREAM:
+        return None
+    return _match_address(sock.family, address)
+
+
+def _match_address(family, address):
+    """The held socket that soundly serves a TCP listener of ``family`` at ``address``."""
+    if family not in (socket.AF_INET, socket.AF_INET6):
         return None
     try:
         host, port = address[0], int(address[1])
@@ -118,7 +133,7 @@ def _match(sock, address):
     candidates = [h for h in _held if h[3] == port and port != 0]
     if not candidates:
         return None
-    asked = _ip(host, port, sock.family)
+    asked = _ip(host, port, family)
     for held in candidates:
         if _serves(held, asked):
             return held
@@ -226,7 +241,8 @@ class _Hold:
         """Held sockets take nothing more here; whether there are any."""
         if _holding[0]:
             _draining[0] = True
-        return _holding[0]
+        native = _zocket_granian.stop_accepting()
+        return _holding[0] or native
 
     @staticmethod
     def busy():
@@ -242,6 +258,10 @@ class _Hold:
     @staticmethod
     def drain(deadline):
         _drain(deadline)
+
+    @staticmethod
+    def reads_natively():
+        return _zocket_granian.adopted()
 
 
 def _accept(self):
@@ -440,10 +460,15 @@ def _reduce_ex(self, protocol):
 def _rebuild_held(df, timeout):
     """In the multiprocessing child, which has no ZOCKET_HOOK_FDS of its own to go by
     (so install() did nothing there): its stop signals are wrapped from here on."""
-    _zocket_signals.install(_stop_signals(), _Hold)
+    wrap_stop_signals()
     sock = socket.socket.__new__(socket.socket)
     _hold(sock, df.detach(), timeout)
     return sock
+
+
+def wrap_stop_signals():
+    """Stop signals make this process stop accepting first (``_zocket_signals``)."""
+    _zocket_signals.install(_stop_signals(), _Hold)
 
 
 def _listen(self, backlog=None):

@@ -16,7 +16,10 @@ asyncio loop that accepted from a held socket is running, the server's own
 handler runs in it GRACE seconds later, by which time the loop has read the
 requests of the connections it took just before: they are in progress, and a
 graceful shutdown finishes them. Anywhere else (no loop, or a loop run for a
-moment that may be gone by then) the handler runs at once, as before.
+moment that may be gone by then) the handler runs at once, as before. Where
+granian's native threads read the connections (``_zocket_granian``), the
+signal handler itself waits GRACE before the server's, whatever its loop:
+uvloop and rloop act on a signal on their own, which cannot be put off.
 
 Handlers are wrapped where they are installed: ``signal.signal`` (uvicorn,
 gunicorn, Django's reloader, asyncio.run) and asyncio's ``add_signal_handler``
@@ -58,9 +61,11 @@ def install(stop_signals, hold):
     """Wrap stop-signal handlers from now on.
 
     ``hold`` is the hook's side: ``stop_accepting()`` (whether this process holds
-    a socket), ``busy()`` (whether a connection it took is still open) and
-    ``drain()`` (wait, bounded, until none is). Called at start-up and again when a
-    held socket reaches a multiprocessing child: once is enough.
+    a socket), ``busy()`` (whether a connection it took is still open),
+    ``drain()`` (wait, bounded, until none is) and ``reads_natively()`` (whether
+    native threads, granian's, read from the connections it takes). Called at
+    start-up and again when a held socket reaches a multiprocessing child: once
+    is enough.
     """
     if signal.signal is _signal:
         return
@@ -110,6 +115,11 @@ class _Stopping:
 
     def __call__(self, signum, frame):
         if not _stop_accepting():
+            return self.handler(signum, frame)
+        if _hold[0].reads_natively():
+            # granian's threads read the requests of what they took whatever this thread
+            # and its event loop (asyncio, uvloop, rloop) do: the moment is taken here.
+            time.sleep(GRACE)
             return self.handler(signum, frame)
         loop = running_loop() if self.defer else None
         if loop is None or loop not in serving_loops:

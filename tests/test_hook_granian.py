@@ -1,0 +1,340 @@
+"""granian through the hook: a server that binds in Rust serves the held socket unchanged.
+
+granian never calls Python's bind(); the hook wraps the method in which every
+granian server class makes its listener (``_zocket_granian``). These tests run
+real granian (its CLI and its Python API, worker processes started by fork and
+by spawn, the embedded asyncio server) through zocket on a port it holds, under
+a steady load on loopback, and check that nothing else listens, that restarts
+lose nothing, and that the held socket keeps zocket's backlog.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from support import (
+    LoadClient,
+    answers_ok,
+    assert_taken_answered_late_queued,
+    assert_no_failures,
+    children_of,
+    group_members,
+    held_inode,
+    hooked_process,
+    http_get,
+    socket_inodes,
+    tcp_listeners,
+    wait_for,
+)
+from test_hook import READY_LINE, body_is, child_env, run_on_free_port, start_on_free_port
+
+pytest.importorskip("granian")
+
+PY = sys.executable
+
+APP = """\
+import asyncio, os, socket, struct
+
+GENERATION = os.environ.get("ZOCKET_GENERATION", "?")
+
+
+def backlogs():
+    \"\"\"listen()'s backlog of each listening socket this worker has (TCP_INFO's sacked).\"\"\"
+    found = set()
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            s = socket.socket(fileno=os.dup(int(name)))
+        except OSError:
+            continue
+        with s:
+            try:
+                if s.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+                    info = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+                    found.add(struct.unpack_from("I", info, 28)[0])
+            except OSError:
+                pass
+    return found
+
+
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while (await receive())["type"] != "lifespan.shutdown":
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    if scope["path"] == "/slow":
+        await asyncio.sleep(1.5)
+    if scope["path"] == "/backlog":
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": repr(sorted(backlogs())).encode()})
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": f"granian {GENERATION}\\n".encode()})
+"""
+
+#: granian's Python API: Granian(...).serve(), with multiprocessing's start method chosen.
+API_SERVER = """\
+import multiprocessing, sys
+from granian import Granian
+
+if __name__ == "__main__":
+    multiprocessing.set_start_method(sys.argv[3])
+    Granian(
+        "app:app",
+        address=sys.argv[1],
+        port=int(sys.argv[2]),
+        interface="asgi",
+        workers=2,
+        loop="asyncio",  # as without uvloop installed: what its auto choice is here
+    ).serve()
+"""
+
+#: The embedded server: granian inside the app's own asyncio loop.
+EMBED_SERVER = """\
+import asyncio, sys
+from granian.server.embed import Server
+from app import app
+
+
+async def main():
+    server = Server(app, address="127.0.0.1", port=int(sys.argv[1]), interface="asgi")
+    await server.serve()
+
+asyncio.run(main())
+"""
+
+
+def body(generation: int) -> bytes:
+    return f"granian {generation}\n".encode()
+
+
+def write_app(tmp_path: Path) -> None:
+    (tmp_path / "app.py").write_text(APP)
+    (tmp_path / "api.py").write_text(API_SERVER)
+    (tmp_path / "embed.py").write_text(EMBED_SERVER)
+
+
+def only_the_held_socket_listens(zocket: object) -> None:
+    """granian's main process and both workers hold the held socket; nothing else listens."""
+    listeners = tcp_listeners()
+    held = held_inode(zocket)  # type: ignore[arg-type]
+    found = {
+        pid: {i for i in socket_inodes(pid).values() if i in listeners}
+        for pid in group_members(zocket.child_pid)  # type: ignore[attr-defined]
+    }
+    assert all(inodes <= {held} for inodes in found.values()), (found, held)
+    assert sum(1 for inodes in found.values() if inodes) >= 3, (found, held)
+
+
+def restart_under_load(zocket: object, restarts: int) -> LoadClient:
+    port = zocket.port  # type: ignore[attr-defined]
+    with LoadClient(port, threads=4, rate=100, duration=120, timeout=10) as load:
+        load.wait_for(body_is(body(1)), timeout=30)
+        for n in range(2, 2 + restarts):
+            since = time.monotonic()
+            zocket.send_signal(signal.SIGHUP)  # type: ignore[attr-defined]
+            zocket.wait_for_stderr(READY_LINE.format(n=n), timeout=30)  # type: ignore[attr-defined]
+            load.wait_for(body_is(body(n)), timeout=20, since=since)
+            zocket.wait_for_stderr(rf"generation {n - 1} stopped", timeout=30)  # type: ignore[attr-defined]
+        time.sleep(0.3)
+    return load
+
+
+def restart_losing_nothing(zocket: object, restarts: int) -> None:
+    load = restart_under_load(zocket, restarts)
+    assert zocket.returncode is None, zocket.stderr_text(0)  # type: ignore[attr-defined]
+    assert_no_failures(load, minimum_ok=15 * restarts)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("start_method", ["fork", "spawn"])
+def test_granian_api_adopts_the_held_socket_and_restarts_under_load(
+    tmp_path: Path, start_method: str
+) -> None:
+    write_app(tmp_path)
+    with start_on_free_port(
+        lambda port: ["--backlog", "77", port, "--", PY, "api.py", "127.0.0.1", port, start_method],
+        cwd=tmp_path,
+    ) as zocket:
+        zocket.wait_for_stderr(READY_LINE.format(n=1), timeout=30)
+        assert http_get(zocket.port)[::2] == (200, body(1))
+        only_the_held_socket_listens(zocket)
+        # granian's workers listen() again: with the held socket's backlog, not theirs (1024).
+        assert http_get(zocket.port, "/backlog")[::2] == (200, b"[77]")
+        load = restart_under_load(zocket, restarts=5)
+        summary = load.summary()
+        assert http_get(zocket.port, "/backlog")[::2] == (200, b"[77]")
+        lines = zocket.stderr_lines()
+        assert zocket.returncode is None, zocket.stderr_text(0)
+    assert_no_failures(load, minimum_ok=100)
+    assert {body(n) for n in range(1, 7)} <= set(load.bodies()), summary
+    assert not any("zocket hook" in line for line in lines), "\n".join(lines)
+
+
+@pytest.mark.slow
+def test_granian_cli_on_every_address_adopts_the_held_socket(tmp_path: Path) -> None:
+    """``granian --host 0.0.0.0``: a wildcard is served by the held 127.0.0.1 socket."""
+    write_app(tmp_path)
+    with start_on_free_port(
+        lambda port: [
+            port,
+            "--",
+            PY,
+            "-m",
+            "granian",
+            "--interface",
+            "asgi",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            port,
+            "--workers",
+            "2",
+            "app:app",
+        ],
+        cwd=tmp_path,
+    ) as zocket:
+        zocket.wait_for_stderr(READY_LINE.format(n=1), timeout=30)
+        only_the_held_socket_listens(zocket)
+        restart_losing_nothing(zocket, restarts=3)
+
+
+@pytest.mark.slow
+def test_granian_embedded_server_adopts_the_held_socket(tmp_path: Path) -> None:
+    write_app(tmp_path)
+    with start_on_free_port(
+        lambda port: [port, "--", PY, "embed.py", port], cwd=tmp_path
+    ) as zocket:
+        zocket.wait_for_stderr(READY_LINE.format(n=1), timeout=30)
+        assert http_get(zocket.port)[::2] == (200, body(1))
+        listeners = tcp_listeners()
+        mine = {i for i in socket_inodes(zocket.child_pid).values() if i in listeners}
+        assert mine == {held_inode(zocket)}, mine
+        restart_losing_nothing(zocket, restarts=3)
+
+
+@pytest.mark.slow
+def test_granian_finishes_a_slow_request_across_a_restart(tmp_path: Path) -> None:
+    write_app(tmp_path)
+    with start_on_free_port(
+        lambda port: [port, "--", PY, "api.py", "127.0.0.1", port, "fork"], cwd=tmp_path
+    ) as zocket:
+        zocket.wait_for_stderr(READY_LINE.format(n=1), timeout=30)
+        answer: list[object] = []
+        slow = threading.Thread(
+            target=lambda: answer.append(http_get(zocket.port, "/slow", timeout=10)[::2])
+        )
+        slow.start()
+        time.sleep(0.5)  # the request is in the first generation's hands
+        zocket.send_signal(signal.SIGHUP)
+        zocket.wait_for_stderr(READY_LINE.format(n=2), timeout=30)
+        slow.join(15)
+        zocket.wait_for_stderr(r"generation 1 stopped", timeout=30)
+        assert zocket.returncode is None, zocket.stderr_text(0)
+    assert answer == [(200, body(1))]
+
+
+@pytest.mark.parametrize("start_method", ["fork", "spawn"])
+def test_granian_workers_stop_accepting_at_once_and_answer_what_they_took(
+    tmp_path: Path, start_method: str
+) -> None:
+    """Connections a worker took just before its stop signal are answered (granian's
+    shutdown closes them as idle otherwise); those after it wait for the next generation."""
+    write_app(tmp_path)
+    command = [PY, "api.py", "127.0.0.1", "{port}", start_method]
+    with hooked_process(command, cwd=tmp_path) as running:
+        wait_for(lambda: answers_ok(running.port), 30, message="granian to answer")
+        taken = [running.connect() for _ in range(5)]
+        wait_for(lambda: running.backlog() == 0, 20, message="granian to accept")
+        inode = os.fstat(running.fd).st_ino
+        children = children_of(running.process.pid)  # with spawn, a resource tracker too
+        before = {pid: held_fds(pid, inode) for pid in children}
+        before = {pid: fds for pid, fds in before.items() if fds}
+        assert len(before) == 2, before  # the two workers
+        # As zocket stops a generation: its whole process group, workers and all.
+        for pid in [*children, running.process.pid]:
+            os.kill(pid, signal.SIGTERM)
+
+        def stopped_accepting() -> bool:
+            # The fd granian accepts on no longer names the held socket in any worker.
+            return all(len(held_fds(pid, inode)) < len(fds) for pid, fds in before.items())
+
+        wait_for(stopped_accepting, 20, interval=0.002, message="the workers to stop accepting")
+        late = [running.connect() for _ in range(5)]
+        assert_taken_answered_late_queued(running, taken, late)
+
+
+def held_fds(pid: int, inode: int) -> set[int]:
+    """The fds of ``pid`` that name the held socket (none once it is gone)."""
+    try:
+        return {fd for fd, i in socket_inodes(pid).items() if i == inode}
+    except FileNotFoundError:
+        return set()
+
+
+def test_granian_on_another_port_binds_it_itself(tmp_path: Path) -> None:
+    """Only the held address is adopted: granian on another port gets its own socket."""
+    write_app(tmp_path)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        other = s.getsockname()[1]
+    with start_on_free_port(
+        lambda port: [port, "--ready", "none", "--", PY, "api.py", "127.0.0.1", other, "fork"],
+        cwd=tmp_path,
+    ) as zocket:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                status, _, got = http_get(other, timeout=2)
+                break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            raise AssertionError(zocket.stderr_text(0))
+        assert (status, got) == (200, body(1))
+        held = held_inode(zocket)
+        pids = group_members(zocket.child_pid)
+        served_by = {i for pid in pids for i in socket_inodes(pid).values()}
+        own = set(tcp_listeners()) & served_by - {held}
+        assert own, "granian made no socket of its own for the other port"
+        assert zocket.returncode is None, zocket.stderr_text(0)
+
+
+FAKE_GRANIAN = {
+    "granian/__init__.py": "",
+    "granian/server/__init__.py": "",
+    "granian/server/common.py": "class Server:\n    pass\n",
+}
+
+
+def test_granian_with_unknown_internals_gets_one_warning(tmp_path: Path) -> None:
+    """A granian whose internals the hook does not know: one line, and granian as it is."""
+    for name, text in FAKE_GRANIAN.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    code = textwrap.dedent(
+        """
+        import granian.server.common as c
+        print("imported", c.Server.__name__)
+        """
+    )
+    _port, result = run_on_free_port(
+        lambda port: ["--no-respawn", port, "--", PY, "-c", code],
+        cwd=tmp_path,
+        env=child_env(),
+    )
+    assert "imported Server" in result.stdout, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if "zocket hook" in line]
+    assert warnings == [
+        "zocket hook: granian keeps its own sockets: "
+        "granian's server module has no AbstractServer._init_shared_socket"
+    ], result.stderr
