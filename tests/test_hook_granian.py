@@ -98,15 +98,26 @@ if __name__ == "__main__":
     ).serve()
 """
 
-#: The embedded server: granian inside the app's own asyncio loop.
+#: The embedded server: granian inside the app's own asyncio loop, which sets no signal
+#: handler (SIGTERM stays at its default); GET /reload makes it reload its worker.
 EMBED_SERVER = """\
 import asyncio, sys
 from granian.server.embed import Server
 from app import app
 
+server = None
+
+
+async def routed(scope, receive, send):
+    if scope["type"] == "http" and scope["path"] == "/reload":
+        server.reload()
+    await app(scope, receive, send)
+
 
 async def main():
-    server = Server(app, address="127.0.0.1", port=int(sys.argv[1]), interface="asgi")
+    global server
+    server = Server(routed, address="127.0.0.1", port=int(sys.argv[1]), interface="asgi")
+    server.respawn_interval = 0.2  # a reload stops the old worker this long after the new
     await server.serve()
 
 asyncio.run(main())
@@ -223,10 +234,35 @@ def test_granian_embedded_server_adopts_the_held_socket(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_granian_finishes_a_slow_request_across_a_restart(tmp_path: Path) -> None:
+def test_granian_embedded_server_reloads_its_worker_under_load(tmp_path: Path) -> None:
+    """A reload starts the new worker before it stops the old one: each needs a copy of
+    the fd of its own (the old one's listener closes its copy when it stops)."""
     write_app(tmp_path)
     with start_on_free_port(
-        lambda port: [port, "--", PY, "api.py", "127.0.0.1", port, "fork"], cwd=tmp_path
+        lambda port: [port, "--", PY, "embed.py", port], cwd=tmp_path
+    ) as zocket:
+        zocket.wait_for_stderr(READY_LINE.format(n=1), timeout=30)
+        with LoadClient(zocket.port, threads=2, rate=50, duration=60, timeout=5) as load:
+            load.wait_for(body_is(body(1)), timeout=20)
+            for _ in range(3):
+                assert http_get(zocket.port, "/reload", timeout=5)[::2] == (200, body(1))
+                time.sleep(1.0)  # the old worker has stopped (closing its listener)
+            since = time.monotonic()
+            load.wait_for(body_is(body(1)), timeout=10, since=since)
+        assert zocket.returncode is None, zocket.stderr_text(0)
+    assert_no_failures(load, minimum_ok=50)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("server", ["api", "embed"])
+def test_granian_finishes_a_slow_request_across_a_restart(tmp_path: Path, server: str) -> None:
+    """Workers (api) stop gracefully on zocket's SIGTERM; the embedded server leaves SIGTERM
+    at its default, which the hook turns into: stop accepting, let the request finish."""
+    write_app(tmp_path)
+    args = {"api": ["api.py", "127.0.0.1", "{port}", "fork"], "embed": ["embed.py", "{port}"]}
+    with start_on_free_port(
+        lambda port: [port, "--", PY, *(str(port) if a == "{port}" else a for a in args[server])],
+        cwd=tmp_path,
     ) as zocket:
         zocket.wait_for_stderr(READY_LINE.format(n=1), timeout=30)
         answer: list[object] = []
@@ -238,9 +274,11 @@ def test_granian_finishes_a_slow_request_across_a_restart(tmp_path: Path) -> Non
         zocket.send_signal(signal.SIGHUP)
         zocket.wait_for_stderr(READY_LINE.format(n=2), timeout=30)
         slow.join(15)
-        zocket.wait_for_stderr(r"generation 1 stopped", timeout=30)
+        stopped = zocket.wait_for_stderr(r"generation 1 stopped", timeout=30)
         assert zocket.returncode is None, zocket.stderr_text(0)
     assert answer == [(200, body(1))]
+    if server == "embed":
+        assert "stopped (SIGTERM)" in stopped, stopped  # as its default said, once done
 
 
 @pytest.mark.parametrize("start_method", ["fork", "spawn"])

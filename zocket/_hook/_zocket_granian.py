@@ -13,7 +13,12 @@ gets a ``SocketHolder`` on a copy of the held fd, as on the shared-socket
 path, and every worker accepts from it. granian's workers call ``listen()``
 on it again with the holder's backlog, so the holder gets the held socket's
 own backlog (read from TCP_INFO) and the queue every generation shares stays
-as zocket made it.
+as zocket made it. A worker's listener owns the holder's fd and closes it
+when the worker stops: worker processes each have their own copy, and
+servers whose workers share the process (the embedded server, the threaded
+one) get a new copy for each worker (their ``_spawn_worker``), so that a
+reload, which stops the old worker after starting the new one, cannot close
+the new one's fd.
 
 A worker told to stop stops accepting at once: its copy of the fd is made to
 name a listener nobody connects to (``dup2``), so its accept loop, woken by
@@ -22,7 +27,10 @@ kernel for the other generation. Its shutdown then runs ``GRACE`` later
 (``_zocket_signals``), after it has read the requests of the connections it
 took just before; granian's graceful shutdown would otherwise close those as
 idle. Workers started by ``spawn`` (granian's choice where multiprocessing's
-default is not ``fork``) get their holder through ``_rebuild_holder``.
+default is not ``fork``) get their holder through ``_rebuild_holder``. A
+process that left SIGTERM at its default (the embedded server in an app that
+sets no handler) stops accepting and lets the connections granian took
+close before it dies of it, as the hook does for Python servers.
 
 These are granian's private names (seen in 2.x): if they are not there, or
 ``SocketHolder`` takes other arguments, one line says so and granian binds
@@ -34,65 +42,118 @@ import socket
 import struct
 import sys
 
-_MODULE = "granian.server.common"
+import _zocket_signals
+
 _match = [None]  # _zocket_hook's rule: (family, address) -> held entry or None
-_adopted = set()  # fds of this process that granian's holders use: copies of a held socket
+_adopted = {}  # fd -> inode: this process's copies of held sockets that granian uses
 _stopped = []  # the listener nobody connects to, once the adopted fds name it
+_held_ports = [frozenset()]  # the ports of the held sockets granian was given here
 
 
 def install(match):
-    """Patch granian's server module when (if ever) this process imports it."""
+    """Patch granian's server modules when (if ever) this process imports them."""
     _match[0] = match
-    if _MODULE in sys.modules:
-        _patch(sys.modules[_MODULE])
-    else:
-        sys.meta_path.insert(0, _Finder())
+    waiting = {}
+    for name, patch in _PATCHES.items():
+        if name in sys.modules:
+            patch(sys.modules[name])
+        else:
+            waiting[name] = patch
+    if waiting:
+        sys.meta_path.insert(0, _Finder(waiting))
 
 
 class _Finder:
-    """Finds nothing itself: wraps the loader of granian's server module."""
+    """Finds nothing itself: wraps the loaders of granian's server modules."""
+
+    def __init__(self, patches):
+        self._patches = patches
 
     def find_spec(self, name, path=None, target=None):
-        if name != _MODULE:
+        patch = self._patches.get(name)
+        if patch is None:
             return None
-        import importlib.machinery
-
-        sys.meta_path.remove(self)  # one module, once
-        spec = importlib.machinery.PathFinder.find_spec(name, path)
-        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
-            return spec
-        spec.loader = _PatchingLoader(spec.loader)
+        for finder in list(sys.meta_path):  # the ones after this: the module's own
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(name, path, target)
+            if spec is not None:
+                break
+        else:
+            return None
+        if spec.loader is not None and hasattr(spec.loader, "exec_module"):
+            spec.loader = _PatchingLoader(spec.loader, patch)
         return spec
 
 
 class _PatchingLoader:
-    def __init__(self, loader):
+    def __init__(self, loader, patch):
         self._loader = loader
+        self._patch = patch
 
     def create_module(self, spec):
         return self._loader.create_module(spec)
 
     def exec_module(self, module):
         self._loader.exec_module(module)
-        _patch(module)
+        self._patch(module)
 
     def __getattr__(self, name):  # get_source, is_package, ...: the real loader's
         return getattr(self._loader, name)
 
 
-def _patch(module):
-    server = getattr(module, "AbstractServer", None)
-    original = getattr(server, "_init_shared_socket", None)
+def _wrap(cls, name, make):
+    """Replace ``cls.name`` by ``make(original)``, once; whether it was there."""
+    original = cls.__dict__.get(name) if isinstance(cls, type) else None
     if original is None:
+        return False
+    if not getattr(original, "_zocket", False):
+        wrapper = make(original)
+        wrapper._zocket = True
+        wrapper.__wrapped__ = original
+        setattr(cls, name, wrapper)
+    return True
+
+
+def _patch_common(module):
+    def make(original):
+        def _init_shared_socket(self):
+            if not _adopt(self):
+                original(self)
+
+        return _init_shared_socket
+
+    if not _wrap(getattr(module, "AbstractServer", None), "_init_shared_socket", make):
         _warn("granian's server module has no AbstractServer._init_shared_socket")
-        return
 
-    def _init_shared_socket(self):
-        if not _adopt(self):
-            original(self)
 
-    _init_shared_socket.__wrapped__ = original
-    server._init_shared_socket = _init_shared_socket
+def _patch_in_process(class_name):
+    """Servers whose workers share this process: a copy of the fd for each worker."""
+
+    def patch(module):
+        def make(original):
+            def _spawn_worker(self, *args, **kwargs):
+                held = getattr(self, "_zocket_held", None)
+                if held is not None:
+                    if self._zocket_fresh:  # the copy _adopt made: no worker has it yet
+                        self._zocket_fresh = False
+                    else:
+                        _new_holder(self, held)
+                return original(self, *args, **kwargs)
+
+            return _spawn_worker
+
+        if not _wrap(getattr(module, class_name, None), "_spawn_worker", make):
+            _warn(f"granian's {module.__name__} has no {class_name}._spawn_worker")
+
+    return patch
+
+
+_PATCHES = {
+    "granian.server.common": _patch_common,
+    "granian.server.embed": _patch_in_process("Server"),
+    "granian.server.mt": _patch_in_process("MTServer"),
+}
 
 
 def _adopt(server):
@@ -112,20 +173,37 @@ def _adopt(server):
     except ImportError as exc:
         _warn(f"no SocketHolder in granian ({exc})")
         return False
-    fd = os.dup(held[0])
+    fd, inode = held[0], held[5]
+    spec = (SocketHolder, fd, inode, _backlog(fd))
     try:
-        holder = SocketHolder(fd, False, _backlog(fd))
+        _new_holder(server, spec)
     except TypeError as exc:  # another granian: its holder takes other arguments
-        os.close(fd)
         _warn(f"granian's SocketHolder is not the one this hook knows ({exc})")
         return False
-    # The fd is the holder's now; granian never closes it (it forgets its sockets).
-    _adopted.add(fd)
+    server._zocket_held = spec
+    server._zocket_fresh = True
+    _held_ports[0] |= {held[3]}
     _pickle_for_spawn(SocketHolder)
+    # The embedded server in an app that leaves SIGTERM at its default would die of
+    # zocket's SIGTERM with the requests granian is serving.
+    _zocket_signals.default_term_on_hold()
+    return True
+
+
+def _new_holder(server, spec):
+    """Hand ``server`` a holder on a new copy of the held fd (the listener built from
+    it owns the copy: granian closes it when that worker stops)."""
+    holder_class, fd, inode, backlog = spec
+    copy = os.dup(fd)
+    try:
+        holder = holder_class(copy, False, backlog)
+    except BaseException:
+        os.close(copy)
+        raise
+    _adopted[copy] = inode
     server._ssp = None
     server._shd = holder
     server._sfd = holder.get_fd()
-    return True
 
 
 def _pickle_for_spawn(holder_class):
@@ -151,14 +229,29 @@ def _rebuild_holder(fd, *state):
     import _zocket_hook
     from granian._granian import SocketHolder
 
-    _adopted.add(fd)
+    _adopted[fd] = os.fstat(fd).st_ino
     _zocket_hook.wrap_stop_signals()
     return SocketHolder(fd, *state)
 
 
+def _live():
+    """The adopted fds still naming what they were made for (granian closes a worker's
+    copy when it stops, and the number may be reused for anything)."""
+    live = []
+    for fd, inode in list(_adopted.items()):
+        try:
+            if os.fstat(fd).st_ino == inode:
+                live.append(fd)
+                continue
+        except OSError:
+            pass
+        _adopted.pop(fd, None)
+    return live
+
+
 def adopted():
-    """Whether granian accepts from a held socket in this process (or its workers do)."""
-    return bool(_adopted)
+    """Whether granian accepts (or did until a stop signal) from a held socket here."""
+    return bool(_stopped) or bool(_live())
 
 
 def stop_accepting():
@@ -169,16 +262,45 @@ def stop_accepting():
     on that number finds nothing (EAGAIN, edge-triggered: no spin). Nothing is
     closed: granian goes on using a valid fd, and the held socket is untouched.
     """
-    if not _adopted:
-        return False
+    live = _live()
+    if not live:
+        return bool(_stopped)
     if not _stopped:
         nobody = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
         nobody.bind("")  # Linux picks an unused abstract name
         nobody.listen(1)
         _stopped.append(nobody)
-        for fd in _adopted:
-            os.dup2(nobody.fileno(), fd, inheritable=False)
+    for fd in live:
+        os.dup2(_stopped[0].fileno(), fd, inheritable=False)
     return True
+
+
+def busy():
+    """Whether a connection granian took from a held socket is still open in this process."""
+    ports = _held_ports[0]
+    if not ports:
+        return False
+    mine = set()
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{name}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            mine.add(target[8:-1])
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as rows:
+                next(rows, None)
+                for row in rows:
+                    fields = row.split()
+                    local, state, inode = fields[1], fields[3], fields[9]
+                    port = int(local.rsplit(":", 1)[1], 16)
+                    if state != "0A" and inode in mine and port in ports:  # 0A: LISTEN
+                        return True
+        except OSError:
+            continue
+    return False
 
 
 # struct tcp_info: eight one-byte fields, then u32 rto, ato, snd_mss, rcv_mss, unacked,

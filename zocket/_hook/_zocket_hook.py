@@ -253,7 +253,7 @@ class _Hold:
                 break
             except RuntimeError:  # another thread took one while we copied: again
                 continue
-        return any(conn.fileno() != -1 for conn in taken)
+        return any(conn.fileno() != -1 for conn in taken) or _zocket_granian.busy()
 
     @staticmethod
     def drain(deadline):

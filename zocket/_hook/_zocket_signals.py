@@ -160,7 +160,9 @@ def _default_term(signum, frame):
     _stop_accepting()
     deadline = time.monotonic() + _stop_timeout()
     loop = running_loop()
-    if loop is not None and loop in serving_loops:
+    # A loop that accepted, or one that granian's embedded server runs app code in:
+    # either way it must go on running while the connections close.
+    if loop is not None and (loop in serving_loops or _hold[0].reads_natively()):
         try:
             loop.call_soon_threadsafe(_die_when_idle, loop, signum, deadline)
             return
