@@ -579,6 +579,47 @@ class DjangoRunserver(Scenario):
         self.edit(generation)
 
 
+def granian(*bind: str) -> list[str]:
+    """granian serving the WSGI app with as many workers as gunicorn has."""
+    workers = GUNICORN_ARGS[GUNICORN_ARGS.index("--workers") + 1]
+    return [
+        sys.executable,
+        "-m",
+        "granian",
+        "--interface",
+        "wsgi",
+        "--workers",
+        workers,
+        "--no-log",
+        *bind,
+        "benchapp:app",
+    ]
+
+
+class GranianHup(Scenario):
+    """granian's own reload: SIGHUP to its main process respawns the workers one by one.
+
+    On Linux each granian worker binds a SO_REUSEPORT socket of its own, so the
+    connections queued on an old worker's socket when it closes are reset.
+    """
+
+    name = "granian-hup"
+    description = "granian --port; restart = SIGHUP to its main process (its own reload)"
+    needs = ("granian",)
+    generation_source = "file"
+
+    def start(self) -> int:
+        if not self.port:
+            self.port = free_port()
+        self.launch(granian("--host", "127.0.0.1", "--port", str(self.port)), self.env())
+        return self.port
+
+    def trigger(self, generation: int) -> None:
+        self.generation_file.write_text(f"{generation}\n")
+        self.check_running()
+        os.kill(self.main_proc.pid, signal.SIGHUP)
+
+
 class ZocketScenario(Scenario):
     """zocket holds the port and runs the server on fd 3; zocket's pid is watched too."""
 
@@ -717,6 +758,17 @@ class ZocketUvicornReload(ZocketScenario):
         self.edit(generation)
 
 
+class ZocketGranian(ZocketScenario):
+    """granian binds HOST:PORT in Rust; zocket's hook hands it the held socket."""
+
+    name = "zocket-granian"
+    description = "zocket + granian --host {host} --port {port} (the hook); restart = SIGHUP"
+    needs = ("granian",)
+
+    def server_command(self) -> list[str]:
+        return granian("--host", "{host}", "--port", "{port}")
+
+
 #: Every scenario, in the order of the README and of the report.
 SCENARIOS: dict[str, type[Scenario]] = {
     cls.name: cls
@@ -725,10 +777,12 @@ SCENARIOS: dict[str, type[Scenario]] = {
         GunicornHup,
         UvicornReload,
         DjangoRunserver,
+        GranianHup,
         ZocketGunicorn,
         ZocketNoOverlap,
         ZocketWatch,
         ZocketDjango,
         ZocketUvicornReload,
+        ZocketGranian,
     )
 }
