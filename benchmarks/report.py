@@ -166,7 +166,8 @@ def _cold_start_table(
     load_rate = cold_start.get("load_rate")
     under_load = (
         f" Under load: the same, while another gunicorn of the same app serves "
-        f"{_num(load_rate, 0)} requests/s on new connections (ms: {listed('under_load_samples_s')})."
+        f"{_num(load_rate, 0)} requests/s on new connections "
+        f"(ms: {listed('under_load_samples_s')})."
         if load_rate
         else ""
     )

@@ -519,23 +519,34 @@ class Plain(Scenario):
         self._launch(generation)
 
 
-class GunicornHup(Scenario):
-    """gunicorn's own reload: SIGHUP to the arbiter starts new workers, stops the old."""
+class ReloadOnHup(Scenario):
+    """A server's own reload on SIGHUP: the generation comes from a file it reads anew."""
 
-    name = "gunicorn-hup"
-    description = "gunicorn --bind; restart = SIGHUP to the arbiter (its own reload)"
     generation_source = "file"
+
+    def command(self, host: str, port: int) -> list[str]:
+        raise NotImplementedError
 
     def start(self) -> int:
         if not self.port:
             self.port = free_port()
-        self.launch(self.gunicorn("--bind", f"127.0.0.1:{self.port}"), self.env())
+        self.launch(self.command("127.0.0.1", self.port), self.env())
         return self.port
 
     def trigger(self, generation: int) -> None:
         self.generation_file.write_text(f"{generation}\n")
         self.check_running()
         os.kill(self.main_proc.pid, signal.SIGHUP)
+
+
+class GunicornHup(ReloadOnHup):
+    """gunicorn's own reload: SIGHUP to the arbiter starts new workers, stops the old."""
+
+    name = "gunicorn-hup"
+    description = "gunicorn --bind; restart = SIGHUP to the arbiter (its own reload)"
+
+    def command(self, host: str, port: int) -> list[str]:
+        return self.gunicorn("--bind", f"{host}:{port}")
 
 
 class UvicornReload(Scenario):
@@ -596,28 +607,16 @@ def granian(*bind: str) -> list[str]:
     ]
 
 
-class GranianHup(Scenario):
-    """granian's own reload: SIGHUP to its main process respawns the workers one by one.
-
-    On Linux each granian worker binds a SO_REUSEPORT socket of its own, so the
-    connections queued on an old worker's socket when it closes are reset.
-    """
+class GranianHup(ReloadOnHup):
+    """granian's own reload: SIGHUP to its main process respawns the workers one by one
+    (each binds a SO_REUSEPORT socket of its own on Linux)."""
 
     name = "granian-hup"
     description = "granian --port; restart = SIGHUP to its main process (its own reload)"
     needs = ("granian",)
-    generation_source = "file"
 
-    def start(self) -> int:
-        if not self.port:
-            self.port = free_port()
-        self.launch(granian("--host", "127.0.0.1", "--port", str(self.port)), self.env())
-        return self.port
-
-    def trigger(self, generation: int) -> None:
-        self.generation_file.write_text(f"{generation}\n")
-        self.check_running()
-        os.kill(self.main_proc.pid, signal.SIGHUP)
+    def command(self, host: str, port: int) -> list[str]:
+        return granian("--host", host, "--port", str(port))
 
 
 class ZocketScenario(Scenario):
