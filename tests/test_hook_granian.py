@@ -30,6 +30,7 @@ from support import (
     group_members,
     held_inode,
     hooked_process,
+    server_command,
     http_get,
     socket_inodes,
     tcp_listeners,
@@ -309,6 +310,29 @@ def test_granian_workers_stop_accepting_at_once_and_answer_what_they_took(
         wait_for(stopped_accepting, 20, interval=0.002, message="the workers to stop accepting")
         late = [running.connect() for _ in range(5)]
         assert_taken_answered_late_queued(running, taken, late)
+
+
+def test_a_granian_worker_signalled_while_it_loads_the_app_serves_as_without_the_hook(
+    tmp_path: Path,
+) -> None:
+    """Until a forked worker installs its own handlers it runs its parent's: a stop signal
+    then must not touch the fd its listener is not built on yet (granian would panic)."""
+    write_app(tmp_path)
+    (tmp_path / "slowapp.py").write_text(
+        "import time\ntime.sleep(2)  # a worker loading a big app\nfrom app import app\n"
+    )
+    command = [*server_command("granian"), "--interface", "asgi", "--port", "{port}"]
+    command += ["--workers", "1", "--loop", "asyncio", "slowapp:app"]
+    with hooked_process(command, cwd=tmp_path) as running:
+        workers = wait_for(lambda: children_of(running.process.pid), 20, message="a worker")
+        time.sleep(0.5)  # forked, still importing the app
+        for pid in workers:
+            os.kill(pid, signal.SIGTERM)  # granian's own handler is not there yet: no effect
+        wait_for(lambda: answers_ok(running.port), 30, message="granian to answer")
+        running.process.send_signal(signal.SIGTERM)
+        running.process.wait(20)
+        stderr = running.stderr()
+    assert "panicked" not in stderr and "Unexpected exit" not in stderr, stderr
 
 
 def held_fds(pid: int, inode: int) -> set[int]:

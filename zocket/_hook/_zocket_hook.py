@@ -237,11 +237,14 @@ class _Hold:
     """What a stop signal does to this process's held sockets (``_zocket_signals``)."""
 
     @staticmethod
-    def stop_accepting():
-        """Held sockets take nothing more here; whether there are any."""
+    def stop_accepting(native=True):
+        """Held sockets take nothing more here; whether there are any.
+
+        ``native``: granian's too (not in a fork child that has not started serving).
+        """
         if _holding[0]:
             _draining[0] = True
-        native = _zocket_granian.stop_accepting()
+        native = native and _zocket_granian.stop_accepting()
         return _holding[0] or native
 
     @staticmethod

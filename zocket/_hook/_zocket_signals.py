@@ -75,9 +75,9 @@ def install(stop_signals, hold):
     signal.getsignal = _getsignal
 
 
-def _stop_accepting():
+def _stop_accepting(native=True):
     hold = _hold[0]
-    return hold is not None and hold.stop_accepting()
+    return hold is not None and hold.stop_accepting(native)
 
 
 def default_term_on_hold():
@@ -107,16 +107,21 @@ def running_loop():
 class _Stopping:
     """An app's handler for a stop signal, run once the held sockets stopped accepting."""
 
-    __slots__ = ("handler", "defer")
+    __slots__ = ("handler", "defer", "owner")
 
     def __init__(self, handler, defer):
         self.handler = handler
         self.defer = defer
+        self.owner = os.getpid()
 
     def __call__(self, signum, frame):
-        if not _stop_accepting():
+        # A fork child still running its parent's handler (a granian worker loading the
+        # app) has not started serving: granian's listener is not built yet, and must
+        # not be built on a socket of another kind (granian would panic).
+        own = os.getpid() == self.owner
+        if not _stop_accepting(native=own):
             return self.handler(signum, frame)
-        if _hold[0].reads_natively():
+        if own and _hold[0].reads_natively():
             # granian's threads read the requests of what they took whatever this thread
             # and its event loop (asyncio, uvloop, rloop) do: the moment is taken here.
             time.sleep(GRACE)
