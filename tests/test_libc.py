@@ -28,7 +28,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from hypothesis import assume, given, settings
@@ -50,6 +50,9 @@ quick = settings(max_examples=40, deadline=None)
 # --- helpers -------------------------------------------------------------------------------------
 
 
+FdsT = TypeVar("FdsT", tuple[int, int], list[int])
+
+
 class FdScope:
     """Raw fds owned by a test; closes them all at the end."""
 
@@ -60,7 +63,7 @@ class FdScope:
         self._fds.append(fd)
         return fd
 
-    def add_all(self, fds: Any) -> Any:
+    def add_all(self, fds: FdsT) -> FdsT:
         for fd in fds:
             self.add(fd)
         return fds
@@ -261,6 +264,7 @@ def test_bind_ipv4_round_trip(host: str, port: int, kind: int) -> None:
         bind_or_discard(fd, (host, port))
         got = libc.getsockname(fd)
         assert got[0] == host
+        assert isinstance(got[1], int)
         assert got[1] == port if port else 1024 <= got[1] <= 65535
         assert got == python_sockname(fd)
 
@@ -283,6 +287,7 @@ def test_bind_ipv6_loopback_spellings_normalise(
         got = libc.getsockname(fd)
         assert len(got) == 4
         assert got[0] == "::1"
+        assert isinstance(got[1], int)
         assert got[1] == port if port else got[1] > 0
         assert got[2:] == (0, 0)
         assert got == python_sockname(fd)
@@ -297,7 +302,7 @@ def test_bind_ipv4_mapped_address_matches_socket_module(host: str, fds: FdScope)
 
 
 def safe_names() -> st.SearchStrategy[str]:
-    alphabet = st.characters(blacklist_categories=("Cs",), blacklist_characters="/\0")
+    alphabet = st.characters(codec="utf-8", blacklist_characters="/\0")  # no surrogates
     return st.text(alphabet, min_size=1, max_size=30).filter(lambda s: s not in (".", ".."))
 
 
@@ -902,7 +907,7 @@ def alarms(handler: Callable[[int, Any], None], first: float = 0.1, every: float
 
 
 @contextmanager
-def later(delay: float, action: Callable[[], None]) -> Iterator[threading.Event]:
+def later(delay: float, action: Callable[[], object]) -> Iterator[threading.Event]:
     """Run ``action`` on a thread after ``delay`` (or when the yielded event is set).
 
     The thread blocks SIGALRM so that every alarm interrupts the main thread.
