@@ -27,6 +27,7 @@ from functools import partial
 from pathlib import Path
 
 import pytest
+
 from support import (
     LoadClient,
     ZocketProcess,

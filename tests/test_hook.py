@@ -36,8 +36,6 @@ from typing import Any
 
 import pytest
 
-from zocket import supervisor
-
 from support import (
     REPO,
     LoadClient,
@@ -55,6 +53,7 @@ from support import (
     wait_for,
     write_atomically,
 )
+from zocket import supervisor
 
 PY = sys.executable
 HOOK_DIR = REPO / "zocket" / "_hook"

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from support import (
     STOP_TIMEOUT,
     LoadClient,

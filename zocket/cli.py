@@ -24,14 +24,21 @@ from collections.abc import Sequence
 
 from . import libc
 from ._version import __version__
-from .addresses import DEFAULT_HOST, AddressError, InetAddress, ListenSpec, parse_host
-from .addresses import parse_listen, parse_port
+from .addresses import (
+    DEFAULT_HOST,
+    AddressError,
+    InetAddress,
+    ListenSpec,
+    parse_host,
+    parse_listen,
+    parse_port,
+)
 from .command import CommandError, split_command
 from .listeners import ListenError, UnixPermissions
 from .readiness import ReadyMode, parse_ready_mode
 from .spawn import SpawnError
-from .watch import DEFAULT_IGNORES, WatchError
 from .supervisor import Config, SetupError, Supervisor
+from .watch import DEFAULT_IGNORES, WatchError
 
 DEFAULT_PORT = 9999
 EXIT_FAILURE = 1
