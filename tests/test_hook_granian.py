@@ -10,7 +10,9 @@ lose nothing, and that the held socket keeps zocket's backlog.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import signal
 import socket
 import sys
@@ -22,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from support import (
+    REQUEST,
     LoadClient,
     answers_ok,
     assert_no_failures,
@@ -279,7 +282,8 @@ def test_granian_finishes_a_slow_request_across_a_restart(tmp_path: Path, server
         assert zocket.returncode is None, zocket.stderr_text(0)
     assert answer == [(200, body(1))]
     if server == "embed":
-        assert "stopped (SIGTERM)" in stopped, stopped  # as its default said, once done
+        # Its default SIGTERM, or the app's own end once the hook stopped granian for it.
+        assert re.search(r"stopped \((SIGTERM|exit 0)\)", stopped), stopped
 
 
 @pytest.mark.parametrize("start_method", ["fork", "spawn"])
@@ -312,11 +316,13 @@ def test_granian_workers_stop_accepting_at_once_and_answer_what_they_took(
         assert_taken_answered_late_queued(running, taken, late)
 
 
-def test_a_granian_worker_signalled_while_it_loads_the_app_serves_as_without_the_hook(
+def test_a_generation_stopped_while_its_worker_loads_the_app_stops_and_takes_nothing(
     tmp_path: Path,
 ) -> None:
-    """Until a forked worker installs its own handlers it runs its parent's: a stop signal
-    then must not touch the fd its listener is not built on yet (granian would panic)."""
+    """Until a forked worker installs its own handlers it runs its parent's, which means
+    nothing to it: the stop would be lost, and the worker would serve once loaded (or,
+    its fd swapped before its listener was built, granian would panic). The hook sends
+    the signal again once the worker has its own handler."""
     write_app(tmp_path)
     (tmp_path / "slowapp.py").write_text(
         "import time\ntime.sleep(2)  # a worker loading a big app\nfrom app import app\n"
@@ -325,14 +331,43 @@ def test_a_granian_worker_signalled_while_it_loads_the_app_serves_as_without_the
     command += ["--workers", "1", "--loop", "asyncio", "slowapp:app"]
     with hooked_process(command, cwd=tmp_path) as running:
         workers = wait_for(lambda: children_of(running.process.pid), 20, message="a worker")
-        time.sleep(0.5)  # forked, still importing the app
-        for pid in workers:
-            os.kill(pid, signal.SIGTERM)  # granian's own handler is not there yet: no effect
+        late: list[socket.socket] = []
+        try:
+            time.sleep(0.5)  # forked, still importing the app
+            for pid in [*workers, running.process.pid]:  # as zocket stops a generation
+                os.kill(pid, signal.SIGTERM)
+            late += [running.connect() for _ in range(5)]
+            for client in late:
+                client.sendall(REQUEST)
+            running.process.wait(20)
+            assert running.left_in_queue() == [REQUEST] * 5, running.stderr()
+            assert "panicked" not in running.stderr()
+        finally:
+            for pid in workers:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            for client in late:
+                client.close()
+
+
+def test_an_embedded_granian_with_default_sigterm_closes_idle_keep_alive_at_once(
+    tmp_path: Path,
+) -> None:
+    """An idle keep-alive connection must not hold a stopping embedded server until the
+    stop timeout: the hook asks granian to stop gracefully, which closes it."""
+    write_app(tmp_path)
+    command = [PY, "embed.py", "{port}"]
+    with hooked_process(command, cwd=tmp_path, extra_env={"ZOCKET_STOP_TIMEOUT": "30"}) as running:
         wait_for(lambda: answers_ok(running.port), 30, message="granian to answer")
-        running.process.send_signal(signal.SIGTERM)
-        running.process.wait(20)
-        stderr = running.stderr()
-    assert "panicked" not in stderr and "Unexpected exit" not in stderr, stderr
+        with running.connect() as client:
+            client.sendall(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")  # keep-alive
+            assert client.recv(4096).startswith(b"HTTP/1.1 200 OK")
+            started = time.monotonic()
+            running.process.send_signal(signal.SIGTERM)
+            running.process.wait(20)
+            took = time.monotonic() - started
+            assert client.recv(4096) == b""  # closed by granian's graceful stop
+    assert took < 10, took  # not the 30 s stop timeout
 
 
 def held_fds(pid: int, inode: int) -> set[int]:
@@ -396,7 +431,5 @@ def test_granian_with_unknown_internals_gets_one_warning(tmp_path: Path) -> None
     )
     assert "imported Server" in result.stdout, result.stderr
     warnings = [line for line in result.stderr.splitlines() if "zocket hook" in line]
-    assert warnings == [
-        "zocket hook: granian keeps its own sockets: "
-        "granian's server module has no AbstractServer._init_shared_socket"
-    ], result.stderr
+    why = "granian's server module has no AbstractServer._init_shared_socket"
+    assert warnings == [f"zocket hook: granian keeps its own sockets: {why}"], result.stderr

@@ -23,7 +23,9 @@ the new one's fd.
 A worker told to stop stops accepting at once: its copy of the fd is made to
 name a listener nobody connects to (``dup2``), so its accept loop, woken by
 new connections on the held socket, finds nothing, and they wait in the
-kernel for the other generation. Its shutdown then runs ``GRACE`` later
+kernel for the other generation. A worker still loading the app when the
+stop comes runs its parent's handler, which means nothing to it: the signal
+is sent again once it has installed its own (``_zocket_signals``). Its shutdown then runs ``GRACE`` later
 (``_zocket_signals``), after it has read the requests of the connections it
 took just before; granian's graceful shutdown would otherwise close those as
 idle. Workers started by ``spawn`` (granian's choice where multiprocessing's
@@ -41,6 +43,7 @@ import os
 import socket
 import struct
 import sys
+import weakref
 
 import _zocket_signals
 
@@ -48,6 +51,7 @@ _match = [None]  # _zocket_hook's rule: (family, address) -> held entry or None
 _adopted = {}  # fd -> inode: this process's copies of held sockets that granian uses
 _stopped = []  # the listener nobody connects to, once the adopted fds name it
 _held_ports = [frozenset()]  # the ports of the held sockets granian was given here
+_embedded = weakref.WeakSet()  # embedded granian servers on a held socket, to stop
 
 
 def install(match):
@@ -149,11 +153,9 @@ def _patch_in_process(class_name):
     return patch
 
 
-_PATCHES = {
-    "granian.server.common": _patch_common,
-    "granian.server.embed": _patch_in_process("Server"),
-    "granian.server.mt": _patch_in_process("MTServer"),
-}
+_IN_PROCESS = {"granian.server.embed": "Server", "granian.server.mt": "MTServer"}
+_PATCHES = {"granian.server.common": _patch_common}
+_PATCHES.update({name: _patch_in_process(cls) for name, cls in _IN_PROCESS.items()})
 
 
 def _adopt(server):
@@ -173,6 +175,11 @@ def _adopt(server):
     except ImportError as exc:
         _warn(f"no SocketHolder in granian ({exc})")
         return False
+    if type(server).__module__ in _IN_PROCESS and not getattr(
+        getattr(type(server), "_spawn_worker", None), "_zocket", False
+    ):
+        _warn(f"{type(server).__name__}'s workers could not get a copy of the fd each")
+        return False
     fd, inode = held[0], held[5]
     spec = (SocketHolder, fd, inode, _backlog(fd))
     try:
@@ -183,6 +190,8 @@ def _adopt(server):
     server._zocket_held = spec
     server._zocket_fresh = True
     _held_ports[0] |= {held[3]}
+    if type(server).__module__ == "granian.server.embed":
+        _embedded.add(server)
     _pickle_for_spawn(SocketHolder)
     # The embedded server in an app that leaves SIGTERM at its default would die of
     # zocket's SIGTERM with the requests granian is serving.
@@ -266,41 +275,75 @@ def stop_accepting():
     if not live:
         return bool(_stopped)
     if not _stopped:
-        nobody = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
-        nobody.bind("")  # Linux picks an unused abstract name
-        nobody.listen(1)
-        _stopped.append(nobody)
+        _stopped.append(_nobody())
     for fd in live:
         os.dup2(_stopped[0].fileno(), fd, inheritable=False)
     return True
 
 
+def _nobody():
+    """A listening socket nobody connects to, that granian can take for its own.
+
+    TCP on a loopback port the kernel picks, so that a worker stopped before it built
+    its listener (still loading the app) builds it on this one without a complaint
+    (granian asks a TCP listener for its address); failing that, an abstract Unix one.
+    """
+    kind = socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC
+    try:
+        nobody = socket.socket(socket.AF_INET, kind)
+        try:
+            nobody.bind(("127.0.0.1", 0))
+            nobody.listen(1)
+            return nobody
+        except OSError:
+            nobody.close()
+            raise
+    except OSError:
+        nobody = socket.socket(socket.AF_UNIX, kind)
+        nobody.bind("")  # Linux picks an unused abstract name
+        nobody.listen(1)
+        return nobody
+
+
 def busy():
-    """Whether a connection granian took from a held socket is still open in this process."""
+    """Whether a connection granian took from a held socket is still open in this process.
+
+    Only this process's own sockets are looked at (a connection is a socket that does
+    not listen, whose local port is a held one): the cost follows its connections, not
+    the machine's.
+    """
     ports = _held_ports[0]
     if not ports:
         return False
-    mine = set()
     for name in os.listdir("/proc/self/fd"):
         try:
-            target = os.readlink(f"/proc/self/fd/{name}")
-        except OSError:
+            if not os.readlink(f"/proc/self/fd/{name}").startswith("socket:["):
+                continue
+            probe = socket.socket(fileno=os.dup(int(name)))
+        except (OSError, ValueError):
             continue
-        if target.startswith("socket:["):
-            mine.add(target[8:-1])
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
-            with open(table) as rows:
-                next(rows, None)
-                for row in rows:
-                    fields = row.split()
-                    local, state, inode = fields[1], fields[3], fields[9]
-                    port = int(local.rsplit(":", 1)[1], 16)
-                    if state != "0A" and inode in mine and port in ports:  # 0A: LISTEN
-                        return True
+            if probe.family not in (socket.AF_INET, socket.AF_INET6):
+                continue
+            if probe.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+                continue
+            if probe.getsockname()[1] in ports:
+                probe.getpeername()  # connected (OSError otherwise: not one of them)
+                return True
         except OSError:
             continue
+        finally:
+            probe.close()
     return False
+
+
+def stop_embedded():
+    """Ask each embedded granian of this process to stop, as its app would."""
+    for server in list(_embedded):
+        try:
+            server.stop()
+        except Exception as exc:  # the process dies of SIGTERM anyway, by the deadline
+            sys.stderr.write(f"zocket hook: granian's stop failed: {exc}\n")
 
 
 # struct tcp_info: eight one-byte fields, then u32 rto, ato, snd_mss, rcv_mss, unacked,

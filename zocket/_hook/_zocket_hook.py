@@ -237,14 +237,11 @@ class _Hold:
     """What a stop signal does to this process's held sockets (``_zocket_signals``)."""
 
     @staticmethod
-    def stop_accepting(native=True):
-        """Held sockets take nothing more here; whether there are any.
-
-        ``native``: granian's too (not in a fork child that has not started serving).
-        """
+    def stop_accepting():
+        """Held sockets take nothing more here; whether there are any."""
         if _holding[0]:
             _draining[0] = True
-        native = native and _zocket_granian.stop_accepting()
+        native = _zocket_granian.stop_accepting()
         return _holding[0] or native
 
     @staticmethod
@@ -265,6 +262,10 @@ class _Hold:
     @staticmethod
     def reads_natively():
         return _zocket_granian.adopted()
+
+    @staticmethod
+    def stop_natively():
+        _zocket_granian.stop_embedded()
 
 
 def _accept(self):

@@ -62,8 +62,9 @@ def install(stop_signals, hold):
 
     ``hold`` is the hook's side: ``stop_accepting()`` (whether this process holds
     a socket), ``busy()`` (whether a connection it took is still open),
-    ``drain()`` (wait, bounded, until none is) and ``reads_natively()`` (whether
-    native threads, granian's, read from the connections it takes). Called at
+    ``drain()`` (wait, bounded, until none is), ``reads_natively()`` (whether
+    native threads, granian's, read from the connections it takes) and
+    ``stop_natively()`` (ask an embedded granian to stop gracefully). Called at
     start-up and again when a held socket reaches a multiprocessing child: once
     is enough.
     """
@@ -75,9 +76,9 @@ def install(stop_signals, hold):
     signal.getsignal = _getsignal
 
 
-def _stop_accepting(native=True):
+def _stop_accepting():
     hold = _hold[0]
-    return hold is not None and hold.stop_accepting(native)
+    return hold is not None and hold.stop_accepting()
 
 
 def default_term_on_hold():
@@ -107,7 +108,7 @@ def running_loop():
 class _Stopping:
     """An app's handler for a stop signal, run once the held sockets stopped accepting."""
 
-    __slots__ = ("handler", "defer", "owner")
+    __slots__ = ("defer", "handler", "owner")
 
     def __init__(self, handler, defer):
         self.handler = handler
@@ -115,11 +116,13 @@ class _Stopping:
         self.owner = os.getpid()
 
     def __call__(self, signum, frame):
-        # A fork child still running its parent's handler (a granian worker loading the
-        # app) has not started serving: granian's listener is not built yet, and must
-        # not be built on a socket of another kind (granian would panic).
         own = os.getpid() == self.owner
-        if not _stop_accepting(native=own):
+        if not own and _hold[0] is not None and _hold[0].reads_natively():
+            # A fork child still running its parent's handler: a granian worker loading
+            # the app. That handler means nothing here and the stop would be lost (the
+            # worker would then serve): it is signalled again once it has its own.
+            _pending[signum] = os.getpid()
+        if not _stop_accepting():
             return self.handler(signum, frame)
         if own and _hold[0].reads_natively():
             # granian's threads read the requests of what they took whatever this thread
@@ -138,13 +141,21 @@ class _Stopping:
         return None
 
 
+#: Stop signals a fork child got while it still ran its parent's handler: signal -> pid.
+_pending = {}
+
+
 def _signal(signalnum, handler):
     if signalnum in _stop_signals and callable(handler) and not isinstance(handler, _Stopping):
         asyncio_noop = _is_asyncio_noop(handler)
         if asyncio_noop:
             _patch_asyncio_loops()
         handler = _Stopping(handler, defer=not asyncio_noop)
-    return _unwrap(_original_signal(signalnum, handler))
+    previous = _unwrap(_original_signal(signalnum, handler))
+    if _pending.get(signalnum) == os.getpid() and isinstance(handler, _Stopping):
+        del _pending[signalnum]
+        os.kill(os.getpid(), signalnum)  # now to the handler that means it
+    return previous
 
 
 def _getsignal(signalnum):
@@ -169,6 +180,10 @@ def _default_term(signum, frame):
     # either way it must go on running while the connections close.
     if loop is not None and (loop in serving_loops or _hold[0].reads_natively()):
         try:
+            if _hold[0].reads_natively():
+                # Nothing else tells an embedded granian to stop: its graceful stop
+                # closes idle keep-alive connections and finishes the requests in flight.
+                loop.call_soon_threadsafe(loop.call_later, GRACE, _hold[0].stop_natively)
             loop.call_soon_threadsafe(_die_when_idle, loop, signum, deadline)
             return
         except RuntimeError:  # the loop is closing: nothing will answer through it
