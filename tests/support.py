@@ -871,6 +871,14 @@ def socket_inode(pid: int, fd: int) -> int | None:
     return int(match[1]) if match else None
 
 
+def held_fds(pid: int, inode: int) -> set[int]:
+    """The fds of ``pid`` that name the held socket (none once it is gone)."""
+    try:
+        return {fd for fd, i in socket_inodes(pid).items() if i == inode}
+    except FileNotFoundError:
+        return set()
+
+
 def socket_inodes(pid: int) -> dict[int, int]:
     """fd -> socket inode, for every socket process ``pid`` has open."""
     found = {}

@@ -908,7 +908,15 @@ def test_the_hook_imports_only_the_standard_library() -> None:
     assert baseline["hook_installed"] is False
     assert hooked["hook_installed"] is True
     stdlib = set(hooked["stdlib"])
-    ours = ("sitecustomize", "_zocket_hook", "_zocket_stop", "_zocket_signals", "_zocket_granian")
+    ours = {
+        "sitecustomize",
+        "_zocket_hook",
+        "_zocket_stop",
+        "_zocket_signals",
+        "_zocket_granian",
+        "_zocket_native",
+        "_zocket_uvloop",
+    }
     for when in ("modules", "after_adoption"):
         added = set(hooked[when]) - set(baseline[when])
         foreign = {m for m in added if m.partition(".")[0] not in stdlib and m not in ours}

@@ -31,6 +31,7 @@ from support import (
     assert_taken_answered_late_queued,
     children_of,
     group_members,
+    held_fds,
     held_inode,
     hooked_process,
     http_get,
@@ -368,14 +369,6 @@ def test_an_embedded_granian_with_default_sigterm_closes_idle_keep_alive_at_once
             took = time.monotonic() - started
             assert client.recv(4096) == b""  # closed by granian's graceful stop
     assert took < 10, took  # not the 30 s stop timeout
-
-
-def held_fds(pid: int, inode: int) -> set[int]:
-    """The fds of ``pid`` that name the held socket (none once it is gone)."""
-    try:
-        return {fd for fd, i in socket_inodes(pid).items() if i == inode}
-    except FileNotFoundError:
-        return set()
 
 
 def test_granian_on_another_port_binds_it_itself(tmp_path: Path) -> None:

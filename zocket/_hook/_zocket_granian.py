@@ -25,9 +25,9 @@ name a listener nobody connects to (``dup2``), so its accept loop, woken by
 new connections on the held socket, finds nothing, and they wait in the
 kernel for the other generation. A worker still loading the app when the
 stop comes runs its parent's handler, which means nothing to it: the signal
-is sent again once it has installed its own (``_zocket_signals``). Its shutdown then runs ``GRACE`` later
-(``_zocket_signals``), after it has read the requests of the connections it
-took just before; granian's graceful shutdown would otherwise close those as
+is sent again once it has installed its own. Its shutdown then runs
+``GRACE`` later (``_zocket_signals``), after it has read the requests of the
+connections it took just before; granian's graceful shutdown would otherwise close those as
 idle. Workers started by ``spawn`` (granian's choice where multiprocessing's
 default is not ``fork``) get their holder through ``_rebuild_holder``. A
 process that left SIGTERM at its default (the embedded server in an app that
@@ -45,6 +45,7 @@ import struct
 import sys
 import weakref
 
+import _zocket_native
 import _zocket_signals
 
 _match = [None]  # _zocket_hook's rule: (family, address) -> held entry or None
@@ -57,53 +58,7 @@ _embedded = weakref.WeakSet()  # embedded granian servers on a held socket, to s
 def install(match):
     """Patch granian's server modules when (if ever) this process imports them."""
     _match[0] = match
-    waiting = {}
-    for name, patch in _PATCHES.items():
-        if name in sys.modules:
-            patch(sys.modules[name])
-        else:
-            waiting[name] = patch
-    if waiting:
-        sys.meta_path.insert(0, _Finder(waiting))
-
-
-class _Finder:
-    """Finds nothing itself: wraps the loaders of granian's server modules."""
-
-    def __init__(self, patches):
-        self._patches = patches
-
-    def find_spec(self, name, path=None, target=None):
-        patch = self._patches.get(name)
-        if patch is None:
-            return None
-        for finder in list(sys.meta_path):  # the ones after this: the module's own
-            if finder is self or not hasattr(finder, "find_spec"):
-                continue
-            spec = finder.find_spec(name, path, target)
-            if spec is not None:
-                break
-        else:
-            return None
-        if spec.loader is not None and hasattr(spec.loader, "exec_module"):
-            spec.loader = _PatchingLoader(spec.loader, patch)
-        return spec
-
-
-class _PatchingLoader:
-    def __init__(self, loader, patch):
-        self._loader = loader
-        self._patch = patch
-
-    def create_module(self, spec):
-        return self._loader.create_module(spec)
-
-    def exec_module(self, module):
-        self._loader.exec_module(module)
-        self._patch(module)
-
-    def __getattr__(self, name):  # get_source, is_package, ...: the real loader's
-        return getattr(self._loader, name)
+    _zocket_native.when_imported(_PATCHES)
 
 
 def _wrap(cls, name, make):
@@ -306,35 +261,8 @@ def _nobody():
 
 
 def busy():
-    """Whether a connection granian took from a held socket is still open in this process.
-
-    Only this process's own sockets are looked at (a connection is a socket that does
-    not listen, whose local port is a held one): the cost follows its connections, not
-    the machine's.
-    """
-    ports = _held_ports[0]
-    if not ports:
-        return False
-    for name in os.listdir("/proc/self/fd"):
-        try:
-            if not os.readlink(f"/proc/self/fd/{name}").startswith("socket:["):
-                continue
-            probe = socket.socket(fileno=os.dup(int(name)))
-        except (OSError, ValueError):
-            continue
-        try:
-            if probe.family not in (socket.AF_INET, socket.AF_INET6):
-                continue
-            if probe.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
-                continue
-            if probe.getsockname()[1] in ports:
-                probe.getpeername()  # connected (OSError otherwise: not one of them)
-                return True
-        except OSError:
-            continue
-        finally:
-            probe.close()
-    return False
+    """Whether a connection granian took from a held socket is still open in this process."""
+    return _zocket_native.connections_open(_held_ports[0])
 
 
 def stop_embedded():

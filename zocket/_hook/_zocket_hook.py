@@ -24,7 +24,8 @@ than zocket's, so it imports nothing but the standard library.
 - A stop signal makes the held sockets stop accepting at once, and an event
   loop's stop handler runs a moment later (``_zocket_signals``).
 - granian, which binds in Rust, is handed the held socket where it makes its
-  listener (``_zocket_granian``).
+  listener (``_zocket_granian``); uvloop's servers on a held socket, which
+  accept in libuv, are closed by a stop signal (``_zocket_uvloop``).
 
 ZOCKET_HOOK_FDS lists the held fds as ``FD:INODE,...``; a descendant checks
 the inode so that an fd number reused for something else is never taken.
@@ -44,6 +45,7 @@ import weakref
 
 import _zocket_granian
 import _zocket_signals
+import _zocket_uvloop
 
 _held = []  # (fd, family, host, port, v6only, inode) of each held socket in this process
 _classes = {}
@@ -61,6 +63,7 @@ def install():
     # (uvloop) may keep the signal.signal it found when it was imported. Until this
     # process holds a socket the wrapper only calls the app's handler.
     wrap_stop_signals()
+    _zocket_uvloop.install(_is_held)  # a held socket may reach a uvloop server later, pickled
     _held[:] = _read_held(os.environ.get("ZOCKET_HOOK_FDS", ""))
     if not _held:
         return
@@ -242,6 +245,7 @@ class _Hold:
         if _holding[0]:
             _draining[0] = True
         native = _zocket_granian.stop_accepting()
+        native = _zocket_uvloop.stop_accepting() or native
         return _holding[0] or native
 
     @staticmethod
@@ -253,7 +257,9 @@ class _Hold:
                 break
             except RuntimeError:  # another thread took one while we copied: again
                 continue
-        return any(conn.fileno() != -1 for conn in taken) or _zocket_granian.busy()
+        if any(conn.fileno() != -1 for conn in taken):
+            return True
+        return _zocket_granian.busy() or _zocket_uvloop.busy()
 
     @staticmethod
     def drain(deadline):
@@ -395,6 +401,10 @@ def _drain(deadline=None):
         deadline = time.monotonic() + _DRAIN_SECONDS
     while time.monotonic() < deadline and _Hold.busy():
         time.sleep(0.02)
+
+
+def _is_held(sock):
+    return type(sock) in _classes.values()
 
 
 def _make_held(sock, fd, timeout):

@@ -87,8 +87,43 @@ def default_term_on_hold():
         if _original_getsignal(signal.SIGTERM) == signal.SIG_DFL:
             _original_signal(signal.SIGTERM, _default_term)
             _term_owner[0] = os.getpid()
+            _guard_forks()
     except ValueError:
         pass  # not the main thread: signals are not ours to set from here
+
+
+# A fork child gets _default_term too, and CPython forgets a signal that reaches the
+# child before its interpreter has left fork() (it clears pending signals there): a
+# SIGTERM sent at once, as multiprocessing's terminate() may, would be lost, and the
+# child live on. So SIGTERM is blocked across fork(), and the child puts its default
+# back before it unblocks: a SIGTERM that came meanwhile then ends it, as it would
+# have without the hook.
+_fork_guarded = [False]
+_masks = []
+
+
+def _guard_forks():
+    if not _fork_guarded[0]:
+        _fork_guarded[0] = True
+        os.register_at_fork(
+            before=_block_term, after_in_parent=_unblock_term, after_in_child=_child_term
+        )
+
+
+def _block_term():
+    if _original_getsignal(signal.SIGTERM) is _default_term:
+        _masks.append(signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM}))
+
+
+def _unblock_term():
+    if _masks:
+        signal.pthread_sigmask(signal.SIG_SETMASK, _masks.pop())
+
+
+def _child_term():
+    if _original_getsignal(signal.SIGTERM) is _default_term:
+        _original_signal(signal.SIGTERM, signal.SIG_DFL)
+    _unblock_term()
 
 
 _term_owner = [0]  # the process whose connections a default SIGTERM waits for
