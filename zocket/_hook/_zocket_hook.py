@@ -472,8 +472,8 @@ def _reduce_ex(self, protocol):
 
 
 def _rebuild_held(df, timeout):
-    """In the multiprocessing child, which has no ZOCKET_HOOK_FDS of its own to go by
-    (so install() did nothing there): its stop signals are wrapped from here on."""
+    """In the multiprocessing child, whose ZOCKET_HOOK_FDS named fds it did not get (so
+    install() found nothing held there); its stop signals are wrapped in any case."""
     wrap_stop_signals()
     sock = socket.socket.__new__(socket.socket)
     _hold(sock, df.detach(), timeout)

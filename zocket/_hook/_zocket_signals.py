@@ -24,7 +24,8 @@ uvloop and rloop act on a signal on their own, which cannot be put off.
 Handlers are wrapped where they are installed: ``signal.signal`` (uvicorn,
 gunicorn, Django's reloader, asyncio.run) and asyncio's ``add_signal_handler``
 (hypercorn, aiohttp). ``signal.signal`` and ``signal.getsignal`` still give the
-app its own handlers back. uvloop's loop is compiled and not wrapped.
+app its own handlers back. uvloop's loop is compiled: there the held
+sockets' servers are closed instead (``_zocket_uvloop``).
 
 SIGTERM left at its default would kill a process with the requests it is
 serving: hypercorn's workers, which leave their stop to their parent, get
