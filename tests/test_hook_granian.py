@@ -26,6 +26,7 @@ import pytest
 from support import (
     REQUEST,
     LoadClient,
+    ZocketProcess,
     answers_ok,
     assert_no_failures,
     assert_taken_answered_late_queued,
@@ -139,35 +140,35 @@ def write_app(tmp_path: Path) -> None:
     (tmp_path / "embed.py").write_text(EMBED_SERVER)
 
 
-def only_the_held_socket_listens(zocket: object) -> None:
+def only_the_held_socket_listens(zocket: ZocketProcess) -> None:
     """granian's main process and both workers hold the held socket; nothing else listens."""
     listeners = tcp_listeners()
-    held = held_inode(zocket)  # type: ignore[arg-type]
+    held = held_inode(zocket)
     found = {
         pid: {i for i in socket_inodes(pid).values() if i in listeners}
-        for pid in group_members(zocket.child_pid)  # type: ignore[attr-defined]
+        for pid in group_members(zocket.child_pid)
     }
     assert all(inodes <= {held} for inodes in found.values()), (found, held)
     assert sum(1 for inodes in found.values() if inodes) >= 3, (found, held)
 
 
-def restart_under_load(zocket: object, restarts: int) -> LoadClient:
-    port = zocket.port  # type: ignore[attr-defined]
+def restart_under_load(zocket: ZocketProcess, restarts: int) -> LoadClient:
+    port = zocket.port
     with LoadClient(port, threads=4, rate=100, duration=120, timeout=10) as load:
         load.wait_for(body_is(body(1)), timeout=30)
         for n in range(2, 2 + restarts):
             since = time.monotonic()
-            zocket.send_signal(signal.SIGHUP)  # type: ignore[attr-defined]
-            zocket.wait_for_stderr(READY_LINE.format(n=n), timeout=30)  # type: ignore[attr-defined]
+            zocket.send_signal(signal.SIGHUP)
+            zocket.wait_for_stderr(READY_LINE.format(n=n), timeout=30)
             load.wait_for(body_is(body(n)), timeout=20, since=since)
-            zocket.wait_for_stderr(rf"generation {n - 1} stopped", timeout=30)  # type: ignore[attr-defined]
+            zocket.wait_for_stderr(rf"generation {n - 1} stopped", timeout=30)
         time.sleep(0.3)
     return load
 
 
-def restart_losing_nothing(zocket: object, restarts: int) -> None:
+def restart_losing_nothing(zocket: ZocketProcess, restarts: int) -> None:
     load = restart_under_load(zocket, restarts)
-    assert zocket.returncode is None, zocket.stderr_text(0)  # type: ignore[attr-defined]
+    assert zocket.returncode is None, zocket.stderr_text(0)
     assert_no_failures(load, minimum_ok=15 * restarts)
 
 

@@ -61,19 +61,6 @@ def install(match):
     _zocket_native.when_imported(_PATCHES)
 
 
-def _wrap(cls, name, make):
-    """Replace ``cls.name`` by ``make(original)``, once; whether it was there."""
-    original = cls.__dict__.get(name) if isinstance(cls, type) else None
-    if original is None:
-        return False
-    if not getattr(original, "_zocket", False):
-        wrapper = make(original)
-        wrapper._zocket = True
-        wrapper.__wrapped__ = original
-        setattr(cls, name, wrapper)
-    return True
-
-
 def _patch_common(module):
     def make(original):
         def _init_shared_socket(self):
@@ -82,7 +69,8 @@ def _patch_common(module):
 
         return _init_shared_socket
 
-    if not _wrap(getattr(module, "AbstractServer", None), "_init_shared_socket", make):
+    server = getattr(module, "AbstractServer", None)
+    if not _zocket_native.wrap(server, "_init_shared_socket", make):
         _warn("granian's server module has no AbstractServer._init_shared_socket")
 
 
@@ -102,7 +90,7 @@ def _patch_in_process(class_name):
 
             return _spawn_worker
 
-        if not _wrap(getattr(module, class_name, None), "_spawn_worker", make):
+        if not _zocket_native.wrap(getattr(module, class_name, None), "_spawn_worker", make):
             _warn(f"granian's {module.__name__} has no {class_name}._spawn_worker")
 
     return patch
@@ -130,9 +118,8 @@ def _adopt(server):
     except ImportError as exc:
         _warn(f"no SocketHolder in granian ({exc})")
         return False
-    if type(server).__module__ in _IN_PROCESS and not getattr(
-        getattr(type(server), "_spawn_worker", None), "_zocket", False
-    ):
+    spawn_worker = getattr(type(server), "_spawn_worker", None)
+    if type(server).__module__ in _IN_PROCESS and not _zocket_native.wrapped(spawn_worker):
         _warn(f"{type(server).__name__}'s workers could not get a copy of the fd each")
         return False
     fd, inode = held[0], held[5]

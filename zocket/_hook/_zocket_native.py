@@ -61,6 +61,24 @@ class _PatchingLoader:
         return getattr(self._loader, name)
 
 
+def wrap(cls, name, make):
+    """Replace ``cls.name`` by ``make(original)``, once; whether there was one to wrap."""
+    original = getattr(cls, name, None) if isinstance(cls, type) else None
+    if original is None:
+        return False
+    if not wrapped(original):
+        wrapper = make(original)
+        wrapper._zocket = True
+        wrapper.__wrapped__ = original
+        setattr(cls, name, wrapper)
+    return True
+
+
+def wrapped(function):
+    """Whether ``function`` is one of the hook's wrappers."""
+    return getattr(function, "_zocket", False)
+
+
 def connections_open(ports):
     """Whether this process has a TCP connection open on one of ``ports`` (local side).
 

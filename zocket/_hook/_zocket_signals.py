@@ -153,7 +153,7 @@ class _Stopping:
 
     def __call__(self, signum, frame):
         own = os.getpid() == self.owner
-        if not own and _hold[0] is not None and _hold[0].reads_natively():
+        if not own and _hold[0].reads_natively():
             # A fork child still running its parent's handler: a granian worker loading
             # the app. That handler means nothing here and the stop would be lost (the
             # worker would then serve): it is signalled again once it has its own.

@@ -31,23 +31,19 @@ def install(is_held):
 
 
 def _patch(module):
-    cls = getattr(module, "Loop", None)
-    original = getattr(cls, "create_server", None)
-    if original is None or getattr(original, "_zocket", False):
-        return
+    def make(original):
+        async def create_server(self, *args, **kwargs):
+            server = await original(self, *args, **kwargs)
+            sock = kwargs.get("sock")
+            if sock is not None and _is_held[0](sock):
+                _servers[server] = self
+                _ports.add(sock.getsockname()[1])
+                _zocket_signals.serving_loops.add(self)
+            return server
 
-    async def create_server(self, *args, **kwargs):
-        server = await original(self, *args, **kwargs)
-        sock = kwargs.get("sock")
-        if sock is not None and _is_held[0](sock):
-            _servers[server] = self
-            _ports.add(sock.getsockname()[1])
-            _zocket_signals.serving_loops.add(self)
-        return server
+        return create_server
 
-    create_server._zocket = True
-    create_server.__wrapped__ = original
-    cls.create_server = create_server
+    _zocket_native.wrap(getattr(module, "Loop", None), "create_server", make)
 
 
 def stop_accepting():
