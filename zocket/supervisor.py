@@ -35,6 +35,7 @@ from . import libc, readiness
 from .activation import notify
 from .addresses import ListenSpec
 from .command import expand
+from .files import Identity, remove_if_ours, write_atomically
 from .listeners import Listener, UnixPermissions, inherited_listeners, open_listeners
 from .readiness import ReadyMode
 from .spawn import Child, SpawnError, spawn
@@ -192,6 +193,9 @@ class Supervisor:
         self._principal: Generation | None = None
         self._exit_status: int | None = None
         self._watcher: Watcher | None = None
+        #: What zocket wrote at --pid-file and --status-file: removed at exit only if still there.
+        self._pid_file: Identity | None = None
+        self._status_file: Identity | None = None
 
     # --- public -------------------------------------------------------------------------------
 
@@ -216,7 +220,7 @@ class Supervisor:
                 libc.prctl(libc.PR_SET_CHILD_SUBREAPER, 1)
             if self.config.pid_file:
                 try:
-                    _write_atomically(self.config.pid_file, f"{os.getpid()}\n")
+                    self._pid_file = write_atomically(self.config.pid_file, f"{os.getpid()}\n")
                 except OSError as exc:
                     raise SetupError(
                         f"cannot write pid file {self.config.pid_file}: {exc.strerror or exc}"
@@ -621,7 +625,7 @@ class Supervisor:
             for listener in self.listeners:
                 listener.close()
         if self.config.pid_file:
-            _remove_quietly(self.config.pid_file)
+            remove_if_ours(self.config.pid_file, self._pid_file)
         self._write_status(final=True)
 
     # --- helpers --------------------------------------------------------------------------------
@@ -689,13 +693,13 @@ class Supervisor:
         if not path:
             return
         if final:
-            _remove_quietly(path)
+            remove_if_ours(path, self._status_file)
             return
         text = json.dumps(self.status(), indent=2) + "\n"
         if text == self._status_written:
             return
         try:
-            _write_atomically(path, text)
+            self._status_file = write_atomically(path, text)
         except OSError as exc:
             message = f"cannot write status file {path}: {exc.strerror or exc}"
             if message != self._status_error:
@@ -727,25 +731,6 @@ def _open_notify_socket(number: int) -> tuple[int, str]:
         libc.close(fd)
         raise
     return fd, "@" + name
-
-
-def _write_atomically(path: str, text: str) -> None:
-    """Readers see the old file or the new one, never half of one."""
-    tmp = f"{path}.{os.getpid()}.tmp"
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        _remove_quietly(tmp)
-        raise
-
-
-def _remove_quietly(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
 
 
 def _sd_notify(state: str) -> None:
