@@ -3,7 +3,7 @@
 The one place for the names and formats both sides use: the holder imports
 this module as ``zocket._hook._zocket_protocol``, the hook imports it from
 the directory zocket puts on a generation's PYTHONPATH. It runs in the
-user's interpreter too, so it imports nothing at all.
+user's interpreter too, so it imports nothing at run time.
 
 From the holder to every process of a generation, in the environment:
 
@@ -20,6 +20,10 @@ process now waits for connections on held fd FD, zocket's sign that the
 generation is ready; ``READY=1`` is the app's own sd_notify.
 """
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing is not imported at run time: this runs at every interpreter start
+    from collections.abc import Iterable
+
 HELD_FDS = "ZOCKET_HOOK_FDS"
 STOP_SIGNAL = "ZOCKET_STOP_SIGNAL"
 STOP_TIMEOUT = "ZOCKET_STOP_TIMEOUT"
@@ -32,12 +36,12 @@ DEFAULT_STOP_TIMEOUT = 10.0
 _WAITING = "ZOCKET_WAITING="
 
 
-def format_held_fds(pairs):
+def format_held_fds(pairs: "Iterable[tuple[int, int]]") -> str:
     """``[(3, inode), ...]`` as the value of ZOCKET_HOOK_FDS."""
     return ",".join(f"{fd}:{inode}" for fd, inode in pairs)
 
 
-def parse_held_fds(value):
+def parse_held_fds(value: str) -> "list[tuple[int, int]]":
     """ZOCKET_HOOK_FDS as ``[(fd, inode), ...]``; malformed items are skipped."""
     pairs = []
     for item in value.split(","):
@@ -49,12 +53,12 @@ def parse_held_fds(value):
     return pairs
 
 
-def waiting_message(fd):
+def waiting_message(fd: int) -> str:
     """What a process sends once it waits for connections on held fd ``fd``."""
     return f"{_WAITING}{fd}"
 
 
-def parse_waiting(message):
+def parse_waiting(message: str) -> "str | None":
     """The held fd a notify datagram says a process waits on, or None."""
     for line in message.splitlines():
         if line.startswith(_WAITING):
@@ -62,6 +66,6 @@ def parse_waiting(message):
     return None
 
 
-def is_ready(message):
+def is_ready(message: str) -> bool:
     """Whether a notify datagram carries the app's own ``READY=1``."""
     return "READY=1" in message.splitlines()
