@@ -57,6 +57,7 @@ from .lifecycle import (
 from .listeners import Listener, inherited_listeners, open_listeners
 from .loop import Loop
 from .notifications import NotifySocket, trusted
+from .sentry import Sentry
 from .spawn import Child, SpawnError, spawn
 from .watch import Watcher, describe
 
@@ -134,6 +135,7 @@ class Holder:
         self._status_file: Identity | None = None
         #: When each generation started, on the wall clock, for the status file.
         self._walls: dict[int, float] = {}
+        self._sentry: Sentry | None = None
 
     # --- public -------------------------------------------------------------------------------
 
@@ -168,6 +170,8 @@ class Holder:
             if self.config.watch:
                 self._watcher = Watcher(self.config.watch, self.config.ignore)
                 loop.add_reader(self._watcher.fd, self._on_file_events)
+            if self.config.deathsig:
+                self._sentry = Sentry(self.config.deathsig, self.config.stop_timeout)
             with loop.signals(FORWARDED + (signal.SIGHUP, signal.SIGCHLD), self._on_signal):
                 self._carry_out(self.lifecycle.begin(loop.clock()))
                 while self._exit_status is None:
@@ -338,6 +342,8 @@ class Holder:
             notify_socket.close()
             raise
         self.processes[number] = Process(child, notify_socket)
+        if self._sentry is not None:
+            self._sentry.watch(child.pid)
         self._walls[number] = self.processes[number].started_wall
         assert self._loop is not None
         self._loop.add_reader(notify_socket.fd, lambda _fd: self._on_notify(number))
@@ -375,6 +381,8 @@ class Holder:
             return
         if _group_alive(process.child.pid):
             self._lingering.add(process.child.pid)
+        elif self._sentry is not None:
+            self._sentry.forget(process.child.pid)
         if self._loop is not None:
             self._loop.cancel_timer(("probe", number))
             self._loop.remove_reader(process.notify.fd)
@@ -398,6 +406,9 @@ class Holder:
                 self.lifecycle.handle(Exited(self._now(), number, libc.WaitStatus(status)))
         for pgid in self._lingering_groups():
             _signal_group(pgid, signal.SIGKILL)  # workers their first process left behind
+        if self._sentry is not None:
+            self._sentry.close()
+            self._sentry = None
         if self.config.reap_orphans:
             while libc.reap(-1) is not None:
                 pass
@@ -415,7 +426,11 @@ class Holder:
             remove_if_ours(self.config.status_file, self._status_file)
 
     def _lingering_groups(self) -> list[int]:
-        self._lingering = {pgid for pgid in self._lingering if _group_alive(pgid)}
+        gone = {pgid for pgid in self._lingering if not _group_alive(pgid)}
+        if self._sentry is not None:
+            for pgid in gone:
+                self._sentry.forget(pgid)
+        self._lingering -= gone
         return sorted(self._lingering)
 
     # --- status -------------------------------------------------------------------------------
