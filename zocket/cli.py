@@ -22,7 +22,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from . import libc
+from . import control, libc
 from ._version import __version__
 from .addresses import (
     DEFAULT_HOST,
@@ -34,11 +34,11 @@ from .addresses import (
     parse_port,
 )
 from .command import CommandError, split_command
+from .config import Config
+from .holder import Holder, SetupError
 from .listeners import ListenError, UnixPermissions
 from .readiness import ReadyMode, parse_ready_mode
 from .spawn import SpawnError
-from .config import Config
-from .holder import Holder, SetupError
 from .watch import DEFAULT_IGNORES, WatchError
 
 DEFAULT_PORT = 9999
@@ -190,6 +190,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ops.add_argument("--pid-file", action=_Once, metavar="PATH", help="write zocket's pid to PATH")
     ops.add_argument(
+        "--control",
+        action=_Once,
+        metavar="PATH",
+        help="the control socket for `zocket reload|status|stop` (default: one per zocket "
+        "in $XDG_RUNTIME_DIR/zocket, /run/zocket for root, else /tmp/zocket-UID)",
+    )
+    ops.add_argument(
+        "--no-control", dest="control", action="store_const", const="",
+        help="no control socket",
+    )
+    ops.add_argument(
         "--socket-mode",
         action=_Once,
         type=_mode,
@@ -273,6 +284,7 @@ def parse_args(argv: Sequence[str]) -> Config:
         inherit=bool(inherit),
         reap_orphans=True,
         status_file=args.status_file,
+        control=args.control,
         pid_file=args.pid_file,
         unix_permissions=UnixPermissions(args.socket_mode, *(args.socket_owner or (-1, -1))),
     )
@@ -368,6 +380,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status (the console script exits with it)."""
     if argv is None:
         argv = sys.argv[1:]
+    if argv and argv[0] in control.COMMANDS:
+        return control.client_main(list(argv))
     _ensure_standard_fds()
     try:
         config = parse_args(argv)

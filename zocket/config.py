@@ -56,6 +56,9 @@ class Config:
     #: Only for a process that has no other children: it reaps with waitpid(-1).
     reap_orphans: bool = False
     status_file: str | None = None
+    #: The control socket (``zocket reload|status|stop``): None for the default path in
+    #: control.control_dir(), "" for none.
+    control: str | None = None
     pid_file: str | None = None
     unix_permissions: UnixPermissions = field(default_factory=UnixPermissions)
 

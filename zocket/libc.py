@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from ._libc import ffi, lib
-from .constants import *  # noqa: F403 - the constants are part of this module's API
+from .constants import *
 from .constants import (
     AF_INET,
     AF_INET6,
