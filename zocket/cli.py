@@ -36,6 +36,7 @@ from .addresses import (
 from .command import CommandError, split_command
 from .config import Config
 from .holder import Holder, SetupError
+from .identity import IdentityError, User
 from .listeners import ListenError, UnixPermissions
 from .readiness import ReadyMode, parse_ready_mode
 from .spawn import SpawnError
@@ -214,6 +215,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="USER[:GROUP]",
         help="owner of the Unix socket files zocket creates",
     )
+    ops.add_argument(
+        "--user",
+        action=_Once,
+        type=_user,
+        metavar="USER[:GROUP]",
+        help="once the sockets are held (as root: ports below 1024), run zocket and every "
+        "generation as USER, with its groups and HOME, USER, LOGNAME and SHELL",
+    )
     parser.add_argument("--version", action="version", version=f"zocket {__version__}")
     return parser
 
@@ -285,6 +294,7 @@ def parse_args(argv: Sequence[str]) -> Config:
         reap_orphans=True,
         status_file=args.status_file,
         control=args.control,
+        user=args.user,
         pid_file=args.pid_file,
         unix_permissions=UnixPermissions(args.socket_mode, *(args.socket_owner or (-1, -1))),
     )
@@ -323,6 +333,13 @@ def _mode(text: str) -> int:
     if not 0 <= mode <= 0o7777:
         raise argparse.ArgumentTypeError(f"not an octal file mode: {text!r}")
     return mode
+
+
+def _user(text: str) -> User:
+    try:
+        return User.parse(text)
+    except IdentityError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _owner(text: str) -> tuple[int, int]:
@@ -388,7 +405,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         holder = Holder(config)
         holder.open()
         return holder.run()
-    except (UsageError, ListenError, SpawnError, CommandError, WatchError, SetupError) as exc:
+    except (
+        UsageError, ListenError, SpawnError, CommandError, WatchError, SetupError, IdentityError
+    ) as exc:
         _error(str(exc))
         return exc.exit_status
     except KeyboardInterrupt:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from . import libc
 from ._hook import _zocket_protocol as protocol
 from .addresses import ListenSpec
+from .identity import User
 from .lifecycle import Rules
 from .listeners import UnixPermissions
 from .readiness import ReadyMode
@@ -59,6 +60,8 @@ class Config:
     #: The control socket (``zocket reload|status|stop``): None for the default path in
     #: control.control_dir(), "" for none.
     control: str | None = None
+    #: Run the holder and every generation as this user once the sockets are held.
+    user: User | None = None
     pid_file: str | None = None
     unix_permissions: UnixPermissions = field(default_factory=UnixPermissions)
 

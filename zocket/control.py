@@ -61,11 +61,18 @@ EXIT_TIMEOUT = 4
 def control_dir() -> str:
     """Where zockets of this user put their control sockets."""
     runtime = os.environ.get("XDG_RUNTIME_DIR")
-    if runtime and os.path.isabs(runtime):
+    if runtime and os.path.isabs(runtime) and _owned(runtime):
         return os.path.join(runtime, "zocket")
     if os.geteuid() == 0:
         return "/run/zocket"
     return f"/tmp/zocket-{os.geteuid()}"
+
+
+def _owned(path: str) -> bool:
+    try:
+        return os.stat(path).st_uid == os.geteuid()
+    except OSError:
+        return False
 
 
 def ensure_private_dir(path: str) -> None:

@@ -176,6 +176,8 @@ class Holder:
             if self.config.deathsig:
                 self._sentry = Sentry(self.config.deathsig, self.config.stop_timeout)
             self._open_control()
+            if self.config.user is not None:
+                self.config.user.become()
             with loop.signals(FORWARDED + (signal.SIGHUP, signal.SIGCHLD), self._on_signal):
                 self._carry_out(self.lifecycle.begin(loop.clock()))
                 while self._exit_status is None:
@@ -371,6 +373,8 @@ class Holder:
 
     def _generation_env(self, notify_address: str, number: int) -> dict[str, str]:
         env = {protocol.NOTIFY_SOCKET: notify_address, protocol.GENERATION: str(number)}
+        if self.config.user is not None:
+            env.update(self.config.user.environment())
         if self.config.hook:
             env[protocol.HELD_FDS] = protocol.format_held_fds(
                 (3 + i, os.fstat(held.fd).st_ino) for i, held in enumerate(self.listeners)
