@@ -23,7 +23,9 @@ import sys
 from collections.abc import Sequence
 
 from . import libc
+from ._startup import release_interrupts
 from ._version import __version__
+from .activation import parse_listen_count
 from .addresses import (
     DEFAULT_HOST,
     AddressError,
@@ -43,6 +45,12 @@ from .watch import DEFAULT_IGNORES, WatchError
 DEFAULT_PORT = 9999
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 128 + signal.SIGINT
+#: listen(2) takes a C int; the kernel then caps it at net.core.somaxconn anyway.
+MAX_BACKLOG = 2**31 - 1
+#: The longest duration any option takes: a day. Longer means a typo, and the
+#: loop's timers must stay within what epoll_wait's millisecond int can wait.
+MAX_SECONDS = 86400.0
 
 EPILOG = """\
 examples:
@@ -125,7 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_seconds,
         default=0.02,
         metavar="SECONDS",
-        help="changes closer together than this make one restart (default 0.02)",
+        help="changes closer together than this make one restart (default 0.02; "
+        "every SECONDS is 0 to 86400, a day)",
     )
     restarts.add_argument(
         "--ready",
@@ -228,8 +237,8 @@ def parse_args(argv: Sequence[str]) -> Config:
         if words:
             raise UsageError(f"unexpected {words[0]!r} before --: give the command after --")
         words = after
-    if args.backlog < 1:
-        raise UsageError(f"--backlog must be at least 1, not {args.backlog}")
+    if not 1 <= args.backlog <= MAX_BACKLOG:
+        raise UsageError(f"--backlog must be 1 to {MAX_BACKLOG}, not {args.backlog}")
     inherit = _handed_sockets()
     if inherit and (port_text is not None or args.listen or args.host is not None):
         raise UsageError(
@@ -248,6 +257,11 @@ def parse_args(argv: Sequence[str]) -> Config:
         elif args.host is not None:
             raise UsageError("--host goes with a port; with --listen, put the host in ADDR")
         specs.extend(parse_listen(text) for text in args.listen)
+        if len(specs) > libc.SPAWN_MAX_FDS:
+            raise UsageError(
+                f"at most {libc.SPAWN_MAX_FDS} sockets can be held and handed over, "
+                f"not {len(specs)}"
+            )
         command = split_command(words, shell=args.shell)
     except (AddressError, CommandError) as exc:
         raise UsageError(str(exc)) from None
@@ -278,11 +292,27 @@ def parse_args(argv: Sequence[str]) -> Config:
 
 
 def _handed_sockets() -> int:
-    """How many sockets zocket itself was given the systemd way (0: none, bind our own)."""
+    """How many sockets zocket itself was given the systemd way (0: none, bind our own).
+
+    The variables are read by activation's rules (what the supervisor will
+    take), and a count zocket could not hand on is refused here, in one line,
+    before anything is opened.
+    """
     if os.environ.get("LISTEN_PID") != str(os.getpid()):
         return 0
-    value = os.environ.get("LISTEN_FDS", "")
-    return int(value) if value.isdigit() else 0
+    value = os.environ.get("LISTEN_FDS")
+    if value is None:
+        return 0
+    try:
+        count = parse_listen_count(value)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if count > libc.SPAWN_MAX_FDS:
+        raise UsageError(
+            f"LISTEN_FDS={value}: at most {libc.SPAWN_MAX_FDS} sockets can be held "
+            "and handed over"
+        )
+    return count
 
 
 class _Once(argparse.Action):
@@ -326,17 +356,24 @@ def _seconds(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        value = -1.0
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}")
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 <= value <= MAX_SECONDS:  # NaN fails too
+        raise argparse.ArgumentTypeError(
+            f"{text!r} seconds is out of range (0 to {MAX_SECONDS:g}, a day)"
+        )
     return value
 
 
 def _ready_mode(text: str) -> ReadyMode:
     try:
-        return parse_ready_mode(text)
+        mode = parse_ready_mode(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+    if mode.kind == "delay" and mode.delay > MAX_SECONDS:
+        raise argparse.ArgumentTypeError(
+            f"--ready {text!r}: the delay is out of range (0 to {MAX_SECONDS:g} seconds, a day)"
+        )
+    return mode
 
 
 def _signal(text: str) -> int:
@@ -372,12 +409,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = parse_args(argv)
         supervisor = Supervisor(config)
         supervisor.open()
+        # SIGINT was held since __main__'s first line (see _startup): through the imports
+        # and through open(), which would leave a Unix socket file behind if interrupted
+        # between bind() and its own clean-up. From here on run() cleans up whatever
+        # KeyboardInterrupt interrupts, and then installs the holder's own handlers.
+        if release_interrupts():
+            for listener in supervisor.listeners:
+                listener.close()
+            return EXIT_INTERRUPTED
         return supervisor.run()
     except (UsageError, ListenError, SpawnError, CommandError, WatchError, SetupError) as exc:
+        release_interrupts()
         _error(str(exc))
         return exc.exit_status
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
     except OSError as exc:  # nothing above expects it: still one line, never a traceback
         _error(f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""))
         return EXIT_FAILURE
