@@ -180,6 +180,9 @@ def assert_one_error_line(result: subprocess.CompletedProcess[str], status: int)
         (["--stop-timeout", "1e10", "0", "true"], 2, "--stop-timeout"),
         (["--debounce", "inf", "0", "true"], 2, "--debounce"),
         (["--ready", "delay:1e10", "0", "true"], 2, "delay"),
+        (["-1", "true"], 2, "invalid port: '-1'"),
+        (["+80", "--", "true"], 2, "invalid port: '+80'"),
+        (["--no-respawn", "-l", "http=127.0.0.1:0", "0", "true"], 2, "'http' is given twice"),
     ],
     ids=[
         "port-70000",
@@ -200,6 +203,9 @@ def assert_one_error_line(result: subprocess.CompletedProcess[str], status: int)
         "stop-timeout-1e10",
         "debounce-inf",
         "ready-delay-1e10",
+        "negative-port",
+        "signed-port",
+        "port-socket-named-http-twice",
     ],
 )
 def test_usage_errors(args: list[str], status: int, fragment: str) -> None:
@@ -579,6 +585,51 @@ def test_shell_argv(child: Path, tmp_path: Path) -> None:
         seen = read_report(report)
         assert seen["pid"] == zocket.child_pid
         assert seen["argv"][1:] == [str(report), "wait", f"--port={zocket.port}"]
+
+
+#: Writes the fds it was started with (0..19 probed with fcntl, which opens nothing) to argv[1].
+FDS_CHILD = (
+    "import fcntl, json, sys\n"
+    "def is_open(fd):\n"
+    "    try:\n"
+    "        fcntl.fcntl(fd, fcntl.F_GETFD)\n"
+    "    except OSError:\n"
+    "        return False\n"
+    "    return True\n"
+    "fds = [fd for fd in range(20) if is_open(fd)]\n"
+    "with open(sys.argv[1], 'w') as f:\n"
+    "    json.dump(fds, f)\n"
+)
+
+
+@pytest.mark.parametrize("closed", ["<&- >&-", "<&- >&- 2>&-", "2>&-"])
+def test_closed_stdio_reaches_the_server_as_dev_null(closed: str, tmp_path: Path) -> None:
+    child, report = tmp_path / "fds.py", tmp_path / "fds.json"
+    child.write_text(FDS_CHILD)
+    zocket = shlex.join(zocket_argv(["--no-respawn", "--port", "0", "--", PY, child, report]))
+    result = subprocess.run(
+        ["/bin/sh", "-c", f"exec {zocket} {closed}"],
+        env=zocket_env(),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(report.read_text()) == [0, 1, 2, 3]
+
+
+def test_one_word_after_dashdash_is_the_argv(tmp_path: Path) -> None:
+    directory = tmp_path / "my dir"
+    directory.mkdir()
+    program = directory / "prog"
+    program.write_text("#!/bin/sh\nexit 7\n")
+    program.chmod(0o755)
+    assert list(parse_args(["0", "--", str(program)]).command) == [str(program)]
+    assert list(parse_args(["0", "--", "a b"]).command) == ["a b"]
+    assert list(parse_args(["0", "a b"]).command) == ["a", "b"]  # one string is split
+    result = run_zocket(["--no-respawn", "--port", "0", "--", program])
+    assert result.returncode == 7, result.stderr
 
 
 def test_child_sees_exactly_stdio_and_the_held_sockets(

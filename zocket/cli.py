@@ -18,6 +18,7 @@ import argparse
 import grp
 import os
 import pwd
+import re
 import signal
 import sys
 from collections.abc import Sequence
@@ -36,7 +37,7 @@ from .addresses import (
     parse_port,
 )
 from .command import CommandError, split_command
-from .listeners import ListenError, UnixPermissions
+from .listeners import ListenError, UnixPermissions, default_name
 from .readiness import ReadyMode, parse_ready_mode
 from .spawn import SpawnError
 from .supervisor import Config, SetupError, Supervisor
@@ -46,6 +47,7 @@ DEFAULT_PORT = 9999
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 128 + signal.SIGINT
+_SIGNED_NUMBER = re.compile(r"[-+][0-9]+")
 #: listen(2) takes a C int; the kernel then caps it at net.core.somaxconn anyway.
 MAX_BACKLOG = 2**31 - 1
 #: The longest duration any option takes: a day. Longer means a typo, and the
@@ -81,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="*",
         metavar="[PORT] COMMAND",
         help="the port (default 9999), then the command: one quoted string, "
-        "split like a shell would without running one, or its words after --",
+        "split like a shell would without running one, or its words after -- "
+        "(the argv as given, even a single word)",
     )
     parser.add_argument(
         "-p", "--port", action=_Once, help="the port to hold (0: any free port)"
@@ -227,9 +230,12 @@ def parse_args(argv: Sequence[str]) -> Config:
     words = list(args.words)
 
     port_text = args.port
-    if words and words[0].isdigit() and after is None and len(words) == 1:
+    # A signed number first is a port too, so that "-1" is called an invalid port, not a
+    # command that is not found (argparse passes "-1" through as a positional word).
+    is_port = bool(words) and (words[0].isdigit() or _SIGNED_NUMBER.fullmatch(words[0]) is not None)
+    if is_port and after is None and len(words) == 1:
         raise UsageError(f"no command given after the port {words[0]}: zocket [PORT] COMMAND")
-    if words and words[0].isdigit():
+    if is_port:
         if port_text is not None:
             raise UsageError(f"the port is given twice: --port {port_text} and {words[0]}")
         port_text = words.pop(0)
@@ -262,10 +268,11 @@ def parse_args(argv: Sequence[str]) -> Config:
                 f"at most {libc.SPAWN_MAX_FDS} sockets can be held and handed over, "
                 f"not {len(specs)}"
             )
-        command = split_command(words, shell=args.shell)
+        command = split_command(words, shell=args.shell, as_argv=after is not None)
     except (AddressError, CommandError) as exc:
         raise UsageError(str(exc)) from None
-    names = [spec.name for spec in specs if spec.name]
+    # The names the sockets will have, defaults included: the port's socket is "http".
+    names = [spec.name or default_name(index) for index, spec in enumerate(specs)]
     for name in names:
         if names.count(name) > 1:
             raise UsageError(f"socket name {name!r} is given twice")
@@ -430,10 +437,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _ensure_standard_fds() -> None:
-    """Put /dev/null on a closed fd 0, 1 or 2.
+    """Put /dev/null on a closed fd 0, 1 or 2, inheritable: the server gets 0, 1 and 2.
 
     Otherwise the first socket zocket opens would take that number, and the
-    server would be handed the listening socket as its stdout.
+    server would be handed the listening socket as its stdout. os.open makes
+    its fd close-on-exec (PEP 446), so a /dev/null that lands on the number
+    itself must be made inheritable by hand, or the server would start with
+    that fd closed.
     """
     for fd in (0, 1, 2):
         try:
@@ -441,8 +451,10 @@ def _ensure_standard_fds() -> None:
         except OSError:
             null = os.open(os.devnull, os.O_RDWR)  # the lowest free number: this one
             if null != fd:
-                os.dup2(null, fd)
+                os.dup2(null, fd)  # inheritable, as dup2's copy is by default
                 os.close(null)
+            else:
+                os.set_inheritable(fd, True)
 
 
 def _error(message: str) -> None:

@@ -39,13 +39,20 @@ class Held(Protocol):
     def host(self) -> str | None: ...
 
 
-def split_command(words: Sequence[str], shell: bool = False) -> list[str]:
-    """One string is split like a shell would (no shell runs); several are taken as argv."""
+def split_command(
+    words: Sequence[str], shell: bool = False, *, as_argv: bool = False
+) -> list[str]:
+    """The argv to run for the command words.
+
+    ``as_argv``: the words came after ``--``, and are the argv as given, even a
+    single one (``-- "/tmp/my dir/prog"`` runs that path). Otherwise one string
+    is split like a shell would (no shell runs) and several are taken as argv.
+    """
     if shell:
         if not words:
             raise CommandError("empty command")
         return ["/bin/sh", "-c", " ".join(words)]
-    if len(words) == 1:
+    if len(words) == 1 and not as_argv:
         try:
             argv = shlex.split(words[0])
         except ValueError as exc:
