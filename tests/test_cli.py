@@ -183,6 +183,9 @@ def assert_one_error_line(result: subprocess.CompletedProcess[str], status: int)
         (["-1", "true"], 2, "invalid port: '-1'"),
         (["+80", "--", "true"], 2, "invalid port: '+80'"),
         (["--no-respawn", "-l", "http=127.0.0.1:0", "0", "true"], 2, "'http' is given twice"),
+        (["--socket-mode", "600", "-l", "unix:@zk-test-abstract", "true"], 2, "no permissions"),
+        (["--socket-owner", "0", "-l", "unix:@zk-test-abstract", "true"], 2, "abstract"),
+        (["--socket-mode", "600", "0", "true"], 2, "no --listen unix:PATH"),
     ],
     ids=[
         "port-70000",
@@ -206,6 +209,9 @@ def assert_one_error_line(result: subprocess.CompletedProcess[str], status: int)
         "negative-port",
         "signed-port",
         "port-socket-named-http-twice",
+        "socket-mode-abstract",
+        "socket-owner-abstract",
+        "socket-mode-no-unix-socket",
     ],
 )
 def test_usage_errors(args: list[str], status: int, fragment: str) -> None:
@@ -781,6 +787,30 @@ def test_parse_listen() -> None:
     # A port next to --listen is held first.
     listen, _ = _summary(["--listen", "[::1]:81", "80", "cmd"])
     assert listen == [(None, "127.0.0.1", 80), (None, "::1", 81)]
+
+
+def test_socket_mode_with_a_socket_file_among_abstract_ones_is_accepted() -> None:
+    config = parse_args(
+        ["--socket-mode", "600", "-l", "unix:/tmp/zk-a.sock", "-l", "unix:@zk-b", "--", "cmd"]
+    )
+    assert config.unix_permissions.mode == 0o600
+
+
+def test_socket_mode_with_handed_sockets_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LISTEN_PID", str(os.getpid()))
+    monkeypatch.setenv("LISTEN_FDS", "1")
+    with pytest.raises(UsageError, match="LISTEN_FDS"):
+        parse_args(["--socket-mode", "600", "cmd"])
+
+
+def test_shell_keeps_the_quoting_of_several_words() -> None:
+    words = ["printf", "[%s]\n", "a  b", "x; echo INJECTED"]
+    result = run_zocket(["--no-respawn", "--port", "0", "--shell", "--", *words])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "[a  b]\n[x; echo INJECTED]\n"
+    assert list(parse_args(["--shell", "0", "--", *words]).command) == [
+        "/bin/sh", "-c", shlex.join(words)
+    ]  # fmt: skip
 
 
 def test_parse_shell() -> None:

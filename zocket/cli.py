@@ -32,6 +32,7 @@ from .addresses import (
     AddressError,
     InetAddress,
     ListenSpec,
+    UnixAddress,
     parse_host,
     parse_listen,
     parse_port,
@@ -271,6 +272,8 @@ def parse_args(argv: Sequence[str]) -> Config:
         command = split_command(words, shell=args.shell, as_argv=after is not None)
     except (AddressError, CommandError) as exc:
         raise UsageError(str(exc)) from None
+    if args.socket_mode is not None or args.socket_owner is not None:
+        _check_socket_files(specs, inherited=bool(inherit))
     # The names the sockets will have, defaults included: the port's socket is "http".
     names = [spec.name or default_name(index) for index, spec in enumerate(specs)]
     for name in names:
@@ -296,6 +299,30 @@ def parse_args(argv: Sequence[str]) -> Config:
         pid_file=args.pid_file,
         unix_permissions=UnixPermissions(args.socket_mode, *(args.socket_owner or (-1, -1))),
     )
+
+
+def _check_socket_files(specs: Sequence[ListenSpec], inherited: bool) -> None:
+    """--socket-mode/--socket-owner need a Unix socket file zocket creates, or they do nothing.
+
+    Silently doing nothing would be worse than refusing: an abstract socket
+    (unix:@name) has no file and so no permissions, and anyone on the host
+    can connect to it; whoever asked for mode 600 believes otherwise.
+    """
+    option = "--socket-mode/--socket-owner"
+    if inherited:
+        raise UsageError(
+            f"{option}: zocket was handed its sockets through LISTEN_FDS and creates no "
+            "socket file to set them on"
+        )
+    unix = [spec.address for spec in specs if isinstance(spec.address, UnixAddress)]
+    if any(not address.abstract for address in unix):
+        return
+    if unix:
+        raise UsageError(
+            f"{option}: abstract Unix sockets (unix:@{unix[0].path}) have no file and no "
+            "permissions: any local user can connect; use a unix:PATH socket to restrict access"
+        )
+    raise UsageError(f"{option} apply to Unix socket files, and no --listen unix:PATH is given")
 
 
 def _handed_sockets() -> int:
