@@ -24,7 +24,7 @@ def _blocks(section: str) -> list[tuple[str, str]]:
     start = text.index(f"\n## {section}")
     end = text.find("\n## ", start + 1)
     body = text[start : end if end != -1 else len(text)]
-    return re.findall(r"^```(\w*)\n(.*?)^```$", body, re.S | re.M)
+    return re.findall(r"^```(\w*)\n(.*?)^```$", body, re.DOTALL | re.MULTILINE)
 
 
 def test_the_example_runs_as_written_and_prints_what_the_page_says(tmp_path: Path) -> None:
