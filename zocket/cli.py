@@ -3,8 +3,11 @@
 Exit statuses (also in the README):
     0..255  the server's own exit status; 128+N when it was killed by signal N
     1       an unexpected system error (one line, no traceback)
-    2       bad usage: unknown option, malformed address or port, empty command,
-            a --watch path that does not exist, a pid file that cannot be written
+    2       bad usage: unknown option, malformed address or port, a number out of
+            its range, empty command, a --watch path that does not exist, a pid
+            file that cannot be written, --socket-mode/--socket-owner with no
+            socket file, a LISTEN_FDS that cannot be used
+    130     SIGINT while zocket was still starting
     3       a socket could not be held: address in use, permission, unknown host,
             a unix path that exists and is not a socket
     126     the command is not executable
@@ -64,6 +67,9 @@ examples:
 The server gets the sockets on fd 3, 4, ... with LISTEN_FDS, LISTEN_PID and
 LISTEN_FDNAMES set, the way systemd hands them over. Placeholders in the
 command: {fd} {fd:NAME} {port} {port:NAME} {host} {host:NAME}.
+
+Limits: every SECONDS is 0 to 86400 (a day); --backlog is 1 to 2147483647;
+at most 64 sockets. Every refused input: docs/bad-input.md.
 """
 
 
@@ -113,7 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"listen() backlog (default SOMAXCONN = {libc.SOMAXCONN})",
     )
     parser.add_argument(
-        "--shell", action="store_true", help="run the command through /bin/sh -c"
+        "--shell",
+        action="store_true",
+        help="run the command through /bin/sh -c: one word is the script, several words "
+        "are quoted (shlex.join) so each stays one word",
     )
     restarts = parser.add_argument_group("restarts")
     restarts.add_argument(
