@@ -50,7 +50,7 @@ def run_python(code: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-# --- close-on-exec by default (PEP 446) ----------------------------------------------------------
+# --- close-on-exec by default (PEP 446) -----------------------------------------------------------
 
 
 def test_every_new_fd_is_close_on_exec_unless_asked(fds: list[int]) -> None:
@@ -104,6 +104,14 @@ def test_all_lists_every_public_name_and_only_existing_ones() -> None:
     assert len(set(libc.__all__)) == len(libc.__all__)
 
 
+def test_every_constant_is_exported() -> None:
+    from zocket import constants
+
+    defined = {name for name in vars(constants) if name.isupper() and not name.startswith("_")}
+    assert defined == set(constants.__all__)
+    assert defined <= set(libc.__all__)
+
+
 def test_every_public_function_and_class_has_a_docstring() -> None:
     missing = [
         name
@@ -114,7 +122,7 @@ def test_every_public_function_and_class_has_a_docstring() -> None:
     assert missing == []
 
 
-# --- errors ----------------------------------------------------------------------------------------
+# --- errors ---------------------------------------------------------------------------------------
 
 
 def test_errors_are_typed_and_still_the_builtin_classes(tmp_path: Path, fds: list[int]) -> None:
@@ -134,13 +142,17 @@ def test_errors_are_typed_and_still_the_builtin_classes(tmp_path: Path, fds: lis
         libc.waitpid(1)
 
 
+#: "1" where an int is meant, typed Any: what an untyped caller passes.
+A_STR: Any = "1"
+
+
 @pytest.mark.parametrize(
     "action, call, argument",
     [
         (lambda fd: libc.listen(fd, 2**31), "listen", "backlog"),
         (lambda fd: libc.read(fd, -1), "read", "size"),
-        (lambda fd: libc.setsockopt(fd, libc.SOL_SOCKET, libc.SO_REUSEADDR, "1"),  # type: ignore[arg-type]
-         "setsockopt", "value"),
+        (lambda fd: libc.setsockopt(fd, libc.SOL_SOCKET, libc.SO_REUSEADDR, A_STR), "setsockopt",
+         "value"),
         (lambda fd: libc.fcntl(fd, libc.F_SETFD, 2**32 + 1), "fcntl", "arg"),
         (lambda fd: libc.bind(fd, ("127.0.0.1", True)), "bind", "port"),
         (lambda fd: libc.bind(fd, ("127.0.0.1", 2**16)), "bind", "port"),
@@ -165,7 +177,7 @@ def test_out_of_range_arguments_are_one_error_naming_call_and_argument(
     assert libc.get_cloexec(fd), "nothing reached the kernel (F_SETFD 2**32+1 used to set 1)"
 
 
-# --- addresses -------------------------------------------------------------------------------------
+# --- addresses ------------------------------------------------------------------------------------
 
 
 def test_bind_takes_the_hosts_python_socket_takes(fds: list[int]) -> None:
@@ -188,7 +200,7 @@ def test_getsockname_inet_refuses_a_unix_socket(fds: list[int]) -> None:
         libc.getsockname_inet(left)
 
 
-# --- prctl -----------------------------------------------------------------------------------------
+# --- prctl ----------------------------------------------------------------------------------------
 
 
 def test_prctl_get_pdeathsig_returns_the_signal() -> None:
@@ -219,7 +231,7 @@ def test_prctl_set_name_takes_bytes_and_get_process_name_reads_it() -> None:
         libc.prctl(libc.PR_GET_NAME)
 
 
-# --- what a supervising tool reaches for ------------------------------------------------------------
+# --- what a supervising tool reaches for ----------------------------------------------------------
 
 
 def test_peercred_of_a_socketpair_is_us(fds: list[int]) -> None:
@@ -260,7 +272,7 @@ def test_setsid_execve_and_exit_in_a_child() -> None:
     assert (result.returncode, result.stdout) == (5, "")
 
 
-# --- mypy --strict, as a user's script is checked -----------------------------------------------------
+# --- mypy --strict, as a user's script is checked -------------------------------------------------
 
 
 def test_a_users_script_passes_mypy_strict(tmp_path: Path) -> None:

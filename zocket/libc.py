@@ -519,7 +519,8 @@ def setsockopt(fd: int, level: int, option: int, value: int | bytes) -> None:
         size = ffi.sizeof("int")
     else:
         if not isinstance(value, (bytes, bytearray, memoryview)):
-            raise ArgumentError(call, "value", f"must be an int or bytes, not {type(value).__name__}")
+            kind = type(value).__name__
+            raise ArgumentError(call, "value", f"must be an int or bytes, not {kind}")
         buf = ffi.from_buffer(value)
         size = len(buf)
     args = _fd(call, fd), _int(call, "level", level), _int(call, "option", option)
@@ -938,7 +939,8 @@ def prctl(
         name = ffi.new("char[]", bytes(arg2))
         return _check(call, lib.prctl(option, name, *[ffi.cast("unsigned long", 0)] * 3))
     if not isinstance(arg2, int):
-        raise ArgumentError(call, "arg2", f"must be an int for this option, not {type(arg2).__name__}")
+        kind = type(arg2).__name__
+        raise ArgumentError(call, "arg2", f"must be an int for this option, not {kind}")
     args = [
         ffi.cast("unsigned long", _int(call, name, value, 0, _ULONG_MAX))
         for name, value in (("arg2", arg2), ("arg3", arg3), ("arg4", arg4), ("arg5", arg5))
@@ -1118,7 +1120,7 @@ def poll(fds: Sequence[tuple[int, int]], timeout: float | None = None) -> list[t
     if timeout is not None and (
         isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout >= 0
     ):
-        raise ArgumentError(call, "timeout", f"must be a number of seconds >= 0 or None: {timeout!r}")
+        raise ArgumentError(call, "timeout", f"must be seconds >= 0 or None, not {timeout!r}")
     items = ffi.new("struct pollfd[]", max(len(fds), 1))
     for i, (fd, events) in enumerate(fds):
         items[i].fd = _int(call, "fd", fd)
@@ -1187,7 +1189,8 @@ def inotify_add_watch(fd: int, path: str | bytes, mask: int) -> int:
 
 def inotify_rm_watch(fd: int, wd: int) -> None:
     """inotify_rm_watch(2); the kernel then queues IN_IGNORED for ``wd``."""
-    _check("inotify_rm_watch", lib.inotify_rm_watch(_fd("inotify_rm_watch", fd), _int("inotify_rm_watch", "wd", wd)))
+    call = "inotify_rm_watch"
+    _check(call, lib.inotify_rm_watch(_fd(call, fd), _int(call, "wd", wd)))
 
 
 def parse_inotify_events(data: bytes) -> list[InotifyEvent]:
