@@ -7,11 +7,11 @@ Exit statuses (also in the README):
             its range, empty command, a --watch path that does not exist, a pid
             file that cannot be written, --socket-mode/--socket-owner with no
             socket file, a LISTEN_FDS that cannot be used
-    130     SIGINT while zocket was still starting
     3       a socket could not be held: address in use, permission, unknown host,
             a unix path that exists and is not a socket
     126     the command is not executable
     127     the command was not found
+    130     SIGINT while zocket was still starting (before any generation ran)
 Every error is one line on stderr, never a traceback.
 """
 
@@ -242,7 +242,9 @@ def parse_args(argv: Sequence[str]) -> Config:
     port_text = args.port
     # A signed number first is a port too, so that "-1" is called an invalid port, not a
     # command that is not found (argparse passes "-1" through as a positional word).
-    is_port = bool(words) and (words[0].isdigit() or _SIGNED_NUMBER.fullmatch(words[0]) is not None)
+    is_port = bool(words) and (
+        words[0].isdigit() or _SIGNED_NUMBER.fullmatch(words[0]) is not None
+    )
     if is_port and after is None and len(words) == 1:
         raise UsageError(f"no command given after the port {words[0]}: zocket [PORT] COMMAND")
     if is_port:
