@@ -24,8 +24,10 @@ from hypothesis import strategies as st
 
 from support import zocket_argv, zocket_env
 
-#: README "Exit status", for commands that exit 0, 1 or 2 themselves (true, false, "[").
-DOCUMENTED = {0, 1, 2, 3, 126, 127}
+#: README "Exit status": zocket's own (1, 2, 3, 126, 127), and the server's, for commands
+#: that exit 0 to 3 themselves (true, false, "[", sh -c 'exit 3') or are stopped by zocket
+#: with a signal (128 + N: a generation not ready by --ready-timeout 0 gets SIGTERM).
+DOCUMENTED = {0, 1, 2, 3, 126, 127} | {128 + number for number in range(1, 65)}
 
 #: Placeholders a token may contain; filled in with the run's own directory.
 DIR = "{dir}"
