@@ -248,7 +248,8 @@ def test_listen_fds_zocket_cannot_take_is_one_line(count: str, fragment: str) ->
 #: started the tests in the background may have left it ignored, and an ignored signal
 #: stays ignored across exec), after writing one byte on stdout: by then the interpreter
 #: has finished its own start (site, and finding the package), which zocket cannot
-#: guard, and what follows is zocket's, from the first line of ``zocket/__main__.py`` on.
+#: guard, and what follows is zocket's, from the first line of ``zocket/__main__.py`` on,
+#: a fraction of a millisecond later (the delays start at 5 ms, never in between).
 _SIGINT_AFTER_SITE = (
     "import os, runpy, signal, sys, zocket; "
     "signal.signal(signal.SIGINT, signal.default_int_handler); "
