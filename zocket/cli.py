@@ -41,7 +41,7 @@ from .addresses import (
     parse_port,
 )
 from .command import CommandError, split_command
-from .config import Config
+from .config import DEFAULT_READY, Config
 from .holder import Holder, SetupError
 from .identity import IdentityError, User
 from .listeners import ListenError, UnixPermissions, default_name
@@ -117,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--backlog",
         action=_Once,
         type=int,
-        default=libc.SOMAXCONN,
+        default=Config.backlog,
         help=f"listen() backlog (default SOMAXCONN = {libc.SOMAXCONN})",
     )
     parser.add_argument(
@@ -146,16 +146,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--debounce",
         action=_Once,
         type=_seconds,
-        default=0.02,
+        default=Config.debounce,
         metavar="SECONDS",
-        help="changes closer together than this make one restart (default 0.02; "
+        help=f"changes closer together than this make one restart (default {Config.debounce:g}; "
         "every SECONDS is 0 to 86400, a day)",
     )
     restarts.add_argument(
         "--ready",
         action=_Once,
         type=_ready_mode,
-        default=ReadyMode("auto"),
+        default=DEFAULT_READY,
         metavar="MODE",
         help="when a new generation counts as ready: auto (a process waits on a held "
         "socket, seen in /proc; the default), notify (READY=1 on NOTIFY_SOCKET), "
@@ -165,9 +165,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--ready-timeout",
         action=_Once,
         type=_seconds,
-        default=60.0,
+        default=Config.ready_timeout,
         metavar="SECONDS",
-        help="a generation not ready by then is stopped; the old one keeps serving (default 60)",
+        help="a generation not ready by then is stopped; the old one keeps serving "
+        f"(default {Config.ready_timeout:g})",
     )
     restarts.add_argument(
         "--no-overlap",
@@ -179,17 +180,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--stop-signal",
         action=_Once,
         type=_signal,
-        default=signal.SIGTERM,
+        default=Config.stop_signal,
         metavar="SIGNAL",
-        help="how an old generation is asked to stop (default TERM)",
+        help="how an old generation is asked to stop "
+        f"(default {signal.Signals(Config.stop_signal).name[3:]})",
     )
     restarts.add_argument(
         "--stop-timeout",
         action=_Once,
         type=_seconds,
-        default=10.0,
+        default=Config.stop_timeout,
         metavar="SECONDS",
-        help="how long a generation has to stop before SIGKILL (default 10)",
+        help=f"how long a generation has to stop before SIGKILL (default {Config.stop_timeout:g})",
     )
     parser.add_argument(
         "--no-hook",

@@ -18,6 +18,9 @@ from .listeners import UnixPermissions
 from .readiness import ReadyMode
 from .watch import DEFAULT_IGNORES
 
+#: ``--ready``'s default (ReadyMode is frozen, so one instance serves every Config).
+DEFAULT_READY = ReadyMode("auto")
+
 
 @dataclass
 class Config:
@@ -35,7 +38,7 @@ class Config:
     stop_timeout: float = protocol.DEFAULT_STOP_TIMEOUT
     #: Start the new generation before stopping the old one.
     overlap: bool = True
-    ready: ReadyMode = field(default_factory=lambda: ReadyMode("auto"))
+    ready: ReadyMode = DEFAULT_READY
     ready_timeout: float = 60.0
     #: How often ``--ready auto`` looks at /proc while a generation boots: this often at
     #: first, then less often as the boot goes on (readiness.Probe.interval).
