@@ -171,6 +171,15 @@ def build_parser() -> argparse.ArgumentParser:
         f"(default {Config.ready_timeout:g})",
     )
     restarts.add_argument(
+        "--boot-nice",
+        action=_Once,
+        type=_boot_nice,
+        default=Config.boot_nice,
+        metavar="N",
+        help="boot a new generation at N more nice than zocket while the old one serves, "
+        "and restore its priority once it is ready (root or RLIMIT_NICE; default 0: off)",
+    )
+    restarts.add_argument(
         "--no-overlap",
         dest="overlap",
         action="store_false",
@@ -332,6 +341,7 @@ def parse_args(argv: Sequence[str]) -> Config:
         status_file=args.status_file,
         control=args.control,
         user=args.user,
+        boot_nice=args.boot_nice,
         pid_file=args.pid_file,
         unix_permissions=UnixPermissions(args.socket_mode, *(args.socket_owner or (-1, -1))),
     )
@@ -410,6 +420,16 @@ def _mode(text: str) -> int:
     if not 0 <= mode <= 0o7777:
         raise argparse.ArgumentTypeError(f"not an octal file mode: {text!r}")
     return mode
+
+
+def _boot_nice(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 19:
+        raise argparse.ArgumentTypeError(f"invalid --boot-nice {text!r}: a number from 0 to 19")
+    return value
 
 
 def _user(text: str) -> User:

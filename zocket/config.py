@@ -65,6 +65,9 @@ class Config:
     control: str | None = None
     #: Run the holder and every generation as this user once the sockets are held.
     user: User | None = None
+    #: Boot a generation that overlaps a serving one at this nice value (0: as zocket),
+    #: and give it zocket's priority once it is ready (only where zocket may raise it back).
+    boot_nice: int = 0
     pid_file: str | None = None
     unix_permissions: UnixPermissions = field(default_factory=UnixPermissions)
 

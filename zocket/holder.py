@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import sys
 import time
@@ -43,6 +44,7 @@ from .lifecycle import (
     Log,
     Notify,
     Outcome,
+    Promote,
     Ready,
     Restart,
     SetTimer,
@@ -98,6 +100,8 @@ class Process:
     watch: readiness.Watch | None = None
     #: A message that failed the credential check was logged once.
     untrusted_logged: bool = False
+    #: Booting at --boot-nice: to be given zocket's own priority when ready.
+    niced: bool = False
 
 
 class Holder:
@@ -296,6 +300,12 @@ class Holder:
             process = self.processes.get(action.number)
             if process is not None:
                 process.watch = None
+        elif isinstance(action, Promote):
+            generation = self.lifecycle.generations.get(action.number)
+            process = self.processes.get(action.number)
+            if generation is not None and process is not None and process.niced:
+                process.niced = False
+                _renice_group(process.child.pid, os.getpriority(os.PRIO_PROCESS, 0))
         elif isinstance(action, Signal):
             generation = self.lifecycle.generations.get(action.number)
             if generation is not None and generation.pid is not None:
@@ -353,6 +363,12 @@ class Holder:
             notify_socket.close()
             raise
         self.processes[number] = Process(child, notify_socket)
+        if self.config.boot_nice and self.lifecycle.serving is not None and _may_renice():
+            # The serving generation keeps the cores while this one boots (its workers,
+            # forked later, inherit the value); Promote gives the priority back.
+            self.processes[number].niced = _renice_group(
+                child.pid, os.getpriority(os.PRIO_PROCESS, 0) + self.config.boot_nice
+            )
         if self._sentry is not None:
             self._sentry.watch(child.pid)
         self._walls[number] = self.processes[number].started_wall
@@ -583,6 +599,27 @@ def _signal_group(pgid: int, signum: int) -> None:
         libc.killpg(pgid, signum)
     except ProcessLookupError:
         pass  # already gone; it will be reaped
+
+
+def _may_renice() -> bool:
+    """Whether zocket may give a process its own priority back after lowering it.
+
+    Lowering a nice value needs CAP_SYS_NICE or an RLIMIT_NICE that allows it;
+    without either, a generation booted at a lower priority would keep it.
+    """
+    if os.geteuid() == 0:
+        return True
+    soft, _ = resource.getrlimit(resource.RLIMIT_NICE)
+    return soft == resource.RLIM_INFINITY or 20 - soft <= os.getpriority(os.PRIO_PROCESS, 0)
+
+
+def _renice_group(pgid: int, value: int) -> bool:
+    """Set every thread of a process group to nice ``value``; False if it could not."""
+    try:
+        os.setpriority(os.PRIO_PGRP, pgid, min(19, value))
+    except OSError:
+        return False
+    return True
 
 
 def _group_alive(pgid: int) -> bool:

@@ -172,6 +172,13 @@ class StopWatching(Action):
 
 
 @dataclass(frozen=True)
+class Promote(Action):
+    """Generation ``number`` now serves: it gets everything a booting one was denied."""
+
+    number: int
+
+
+@dataclass(frozen=True)
 class Signal(Action):
     """Send ``signum`` to generation ``number``'s process group."""
 
@@ -381,6 +388,7 @@ class Lifecycle:
         generation.ready_at = event.now
         actions.append(StopWatching(generation.number))
         actions.append(CancelTimer(_ready_timer(generation.number)))
+        actions.append(Promote(generation.number))
         elapsed = _ms(event.now - generation.started)
         actions.append(Log(f"generation {generation.number} ready in {elapsed} ms ({event.how})"))
         actions.append(SetTimer(_stable_timer(generation.number), self.rules.stable_after))
