@@ -26,7 +26,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from . import control, libc
+from . import control, libc, upgrade
 from ._startup import release_interrupts
 from ._version import __version__
 from .activation import parse_listen_count
@@ -508,7 +508,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _ensure_standard_fds()
     try:
         config = parse_args(argv)
-        holder = Holder(config)
+        holder = Holder(config, resume=upgrade.take_state())
         holder.open()
         # SIGINT was held since __main__'s first line (see _startup): through the imports
         # and through open(), which would leave a Unix socket file behind if interrupted
@@ -520,7 +520,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_INTERRUPTED
         return holder.run()
     except (
-        UsageError, ListenError, SpawnError, CommandError, WatchError, SetupError, IdentityError
+        UsageError, ListenError, SpawnError, CommandError, WatchError, SetupError, IdentityError,
+        upgrade.UpgradeError,
     ) as exc:
         release_interrupts()
         _error(str(exc))

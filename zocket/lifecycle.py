@@ -32,6 +32,7 @@ import enum
 import signal
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from .libc import WaitStatus
 
@@ -278,6 +279,40 @@ class Lifecycle:
     #: What went wrong last, for the status: "generation 7 failed before ready: exit 1".
     last_failure: str = ""
     exit_status: int | None = None
+
+    # --- across an upgrade (zocket re-executing itself) ---------------------------------------
+
+    def to_state(self) -> dict[str, Any]:
+        """Everything but the rules and the waiters, as JSON-able data."""
+        return {
+            "holding": self.holding,
+            "generations": [
+                {
+                    **{k: v for k, v in vars(g).items() if k not in ("state", "exit_status",
+                                                                     "waiters")},
+                    "state": g.state.value,
+                    "exit_status": g.exit_status.raw if g.exit_status is not None else None,
+                }
+                for g in self.generations.values()
+            ],
+            **{k: getattr(self, k) for k in (
+                "started", "restarts", "crashes", "stopping", "restart_pending", "making_way",
+                "principal", "exit_status", "last_exited", "last_failure",
+            )},
+        }
+
+    @classmethod
+    def from_state(cls, rules: Rules, state: dict[str, Any]) -> Lifecycle:
+        """The lifecycle that :meth:`to_state` saved, under ``rules``."""
+        data = dict(state)
+        generations = {}
+        for g in data.pop("generations"):
+            g = dict(g)
+            status = g.pop("exit_status")
+            generation = Generation(**{**g, "state": State(g["state"])})
+            generation.exit_status = WaitStatus(status) if status is not None else None
+            generations[generation.number] = generation
+        return cls(rules, generations=generations, **data)
 
     # --- queries ---------------------------------------------------------------------------
 
