@@ -1191,3 +1191,50 @@ def test_fromfd_of_a_held_fd_is_held() -> None:
     assert data["held_class"].startswith("Held"), data
     assert data["other_class"] == "socket", data
     assert data["same_socket"] and data["own_fd"], data
+
+
+NONBLOCKING_CODE = r"""
+import json, os, signal, socket, sys, threading
+signal.alarm(10)  # a regression blocks in accept(): bounded, and the test says why
+fd, port = int(sys.argv[1]), int(sys.argv[2])
+os.set_blocking(fd, False)  # as Twisted's adopted endpoints do before socket.fromfd
+made = {
+    "fromfd": socket.fromfd(fd, socket.AF_INET, socket.SOCK_STREAM),
+    "fileno": socket.socket(fileno=os.dup(fd)),
+}
+out = {}
+for how, s in made.items():
+    try:
+        s.accept()
+        out[how] = "accepted"
+    except BlockingIOError:
+        out[how] = ["EAGAIN", s.gettimeout(), s.getblocking()]
+# A socket the app made blocking (socket() + bind of the held address) stays blocking.
+if len(sys.argv) > 3:
+    b = socket.socket()
+    b.bind(("127.0.0.1", port))
+    waiting = threading.Thread(target=b.accept, daemon=True)
+    waiting.start()
+    waiting.join(0.3)
+    out["bound"] = [waiting.is_alive(), b.gettimeout(), b.getblocking()]
+out["shared_nonblocking"] = not os.get_blocking(fd)
+print(json.dumps(out))
+"""
+
+
+def test_a_socket_from_a_nonblocking_held_fd_does_not_block() -> None:
+    """Twisted (daphne, twist) sets the held fd non-blocking, takes it with socket.fromfd
+    and relies on accept() raising EAGAIN: under the hook it must, as without it."""
+    with listening_socket() as held:
+        fd, port = held.fileno(), held.getsockname()[1]
+        args = [str(fd), str(port)]
+        plain = run_direct(NONBLOCKING_CODE, child_env(), pass_fds=[fd], args=args)
+        env = child_env(
+            PYTHONPATH=str(RUNNING_HOOK_DIR), ZOCKET_HOOK_FDS=f"{fd}:{os.fstat(fd).st_ino}"
+        )
+        hooked = run_direct(NONBLOCKING_CODE, env, pass_fds=[fd], args=[*args, "bind"])
+    expected = ["EAGAIN", None, True]  # what plain Python says: blocking, and it is not
+    assert plain["fromfd"] == plain["fileno"] == expected, plain
+    assert hooked["fromfd"] == hooked["fileno"] == expected, hooked
+    assert hooked["bound"] == [True, None, True], hooked
+    assert hooked["shared_nonblocking"] is True, hooked

@@ -189,7 +189,7 @@ def _init(self, family=-1, type=-1, proto=-1, fileno=None):  # noqa: A002 (socke
     if fileno is None or fileno not in _held_fds or self.__class__ is not socket.socket:
         return  # every accepted connection passes here: keep it one set look-up
     if any(h[0] == fileno and _still_held(fileno, h[5]) for h in _held):
-        timeout = self.gettimeout()
+        timeout = _timeout_as_made(self)
         _hold(self, self.detach(), timeout)
         _quiet.add(self)
 
@@ -202,9 +202,24 @@ def _fromfd(fd, family, type, proto=0):
     except OSError:
         return sock
     if sock.type == socket.SOCK_STREAM and any(h[5] == inode for h in _held):
-        timeout = sock.gettimeout()
+        timeout = _timeout_as_made(sock)
         _hold(sock, sock.detach(), timeout)
     return sock
+
+
+def _timeout_as_made(sock):
+    """The timeout to give the held copy of a socket made from an existing fd.
+
+    Python calls such a socket blocking (timeout None) whatever the fd's
+    O_NONBLOCK says, and with O_NONBLOCK set its accept() then raises EAGAIN at
+    once: Twisted's reactor (daphne, twist) sets the fd non-blocking first and
+    relies on that. Emulating "blocking" there would freeze its loop, so such a
+    socket keeps the state Python made (_AS_MADE).
+    """
+    timeout = sock.gettimeout()
+    if timeout is None and not os.get_blocking(sock.fileno()):
+        return _AS_MADE
+    return timeout
 
 
 def _adopt(sock, fd):
@@ -410,7 +425,8 @@ def _is_held(sock):
 def _make_held(sock, fd, timeout):
     _original_init(sock, fileno=fd)
     sock.__class__ = _held_class(type(sock))
-    sock.settimeout(timeout)
+    if timeout is not _AS_MADE:
+        sock.settimeout(timeout)
 
 
 def _held_class(cls):
@@ -440,6 +456,8 @@ def _held_class(cls):
 # accept and goes back to waiting when another process took the connection.
 _FOREVER = 7 * 24 * 3600.0
 _blocking = weakref.WeakSet()
+#: A held socket's timeout left as Python made it from a non-blocking fd (see _timeout_as_made).
+_AS_MADE = "as made"
 
 
 def _settimeout(self, value):
@@ -468,7 +486,10 @@ def _reduce_ex(self, protocol):
     from multiprocessing import reduction
 
     df = reduction.DupFd(self.fileno())
-    return _rebuild_held, (df, self.gettimeout())
+    timeout = self.gettimeout()
+    if timeout is None and self not in _blocking:
+        timeout = _AS_MADE
+    return _rebuild_held, (df, timeout)
 
 
 def _rebuild_held(df, timeout):
