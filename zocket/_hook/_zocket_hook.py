@@ -425,7 +425,7 @@ def _is_held(sock):
 def _make_held(sock, fd, timeout):
     _original_init(sock, fileno=fd)
     sock.__class__ = _held_class(type(sock))
-    if timeout is not _AS_MADE:
+    if timeout != _AS_MADE:  # compared by value: it comes back from a pickle too
         sock.settimeout(timeout)
 
 
