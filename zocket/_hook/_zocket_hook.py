@@ -31,6 +31,7 @@ ZOCKET_HOOK_FDS lists the held fds as ``FD:INODE,...``; a descendant checks
 the inode so that an fd number reused for something else is never taken.
 """
 
+import _thread
 import atexit
 import errno
 import ipaddress
@@ -179,7 +180,7 @@ def _serves(held, asked):
     return asked == mine
 
 
-def _init(self, family=-1, type=-1, proto=-1, fileno=None):  # noqa: A002 (socket's names)
+def _init(self, family=-1, type=-1, proto=-1, fileno=None):
     """``socket.socket(fileno=FD)`` of a held fd (hypercorn's fd://) is held too.
 
     Such an app knows it was handed a socket and may say READY=1 itself when it is
@@ -248,6 +249,7 @@ _DRAIN_SECONDS = 1.0
 _draining = [False]
 _holding = [False]  # a held socket object was made in this process (or its forked parent)
 _in_flight = weakref.WeakSet()
+_taking = set()  # threads taking a connection (see _accept): a drain waits for them too
 _removed = set()  # (loop, fd) whose accept callback a stop removed
 
 
@@ -272,7 +274,7 @@ class _Hold:
                 break
             except RuntimeError:  # another thread took one while we copied: again
                 continue
-        if any(conn.fileno() != -1 for conn in taken):
+        if _taking or any(conn.fileno() != -1 for conn in taken):
             return True
         return _zocket_granian.busy() or _zocket_uvloop.busy()
 
@@ -290,29 +292,75 @@ class _Hold:
 
 
 def _accept(self):
+    """accept() on a held socket: the wait apart from the taking, and the taking counted.
+
+    A process that is stopping (``_draining``) must take nothing more, and its
+    drain must wait for every connection taken just before: so a thread takes
+    a connection only inside ``_taking`` (checked by ``busy()``), after it saw
+    that the process is not stopping, and never while it waits (a wait can be
+    long, and takes nothing).
+    """
     loop = _zocket_signals.running_loop()
-    if _draining[0]:
-        fd = socket.socket.fileno(self)
-        if loop is not None and (loop, fd) not in _removed:
-            # asyncio's accept callback: stop it being called (the listener stays
-            # readable for the other generation) instead of spinning the loop.
-            loop.remove_reader(fd)
-            _removed.add((loop, fd))
-        else:
-            # A loop that registers the fd again after each refusal (loop.sock_accept),
-            # or a server's own retry loop: do not spin meanwhile.
-            time.sleep(0.01 if loop is not None else 0.05)
-        raise BlockingIOError(errno.EAGAIN, "zocket hook: this process is stopping")
     if loop is not None:
         _zocket_signals.serving_loops.add(loop)
-    guard = _guard[0]
     fd = socket.socket.fileno(self)
-    if guard is not None and _serving[0] and fd >= 0 and guard.on_main_thread():
-        conn, address = _accept_holding(self, guard, fd)
+    guard = _guard[0]
+    if guard is None or not _serving[0] or fd < 0 or not guard.on_main_thread():
+        guard = None
+    timeout = socket.socket.gettimeout(self)
+    deadline = time.monotonic() + timeout if timeout else None
+    while True:
+        if deadline is not None:
+            _wait_readable(fd, deadline)
+        if guard is not None:
+            guard.take()
+        me = _thread.get_ident()
+        _taking.add(me)
+        try:
+            if _draining[0]:
+                _refuse(self, loop)
+            conn, address = _try_accept(self, fd)
+            _in_flight.add(conn)
+            return conn, address
+        except BlockingIOError:
+            if guard is not None:
+                guard.handed_on()
+            if deadline is None or _draining[0]:
+                raise
+            # another generation took it: wait again
+        except BaseException:
+            if guard is not None:
+                guard.handed_on()
+            raise
+        finally:
+            _taking.discard(me)
+
+
+def _refuse(sock, loop):
+    """Raise EAGAIN: this process is stopping, and takes nothing more."""
+    fd = socket.socket.fileno(sock)
+    if loop is not None and (loop, fd) not in _removed:
+        # asyncio's accept callback: stop it being called (the listener stays
+        # readable for the other generation) instead of spinning the loop.
+        loop.remove_reader(fd)
+        _removed.add((loop, fd))
     else:
-        conn, address = socket.socket.accept(self)
-    _in_flight.add(conn)
-    return conn, address
+        # A loop that registers the fd again after each refusal (loop.sock_accept),
+        # or a server's own retry loop: do not spin meanwhile.
+        time.sleep(0.01 if loop is not None else 0.05)
+    raise BlockingIOError(errno.EAGAIN, "zocket hook: this process is stopping")
+
+
+def _wait_readable(fd, deadline):
+    """Wait until a connection is queued on ``fd``; socket.timeout at ``deadline``."""
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise socket.timeout("timed out")  # noqa: UP041 (the hook runs on 3.10 too)
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        if poller.poll(min(remaining, 3600.0) * 1000):
+            return
 
 
 # --- a socketserver loop in the main thread: stop signals wait for the hand-off ----------
@@ -360,36 +408,6 @@ def _main_thread_guard():
         except Exception as exc:  # the server must run even if the guard cannot
             sys.stderr.write(f"zocket hook: stop guard disabled: {type(exc).__name__}: {exc}\n")
     return _guard[0]
-
-
-def _accept_holding(sock, guard, fd):
-    """accept() on the main thread, which holds the connection from the moment it is taken.
-
-    The wait is separate from the taking, so a stop signal during the wait acts at
-    once; from the non-blocking accept on, it waits for the hand-off (guard).
-    """
-    timeout = socket.socket.gettimeout(sock)
-    deadline = time.monotonic() + timeout if timeout else None
-    while True:
-        if deadline is not None:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise socket.timeout("timed out")  # noqa: UP041 (the hook runs on 3.8 too)
-            poller = select.poll()
-            poller.register(fd, select.POLLIN)
-            if not poller.poll(min(remaining, 3600.0) * 1000):
-                continue
-        guard.take()
-        try:
-            return _try_accept(sock, fd)
-        except BlockingIOError:
-            guard.handed_on()
-            if deadline is None:
-                raise
-            # another generation took it: wait again
-        except BaseException:
-            guard.handed_on()
-            raise
 
 
 def _try_accept(sock, fd):
