@@ -908,15 +908,7 @@ def test_the_hook_imports_only_the_standard_library() -> None:
     assert baseline["hook_installed"] is False
     assert hooked["hook_installed"] is True
     stdlib = set(hooked["stdlib"])
-    ours = {
-        "sitecustomize",
-        "_zocket_hook",
-        "_zocket_stop",
-        "_zocket_signals",
-        "_zocket_granian",
-        "_zocket_native",
-        "_zocket_uvloop",
-    }
+    ours = {"sitecustomize", *(p.stem for p in HOOK_DIR.glob("_zocket_*.py"))}
     for when in ("modules", "after_adoption"):
         added = set(hooked[when]) - set(baseline[when])
         foreign = {m for m in added if m.partition(".")[0] not in stdlib and m not in ours}
@@ -1238,3 +1230,4 @@ def test_a_socket_from_a_nonblocking_held_fd_does_not_block() -> None:
     assert hooked["fromfd"] == hooked["fileno"] == expected, hooked
     assert hooked["bound"] == [True, None, True], hooked
     assert hooked["shared_nonblocking"] is True, hooked
+

@@ -1,102 +1,101 @@
 """Make an unchanged Python server listen on the socket zocket holds; standard library only.
 
 Runs inside the user's interpreter, possibly another venv or Python version
-than zocket's, so it imports nothing but the standard library.
+than zocket's, so it imports nothing but the standard library. It names no
+server: what a family of servers needs beyond adoption is an adapter
+(``_zocket_adapters``), imported only when that server is.
 
-- ``socket.socket.bind`` is wrapped: a bind to an address a held socket
-  serves (same port; same host, or a wildcard, or the other family's
-  loopback where that is sound) turns the socket object into a copy of the
-  held listening socket instead. ``listen()`` and ``shutdown()`` become
-  no-ops on it: the first would shrink the backlog every generation shares,
-  the second would disconnect the listener for all of them.
-- ``subprocess.Popen`` is wrapped so that a reloader that starts its
-  server with ``close_fds=True`` (the default) still passes the held fds on.
-- socketserver's accept-and-dispatch step is wrapped so that a loop in the
-  main thread gets SIGINT's and SIGTERM's defaults made safe for the requests
-  it holds (``_zocket_stop``).
-- The first time the server asks an adopted socket for its fd after
-  ``listen()`` (as a selector or event loop does just before waiting on it)
-  the hook sends ``ZOCKET_WAITING=FD`` on NOTIFY_SOCKET: zocket's sign that
-  this generation is ready.
-- ``socket.fromfd`` on a held fd (werkzeug's reloader child, gunicorn) and
-  ``socket.socket(fileno=FD)`` on one (hypercorn's ``fd://``, tornado, waitress)
-  give a held socket too, with the same drain at exit.
-- A stop signal makes the held sockets stop accepting at once, and an event
-  loop's stop handler runs a moment later (``_zocket_signals``).
-- granian, which binds in Rust, is handed the held socket where it makes its
-  listener (``_zocket_granian``); uvloop's servers on a held socket, which
-  accept in libuv, are closed by a stop signal (``_zocket_uvloop``).
+Words used throughout the hook:
 
-ZOCKET_HOOK_FDS lists the held fds as ``FD:INODE,...``; a descendant checks
-the inode so that an fd number reused for something else is never taken.
+- a *handed-over socket* is one of the listening sockets zocket gave this
+  process (``ZOCKET_HOOK_FDS``: fd and inode; the inode is checked, since an
+  fd number may have been closed and reused on the way down);
+- to *adopt* is to turn one of the app's socket objects into a copy of a
+  handed-over socket; the result is a *held socket* (its class is
+  ``Held<the app's class>``).
+
+What the core does:
+
+- ``socket.socket.bind`` to an address a handed-over socket serves (same
+  port; same host, or a wildcard, or the other family's loopback where that
+  is sound) adopts the socket instead; ``socket.fromfd`` and
+  ``socket.socket(fileno=FD)`` of a handed-over fd give a held socket too.
+  ``listen()`` and ``shutdown()`` are no-ops on a held socket: the first
+  would shrink the backlog every generation shares, the second would
+  disconnect the listener for all of them.
+- ``subprocess.Popen`` passes the handed-over fds on even with
+  ``close_fds=True`` (a reloader that starts its server so).
+- The first time an event loop or selector asks a held socket for its fd, the
+  process tells zocket it waits for connections (``ZOCKET_WAITING=FD``).
+- A held socket takes no connection once the process is stopping, and at
+  exit the requests already taken get a moment to finish (``drain``).
+
+Nothing is patched at start-up but the import system: each patch is made
+when the process imports the module it patches (``socket``, ``signal``,
+``subprocess``), so that an interpreter that never serves pays almost
+nothing for the hook.
 """
 
 import _thread
-import atexit
 import errno
-import ipaddress
 import os
-import select
-import signal
-import socket
 import sys
-import threading
 import time
-import weakref
 
-import _zocket_granian
-import _zocket_signals
-import _zocket_uvloop
+import _zocket_adapters
+import _zocket_protocol
 
-_held = []  # (fd, family, host, port, v6only, inode) of each held socket in this process
-_classes = {}
+#: The socket module, once this process imports it (`_on_socket`): the hook never
+#: imports it first.
+socket = None
+
+_handed_over = []  # (fd, family, host, port, v6only, inode) of each handed-over socket
+_handed_fds = set()
+_originals = {}  # what the hook replaced in the socket module
+_held_classes = {}  # the app's socket class -> its Held subclass
 _notified = [False]
-_quiet = weakref.WeakSet()  # held sockets that send no ZOCKET_WAITING (see _init)
-_held_fds = set()
-_original_bind = socket.socket.bind
-_original_fromfd = socket.fromfd
-_original_init = socket.socket.__init__
+_adopted_here = [False]  # a held socket was made in this process (or its forked parent)
 
 
 def install():
-    # Stop signals are wrapped even where no held fd arrived (a multiprocessing child
-    # started by spawn): one may come later, pickled, and by then a compiled event loop
-    # (uvloop) may keep the signal.signal it found when it was imported. Until this
-    # process holds a socket the wrapper only calls the app's handler.
-    wrap_stop_signals()
-    _zocket_uvloop.install(_is_held)  # a held socket may reach a uvloop server later, pickled
-    _held[:] = _read_held(os.environ.get("ZOCKET_HOOK_FDS", ""))
-    if not _held:
-        return
-    _held_fds.update(h[0] for h in _held)
-    socket.socket.bind = _bind
-    socket.fromfd = _fromfd
-    socket.socket.__init__ = _init
-    _patch_subprocess()
-    _zocket_granian.install(_match_address)
+    """At start-up: patch each module when (if ever) this process imports it."""
+    _zocket_adapters.register(_HELD_SOCKETS)
+    _zocket_adapters.when_imported(
+        {"socket": _on_socket, "signal": _on_signal, "subprocess": _on_subprocess}
+    )
+    _zocket_adapters.install()
 
 
-def _stop_signals():
-    """The signals that tell a generation to stop: zocket's --stop-signal, and the ones
-    zocket passes on when it stops itself."""
-    signals = {signal.SIGTERM, signal.SIGINT, signal.SIGQUIT}
-    try:
-        signals.add(int(os.environ.get("ZOCKET_STOP_SIGNAL", "")))
-    except ValueError:
-        pass
-    return signals
+def _on_signal(_module):
+    # Stop signals are wrapped even where no fd was handed over (a multiprocessing
+    # child started by spawn): a held socket may come later, pickled, and by then a
+    # compiled event loop (uvloop) may keep the signal.signal it found when it was
+    # imported. Until this process holds a socket the wrapper only calls the app's handler.
+    import _zocket_signals  # noqa: F401 (importing it installs it)
 
 
-def _read_held(value):
-    held = []
-    for item in value.split(","):
-        fd_text, _, inode_text = item.partition(":")
+def _on_socket(module):
+    global socket
+    socket = module
+    _state.create()
+    _originals.update(bind=module.socket.bind, fromfd=module.fromfd, init=module.socket.__init__)
+    _handed_over[:] = _read_handed_over(os.environ.get(_zocket_protocol.HELD_FDS, ""))
+    if not _handed_over:
+        return  # a held socket may still come, pickled (_rebuild_held)
+    _handed_fds.update(h[0] for h in _handed_over)
+    module.socket.bind = _bind
+    module.fromfd = _fromfd
+    module.socket.__init__ = _init
+
+
+def _read_handed_over(value):
+    handed = []
+    for fd, inode in _zocket_protocol.parse_held_fds(value):
         try:
-            fd, inode = int(fd_text), int(inode_text)
             if os.fstat(fd).st_ino != inode:
                 continue
             probe = socket.socket(fileno=os.dup(fd))
-        except (ValueError, OSError):
+        except OSError:
             continue
         try:
             if probe.family not in (socket.AF_INET, socket.AF_INET6):
@@ -106,41 +105,59 @@ def _read_held(value):
                 probe.family == socket.AF_INET6
                 and probe.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) == 1
             )
-            held.append((fd, probe.family, host, port, v6only, inode))
+            handed.append((fd, probe.family, host, port, v6only, inode))
         finally:
             probe.close()
-    return held
+    return handed
+
+
+class _State:
+    """The weak sets of held sockets and connections, made once socket is imported
+    (weakref is not worth importing in a process that never serves)."""
+
+    def create(self):
+        import weakref
+
+        self.quiet = weakref.WeakSet()  # held sockets that send no ZOCKET_WAITING (_init)
+        self.in_flight = weakref.WeakSet()  # connections taken from held sockets
+        self.blocking = weakref.WeakSet()  # held sockets whose blocking is emulated
+
+
+_state = _State()
+
+
+# --- adoption ------------------------------------------------------------------------------
 
 
 def _bind(self, address):
-    match = _match(self, address)
-    if match is None:
-        return _original_bind(self, address)
-    _adopt(self, match[0])
+    handed = _handed_for(self, address)
+    if handed is None:
+        return _originals["bind"](self, address)
+    _adopt_for_bind(self, handed[0])
 
 
-def _match(sock, address):
-    """The held socket that soundly serves a bind to ``address``, or None."""
+def _handed_for(sock, address):
+    """The handed-over socket that soundly serves a bind of ``sock`` to ``address``, or None."""
     if sock.type != socket.SOCK_STREAM:
         return None
-    return _match_address(sock.family, address)
+    return match_address(sock.family, address)
 
 
-def _match_address(family, address):
-    """The held socket that soundly serves a TCP listener of ``family`` at ``address``."""
+def match_address(family, address):
+    """The handed-over socket that soundly serves a TCP listener of ``family`` at ``address``."""
     if family not in (socket.AF_INET, socket.AF_INET6):
         return None
     try:
         host, port = address[0], int(address[1])
     except (TypeError, ValueError, IndexError):
         return None
-    candidates = [h for h in _held if h[3] == port and port != 0]
+    candidates = [h for h in _handed_over if h[3] == port and port != 0]
     if not candidates:
         return None
     asked = _ip(host, port, family)
-    for held in candidates:
-        if _serves(held, asked):
-            return held
+    for handed in candidates:
+        if _serves(handed, asked):
+            return handed
     shown = ", ".join(_format(h[2], h[3]) for h in candidates)
     sys.stderr.write(
         f"zocket hook: not adopting the bind to {_format(host, port)}: zocket holds {shown}, "
@@ -151,6 +168,8 @@ def _match_address(family, address):
 
 def _ip(host, port, family):
     """The address ``host`` means to bind(), or None for a wildcard."""
+    import ipaddress
+
     if host in ("", "0.0.0.0", "::"):
         return None
     try:
@@ -165,9 +184,11 @@ def _ip(host, port, family):
     return None if ip.is_unspecified else ip
 
 
-def _serves(held, asked):
-    """Would clients that connect to ``asked`` reach the held socket?"""
-    _fd, family, host, _port, v6only, _inode = held
+def _serves(handed, asked):
+    """Would clients that connect to ``asked`` reach the handed-over socket?"""
+    import ipaddress
+
+    _fd, family, host, _port, v6only, _inode = handed
     if asked is None:
         return True  # the app asked for every address: zocket's choice of host stands
     mine = ipaddress.ip_address(host.split("%", 1)[0])
@@ -181,30 +202,30 @@ def _serves(held, asked):
 
 
 def _init(self, family=-1, type=-1, proto=-1, fileno=None):
-    """``socket.socket(fileno=FD)`` of a held fd (hypercorn's fd://) is held too.
+    """``socket.socket(fileno=FD)`` of a handed-over fd (hypercorn's fd://) is held too.
 
     Such an app knows it was handed a socket and may say READY=1 itself when it is
     ready (``--ready notify``): the hook does not speak for it.
     """
-    _original_init(self, family, type, proto, fileno)
-    if fileno is None or fileno not in _held_fds or self.__class__ is not socket.socket:
+    _originals["init"](self, family, type, proto, fileno)
+    if fileno is None or fileno not in _handed_fds or self.__class__ is not socket.socket:
         return  # every accepted connection passes here: keep it one set look-up
-    if any(h[0] == fileno and _still_held(fileno, h[5]) for h in _held):
+    if any(h[0] == fileno and _still_handed(fileno, h[5]) for h in _handed_over):
         timeout = _timeout_as_made(self)
-        _hold(self, self.detach(), timeout)
-        _quiet.add(self)
+        _adopt(self, self.detach(), timeout)
+        _state.quiet.add(self)
 
 
 def _fromfd(fd, family, type, proto=0):
-    """A socket made from a held fd (werkzeug's reloader child gets it so) is held too."""
-    sock = _original_fromfd(fd, family, type, proto)
+    """A socket made from a handed-over fd (werkzeug's reloader child gets it so) is held too."""
+    sock = _originals["fromfd"](fd, family, type, proto)
     try:
         inode = os.fstat(sock.fileno()).st_ino
     except OSError:
         return sock
-    if sock.type == socket.SOCK_STREAM and any(h[5] == inode for h in _held):
+    if sock.type == socket.SOCK_STREAM and any(h[5] == inode for h in _handed_over):
         timeout = _timeout_as_made(sock)
-        _hold(sock, sock.detach(), timeout)
+        _adopt(sock, sock.detach(), timeout)
     return sock
 
 
@@ -223,22 +244,68 @@ def _timeout_as_made(sock):
     return timeout
 
 
-def _adopt(sock, fd):
+def _adopt_for_bind(sock, fd):
+    """The app's own socket, about to bind, becomes a copy of handed-over ``fd``."""
     timeout = sock.gettimeout()
     copy = os.dup(fd)
     os.close(sock.detach())
-    _hold(sock, copy, timeout)
+    _adopt(sock, copy, timeout)
 
 
-def _hold(sock, fd, timeout):
-    """Make ``sock`` the held socket on ``fd`` (its own copy), with the at-exit drain."""
-    _make_held(sock, fd, timeout)
-    _zocket_signals.default_term_on_hold()
-    if not _holding[0]:
-        _holding[0] = True
-        atexit.register(_drain)
-    _patch_socketserver()
+def _adopt(sock, fd, timeout):
+    """Make ``sock`` a held socket on ``fd`` (its own copy), drained at exit."""
+    _originals["init"](sock, fileno=fd)
+    sock.__class__ = _held_class(type(sock))
+    if timeout != _AS_MADE:  # compared by value: it comes back from a pickle too
+        sock.settimeout(timeout)
+    import _zocket_signals
 
+    _zocket_signals.default_term_drains()
+    if not _adopted_here[0]:
+        _adopted_here[0] = True
+        import atexit
+
+        atexit.register(drain)
+
+
+def adopted_here():
+    """Whether this process (or the parent it was forked from) made a held socket."""
+    return _adopted_here[0]
+
+
+def is_held(sock):
+    return type(sock) in _held_classes.values()
+
+
+def _held_class(cls):
+    """A subclass of the app's socket class that keeps the shared socket whole."""
+    held = _held_classes.get(cls)
+    if held is None:
+        held = type(f"Held{cls.__name__}", (cls,), {
+            "__slots__": (),
+            "listen": _listen,
+            "accept": _accept,
+            "shutdown": _shutdown,
+            "fileno": _fileno,
+            "settimeout": _settimeout,
+            "setblocking": _setblocking,
+            "gettimeout": _gettimeout,
+            "getblocking": _getblocking,
+            "__reduce_ex__": _reduce_ex,
+        })
+        _held_classes[cls] = held
+    return held
+
+
+def _listen(self, backlog=None):
+    """A no-op: already listening, with the backlog every generation shares."""
+
+
+def _shutdown(self, how):
+    """A no-op: shutdown() on a listening socket would stop it for every generation."""
+
+
+# --- taking connections, and stopping -----------------------------------------------------
 
 # Servers whose own reloader ends the process with sys.exit() (Django's, werkzeug's) run
 # their requests in daemon threads that die with it: a request accepted a moment before
@@ -247,48 +314,33 @@ def _hold(sock, fd, timeout):
 # (bounded: an idle keep-alive connection of a browser would otherwise delay every reload).
 _DRAIN_SECONDS = 1.0
 _draining = [False]
-_holding = [False]  # a held socket object was made in this process (or its forked parent)
-_in_flight = weakref.WeakSet()
 _taking = set()  # threads taking a connection (see _accept): a drain waits for them too
-_removed = set()  # (loop, fd) whose accept callback a stop removed
 
 
-class _Hold:
-    """What a stop signal does to this process's held sockets (``_zocket_signals``)."""
+class _HeldSockets(_zocket_adapters.Adapter):
+    """The core's own part in a stop: the held socket objects of this process."""
 
-    @staticmethod
-    def stop_accepting():
-        """Held sockets take nothing more here; whether there are any."""
-        if _holding[0]:
+    order = 0
+    waiters = ("selectors",)  # socketserver (Django runserver, http.server, werkzeug)
+
+    def stop_accepting(self):
+        if _adopted_here[0]:
             _draining[0] = True
-        native = _zocket_granian.stop_accepting()
-        native = _zocket_uvloop.stop_accepting() or native
-        return _holding[0] or native
+        return _adopted_here[0]
 
-    @staticmethod
-    def busy():
-        """Whether a connection taken from a held socket is still open."""
+    def busy(self):
+        if _taking:
+            return True
         while True:
             try:
-                taken = list(_in_flight)
+                taken = list(_state.in_flight)
                 break
             except RuntimeError:  # another thread took one while we copied: again
                 continue
-        if _taking or any(conn.fileno() != -1 for conn in taken):
-            return True
-        return _zocket_granian.busy() or _zocket_uvloop.busy()
+        return any(conn.fileno() != -1 for conn in taken)
 
-    @staticmethod
-    def drain(deadline):
-        _drain(deadline)
 
-    @staticmethod
-    def reads_natively():
-        return _zocket_granian.adopted()
-
-    @staticmethod
-    def stop_natively():
-        _zocket_granian.stop_embedded()
+_HELD_SOCKETS = _HeldSockets()
 
 
 def _accept(self):
@@ -300,12 +352,11 @@ def _accept(self):
     that the process is not stopping, and never while it waits (a wait can be
     long, and takes nothing).
     """
-    loop = _zocket_signals.running_loop()
-    if loop is not None:
-        _zocket_signals.serving_loops.add(loop)
+    guard = None
+    for adapter in _zocket_adapters.registered():
+        guard = adapter.on_accept(self) or guard
     fd = socket.socket.fileno(self)
-    guard = _guard[0]
-    if guard is None or not _serving[0] or fd < 0 or not guard.on_main_thread():
+    if fd < 0:
         guard = None
     timeout = socket.socket.gettimeout(self)
     deadline = time.monotonic() + timeout if timeout else None
@@ -318,9 +369,9 @@ def _accept(self):
         _taking.add(me)
         try:
             if _draining[0]:
-                _refuse(self, loop)
+                _refuse(self)
             conn, address = _try_accept(self, fd)
-            _in_flight.add(conn)
+            _state.in_flight.add(conn)
             return conn, address
         except BlockingIOError:
             if guard is not None:
@@ -336,78 +387,25 @@ def _accept(self):
             _taking.discard(me)
 
 
-def _refuse(sock, loop):
+def _refuse(sock):
     """Raise EAGAIN: this process is stopping, and takes nothing more."""
-    fd = socket.socket.fileno(sock)
-    if loop is not None and (loop, fd) not in _removed:
-        # asyncio's accept callback: stop it being called (the listener stays
-        # readable for the other generation) instead of spinning the loop.
-        loop.remove_reader(fd)
-        _removed.add((loop, fd))
-    else:
-        # A loop that registers the fd again after each refusal (loop.sock_accept),
-        # or a server's own retry loop: do not spin meanwhile.
-        time.sleep(0.01 if loop is not None else 0.05)
+    if not any(adapter.refuse(sock) for adapter in _zocket_adapters.registered()):
+        time.sleep(0.05)  # a server's own retry loop: do not spin meanwhile
     raise BlockingIOError(errno.EAGAIN, "zocket hook: this process is stopping")
 
 
 def _wait_readable(fd, deadline):
     """Wait until a connection is queued on ``fd``; socket.timeout at ``deadline``."""
+    import select
+
     while True:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise socket.timeout("timed out")  # noqa: UP041 (the hook runs on 3.10 too)
+            raise TimeoutError("timed out")  # socket.timeout is TimeoutError since 3.10
         poller = select.poll()
         poller.register(fd, select.POLLIN)
         if poller.poll(min(remaining, 3600.0) * 1000):
             return
-
-
-# --- a socketserver loop in the main thread: stop signals wait for the hand-off ----------
-_guard = [None]  # _zocket_stop.Guard, once a socketserver loop served from the main thread
-_guard_tried = [False]
-_serving = [False]  # the main thread is in socketserver's _handle_request_noblock
-_socketserver_patched = [False]
-
-
-def _patch_socketserver():
-    """Wrap socketserver's accept-and-dispatch step, once, if socketserver is in use."""
-    socketserver = sys.modules.get("socketserver")
-    if socketserver is None or _socketserver_patched[0]:
-        return
-    _socketserver_patched[0] = True
-    original = socketserver.BaseServer._handle_request_noblock
-
-    def _handle_request_noblock(self):
-        guard = _main_thread_guard()
-        if guard is None:
-            return original(self)
-        _serving[0] = True
-        try:
-            return original(self)
-        finally:
-            _serving[0] = False
-            guard.handed_on()
-
-    socketserver.BaseServer._handle_request_noblock = _handle_request_noblock
-
-
-def _main_thread_guard():
-    """The stop guard when called on the main thread; set up the first time (lazily: an
-    app that installs its own handlers before serving keeps them)."""
-    if threading.current_thread() is not threading.main_thread():
-        return None
-    if not _guard_tried[0]:
-        _guard_tried[0] = True
-        try:
-            import _zocket_stop
-
-            guard = _zocket_stop.Guard(_drain)
-            if guard.install():
-                _guard[0] = guard
-        except Exception as exc:  # the server must run even if the guard cannot
-            sys.stderr.write(f"zocket hook: stop guard disabled: {type(exc).__name__}: {exc}\n")
-    return _guard[0]
 
 
 def _try_accept(sock, fd):
@@ -428,62 +426,33 @@ def _try_accept(sock, fd):
     return conn, address
 
 
-def _drain(deadline=None):
+def drain(deadline=None):
+    """Take nothing more; wait until the connections taken so far are closed, or
+    ``deadline`` (at exit: a second)."""
     _draining[0] = True
     if deadline is None:
         deadline = time.monotonic() + _DRAIN_SECONDS
-    while time.monotonic() < deadline and _Hold.busy():
-        time.sleep(0.02)
+    _zocket_adapters.drain(deadline)
 
 
-def _is_held(sock):
-    return type(sock) in _classes.values()
-
-
-def _make_held(sock, fd, timeout):
-    _original_init(sock, fileno=fd)
-    sock.__class__ = _held_class(type(sock))
-    if timeout != _AS_MADE:  # compared by value: it comes back from a pickle too
-        sock.settimeout(timeout)
-
-
-def _held_class(cls):
-    """A subclass of the app's socket class that keeps the shared socket whole."""
-    held = _classes.get(cls)
-    if held is None:
-        held = type(f"Held{cls.__name__}", (cls,), {
-            "__slots__": (),
-            "listen": _listen,
-            "accept": _accept,
-            "shutdown": _shutdown,
-            "fileno": _fileno,
-            "settimeout": _settimeout,
-            "setblocking": _setblocking,
-            "gettimeout": _gettimeout,
-            "getblocking": _getblocking,
-            "__reduce_ex__": _reduce_ex,
-        })
-        _classes[cls] = held
-    return held
-
+# --- blocking, emulated -------------------------------------------------------------------
 
 # O_NONBLOCK belongs to the open file that zocket and every generation share: an
 # app that makes its copy blocking would freeze an asyncio generation still serving
 # (its accept loop relies on EAGAIN). So "blocking" is emulated with a timeout long
-# enough never to matter, which keeps O_NONBLOCK set; CPython then polls before each
+# enough never to matter, which keeps O_NONBLOCK set; the hook then polls before each
 # accept and goes back to waiting when another process took the connection.
 _FOREVER = 7 * 24 * 3600.0
-_blocking = weakref.WeakSet()
 #: A held socket's timeout left as Python made it from a non-blocking fd (see _timeout_as_made).
 _AS_MADE = "as made"
 
 
 def _settimeout(self, value):
     if value is None:
-        _blocking.add(self)
+        _state.blocking.add(self)
         socket.socket.settimeout(self, _FOREVER)
     else:
-        _blocking.discard(self)
+        _state.blocking.discard(self)
         socket.socket.settimeout(self, value)
 
 
@@ -492,11 +461,11 @@ def _setblocking(self, flag):
 
 
 def _gettimeout(self):
-    return None if self in _blocking else socket.socket.gettimeout(self)
+    return None if self in _state.blocking else socket.socket.gettimeout(self)
 
 
 def _getblocking(self):
-    return self in _blocking or socket.socket.getblocking(self)
+    return self in _state.blocking or socket.socket.getblocking(self)
 
 
 def _reduce_ex(self, protocol):
@@ -505,64 +474,54 @@ def _reduce_ex(self, protocol):
 
     df = reduction.DupFd(self.fileno())
     timeout = self.gettimeout()
-    if timeout is None and self not in _blocking:
+    if timeout is None and self not in _state.blocking:
         timeout = _AS_MADE
     return _rebuild_held, (df, timeout)
 
 
 def _rebuild_held(df, timeout):
     """In the multiprocessing child, whose ZOCKET_HOOK_FDS named fds it did not get (so
-    install() found nothing held there); its stop signals are wrapped in any case."""
-    wrap_stop_signals()
+    nothing was handed over there); its stop signals are wrapped in any case."""
+    import _zocket_signals  # noqa: F401 (importing it installs it)
+
     sock = socket.socket.__new__(socket.socket)
-    _hold(sock, df.detach(), timeout)
+    _adopt(sock, df.detach(), timeout)
     return sock
 
 
-def wrap_stop_signals():
-    """Stop signals make this process stop accepting first (``_zocket_signals``)."""
-    _zocket_signals.install(_stop_signals(), _Hold)
-
-
-def _listen(self, backlog=None):
-    """A no-op: already listening, with the backlog every generation shares."""
-
-
-def _shutdown(self, how):
-    """A no-op: shutdown() on a listening socket would stop it for every generation."""
+# --- readiness ----------------------------------------------------------------------------
 
 
 def _fileno(self):
     fd = socket.socket.fileno(self)
-    if not _notified[0] and fd >= 0 and self not in _quiet and _asked_by_event_loop():
+    if not _notified[0] and fd >= 0 and self not in _state.quiet and _asked_by_event_loop():
         _notified[0] = True
-        _notify(f"ZOCKET_WAITING={fd}")
+        _notify(_zocket_protocol.waiting_message(fd))
     return fd
-
-
-# Modules that ask for a listening socket's fd to wait on it: socketserver through
-# selectors (Django runserver, http.server, werkzeug), asyncio (aiohttp, uvicorn).
-_WAITERS = ("selectors", "asyncio.selector_events", "asyncio.base_events")
 
 
 def _asked_by_event_loop():
     """Whether fileno() was called on the way to registering the socket with a selector.
 
-    Other callers (werkzeug's reloader parent puts the fd in the environment)
-    do not mean that anything waits on the socket yet.
+    The modules that do so are the adapters' ``waiters``; other callers
+    (werkzeug's reloader parent puts the fd in the environment) do not mean
+    that anything waits on the socket yet.
     """
+    waiters = set()
+    for adapter in _zocket_adapters.registered():
+        waiters.update(adapter.waiters)
     frame = sys._getframe(1)
     for _ in range(4):
         if frame is None:
             return False
-        if frame.f_globals.get("__name__") in _WAITERS:
+        if frame.f_globals.get("__name__") in waiters:
             return True
         frame = frame.f_back
     return False
 
 
 def _notify(message):
-    target = os.environ.get("NOTIFY_SOCKET", "")
+    target = os.environ.get(_zocket_protocol.NOTIFY_SOCKET, "")
     if not target.startswith(("@", "/")):
         return
     if target.startswith("@"):
@@ -574,22 +533,32 @@ def _notify(message):
         pass  # zocket's auto readiness still sees the server from /proc
 
 
-def _patch_subprocess():
-    import subprocess
+# --- subprocess -----------------------------------------------------------------------------
 
-    original = subprocess.Popen.__init__
+
+def _on_subprocess(module):
+    """A child started with close_fds=True (the default) gets the handed-over fds too."""
+    original = module.Popen.__init__
 
     def __init__(self, *args, **kwargs):
         if kwargs.get("close_fds", True):
-            alive = [h[0] for h in _held if _still_held(h[0], h[5])]
+            alive = [fd for fd, inode in _handed_pairs() if _still_handed(fd, inode)]
             if alive:
                 kwargs["pass_fds"] = tuple(sorted(set(kwargs.get("pass_fds", ())) | set(alive)))
         original(self, *args, **kwargs)
 
-    subprocess.Popen.__init__ = __init__
+    if _handed_pairs():
+        module.Popen.__init__ = __init__
 
 
-def _still_held(fd, inode):
+def _handed_pairs():
+    """(fd, inode) of the handed-over sockets still here: read from the environment, since
+    a process may start a child before it ever imports socket."""
+    pairs = _zocket_protocol.parse_held_fds(os.environ.get(_zocket_protocol.HELD_FDS, ""))
+    return [(fd, inode) for fd, inode in pairs if _still_handed(fd, inode)]
+
+
+def _still_handed(fd, inode):
     try:
         return os.fstat(fd).st_ino == inode
     except OSError:
