@@ -69,7 +69,7 @@ def install():
 def _on_signal(_module):
     # Stop signals are wrapped even where no fd was handed over (a multiprocessing
     # child started by spawn): a held socket may come later, pickled, and by then a
-    # compiled event loop (uvloop) may keep the signal.signal it found when it was
+    # compiled event loop may keep the signal.signal it found when it was
     # imported. Until this process holds a socket the wrapper only calls the app's handler.
     import _zocket_signals  # noqa: F401 (importing it installs it)
 
