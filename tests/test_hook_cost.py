@@ -9,7 +9,9 @@ the test is which modules such a process ends up with.
 
 from __future__ import annotations
 
+import ast
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -30,7 +32,7 @@ from benchmarks.cost import measure_hook_import_cost
 #: Modules that a process which never serves must not import because of the hook.
 HEAVY = {
     "threading", "selectors", "select", "socket", "signal", "subprocess", "weakref",
-    "ipaddress", "asyncio", "socketserver", "_zocket_signals", "_zocket_asyncio",
+    "ipaddress", "asyncio", "socketserver", "_zocket_held", "_zocket_signals", "_zocket_asyncio",
     "_zocket_socketserver", "_zocket_uvloop", "_zocket_granian",
 }  # fmt: skip
 
@@ -91,3 +93,66 @@ def test_the_hook_runs_under_the_oldest_python_claimed(tmp_path: Path) -> None:
                     zocket.send_signal(signal.SIGHUP)
         assert zocket.stop() in (0, 128 + signal.SIGTERM)  # http.server dies of SIGTERM
     assert_no_failures(load, minimum_ok=80)
+
+
+SERVERS = {
+    "asyncio", "socketserver", "uvloop", "granian", "gunicorn", "uvicorn", "hypercorn",
+    "daphne", "twisted", "django", "werkzeug", "flask", "aiohttp", "tornado", "waitress",
+}  # fmt: skip
+#: The modules that must name no server (the registry names them: that is its job).
+GENERIC = ("sitecustomize", "_zocket_protocol", "_zocket_hook", "_zocket_held", "_zocket_signals")
+
+
+def _code_names(tree: ast.AST) -> set[str]:
+    """Names, attributes and strings in code, docstrings left out (prose may give examples)."""
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Module, ast.FunctionDef, ast.ClassDef))
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            found.add(node.id)
+        elif isinstance(node, ast.Attribute):
+            found.add(node.attr)
+        elif isinstance(node, ast.alias):
+            found.update(node.name.split("."))
+        elif (
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and id(node) not in docstrings
+        ):
+            found.update(re.findall(r"\w+", node.value))
+    return found
+
+
+def test_the_hook_imports_in_one_direction_and_its_core_names_no_server() -> None:
+    trees = {p.stem: ast.parse(p.read_text()) for p in HOOK_DIR.glob("*.py")}
+    graph = {
+        name: {
+            alias.name
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Import)
+            for alias in node.names
+            if alias.name in trees
+        }
+        for name, tree in trees.items()
+    }
+    done: set[str] = set()
+
+    def visit(name: str, path: tuple[str, ...]) -> None:
+        assert name not in path, f"import cycle: {' -> '.join((*path, name))}"
+        if name not in done:
+            for dep in graph[name]:
+                visit(dep, (*path, name))
+            done.add(name)
+
+    for name in graph:
+        visit(name, ())
+    for name in GENERIC:
+        named = _code_names(trees[name]) & SERVERS
+        assert not named, (name, named)

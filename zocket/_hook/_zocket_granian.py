@@ -53,7 +53,7 @@ import weakref
 
 import _zocket_adapters
 import _zocket_asyncio
-import _zocket_hook
+import _zocket_held
 import _zocket_signals
 
 _copies = {}  # fd -> inode: this process's copies of held sockets that granian uses
@@ -81,7 +81,7 @@ def _patch_in_process(class_name):
     def patch(module):
         def make(original):
             def _spawn_worker(self, *args, **kwargs):
-                held = getattr(self, "_zocket_held", None)
+                held = getattr(self, "_zocket_spec", None)
                 if held is not None:
                     if self._zocket_fresh:  # _give_holder's copy: no worker has it yet
                         self._zocket_fresh = False
@@ -111,7 +111,7 @@ def _give_holder(server):
     except (AttributeError, TypeError, ValueError):
         return False
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    held = _zocket_hook.match_address(family, (host, port))
+    held = _zocket_held.match_address(family, (host, port))
     if held is None:
         return False
     try:
@@ -130,7 +130,7 @@ def _give_holder(server):
     except TypeError as exc:  # another granian: its holder takes other arguments
         _warn(f"granian's SocketHolder is not the one this hook knows ({exc})")
         return False
-    server._zocket_held = spec
+    server._zocket_spec = spec
     server._zocket_fresh = True
     _held_ports[0] |= {held[3]}
     if type(server).__module__ == "granian.server.embed":

@@ -32,7 +32,7 @@ import sys
 import threading
 
 import _zocket_adapters
-import _zocket_hook
+import _zocket_held
 
 # How long a signal may wait for the hand-off: a server that handles the request
 # in the main thread (no ThreadingMixIn) hands on only once it has answered.
@@ -136,7 +136,7 @@ def _patch(module):
 
     def make(original):
         def _handle_request_noblock(self):
-            guard = _main_thread_guard() if _zocket_hook.adopted_here() else None
+            guard = _main_thread_guard() if _zocket_held.adopted_here() else None
             if guard is None:
                 return original(self)
             _serving[0] = True
@@ -159,7 +159,7 @@ def _main_thread_guard():
     if not _guard_tried[0]:
         _guard_tried[0] = True
         try:
-            guard = Guard(_zocket_hook.drain)
+            guard = Guard(_zocket_held.drain)
             if guard.install():
                 _guard[0] = guard
         except Exception as exc:  # noqa: BLE001 (the server must run even if the guard cannot)

@@ -20,7 +20,7 @@ import weakref
 
 import _zocket_adapters
 import _zocket_asyncio
-import _zocket_hook
+import _zocket_held
 
 _servers = weakref.WeakKeyDictionary()  # uvloop server on a held socket -> its loop
 _ports = set()  # the local ports of those sockets
@@ -31,7 +31,7 @@ def _patch(module):
         async def create_server(self, *args, **kwargs):
             server = await original(self, *args, **kwargs)
             sock = kwargs.get("sock")
-            if sock is not None and _zocket_hook.is_held(sock):
+            if sock is not None and _zocket_held.is_held(sock):
                 _servers[server] = self
                 _ports.add(sock.getsockname()[1])
                 _zocket_asyncio.serving_loops.add(self)
