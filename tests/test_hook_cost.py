@@ -10,9 +10,7 @@ the test is which modules such a process ends up with.
 from __future__ import annotations
 
 import ast
-import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -22,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from support import REPO, LoadClient, assert_no_failures
-from test_hook import HOOK_DIR, PY, RUNNING_HOOK_DIR, start_on_free_port
+from test_hook import HOOK_DIR, OLDEST_PYTHON, PY, RUNNING_HOOK_DIR, start_on_free_port
 
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
@@ -52,11 +50,6 @@ def test_the_hook_costs_little_to_a_process_that_does_not_serve() -> None:
     assert_cheap_start_up(PY)
 
 
-#: The oldest Python the package claims (requires-python): the hook runs in the user's.
-OLDEST_PYTHON = os.environ.get("ZOCKET_OLDEST_PYTHON") or next(
-    (p for p in ("/root/.pyenv/versions/3.10.13/bin/python3",) if os.path.exists(p)),
-    shutil.which("python3.10") or "python3.10",
-)
 
 COMPILE_ALL = r"""
 import sys

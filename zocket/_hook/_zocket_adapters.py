@@ -1,7 +1,7 @@
 """What a server needs from the hook beyond adoption, behind one interface; standard library only.
 
-The core (``_zocket_hook``) makes a bind of a held address adopt the held
-socket and names no server. What a family of servers needs besides (stop
+The core (``_zocket_hook``, ``_zocket_held``) makes a bind of a held address
+adopt the held socket and names no server. What a family of servers needs besides (stop
 taking connections the moment a stop signal comes, say whether a connection
 it took is still open, put its own stop off until it has read what it took,
 stop gracefully) is an ``Adapter``, in a module of its own that registers it
