@@ -1,4 +1,4 @@
-"""The adapter for granian, which binds in Rust: hand it the held socket where it makes its own.
+"""The adapter for granian, which binds in Rust: hand it the handed-over socket where it makes its own.
 
 Standard library only.
 
@@ -6,14 +6,14 @@ granian (its CLI and its ``Granian(...).serve()`` API alike) never calls
 Python's ``bind()``. Every server class of it (processes, threads, embedded)
 makes its listener in ``AbstractServer._init_shared_socket``: on Linux it
 only records an address there, and each worker binds a SO_REUSEPORT socket
-of its own, which the held socket's port refuses (EADDRINUSE). Elsewhere it
+of its own, which the handed-over socket's port refuses (EADDRINUSE). Elsewhere it
 builds one socket, a ``SocketHolder``, and the workers share it.
 
 So when ``granian.server.common`` is imported, that method is wrapped: for an
-address a held socket serves (the hook's own rule for ``bind()``), the server
-gets a ``SocketHolder`` on a copy of the held fd, as on the shared-socket
+address a handed-over socket serves (the hook's own rule for ``bind()``), the server
+gets a ``SocketHolder`` on a copy of the handed-over fd, as on the shared-socket
 path, and every worker accepts from it. granian's workers call ``listen()``
-on it again with the holder's backlog, so the holder gets the held socket's
+on it again with the holder's backlog, so the holder gets the handed-over socket's
 own backlog (read from TCP_INFO) and the queue every generation shares stays
 as zocket made it. A worker's listener owns the holder's fd and closes it
 when the worker stops: worker processes each have their own copy, and
@@ -24,7 +24,7 @@ the new one's fd.
 
 A worker told to stop stops accepting at once: its copy of the fd is made to
 name a listener nobody connects to (``dup2``), so its accept loop, woken by
-new connections on the held socket, finds nothing, and they wait in the
+new connections on the handed-over socket, finds nothing, and they wait in the
 kernel for the other generation. A worker still loading the app when the
 stop comes runs its parent's handler, which means nothing to it: the signal
 is sent again once it has installed its own (``resend``). Its shutdown then
@@ -56,10 +56,10 @@ import _zocket_asyncio
 import _zocket_held
 import _zocket_signals
 
-_copies = {}  # fd -> inode: this process's copies of held sockets that granian uses
+_copies = {}  # fd -> inode: this process's copies of handed-over sockets that granian uses
 _stopped = []  # the listener nobody connects to, once the adopted fds name it
-_held_ports = [frozenset()]  # the ports of the held sockets granian was given here
-_embedded = weakref.WeakSet()  # embedded granian servers on a held socket, to stop
+_handed_ports = [frozenset()]  # the ports of the handed-over sockets granian was given here
+_embedded = weakref.WeakSet()  # embedded granian servers on a handed-over socket, to stop
 
 
 def _patch_common(module):
@@ -81,12 +81,12 @@ def _patch_in_process(class_name):
     def patch(module):
         def make(original):
             def _spawn_worker(self, *args, **kwargs):
-                held = getattr(self, "_zocket_spec", None)
-                if held is not None:
+                spec = getattr(self, "_zocket_spec", None)
+                if spec is not None:
                     if self._zocket_fresh:  # _give_holder's copy: no worker has it yet
                         self._zocket_fresh = False
                     else:
-                        _new_holder(self, held)
+                        _new_holder(self, spec)
                 return original(self, *args, **kwargs)
 
             return _spawn_worker
@@ -103,7 +103,7 @@ _PATCHES.update({name: _patch_in_process(cls) for name, cls in _IN_PROCESS.items
 
 
 def _give_holder(server):
-    """Give ``server`` a SocketHolder on the held socket its address asks for, if any."""
+    """Give ``server`` a SocketHolder on the handed-over socket its address asks for, if any."""
     if getattr(server, "bind_uds", None):
         return False
     try:
@@ -111,8 +111,8 @@ def _give_holder(server):
     except (AttributeError, TypeError, ValueError):
         return False
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    held = _zocket_held.match_address(family, (host, port))
-    if held is None:
+    handed = _zocket_held.match_address(family, (host, port))
+    if handed is None:
         return False
     try:
         from granian._granian import SocketHolder
@@ -123,7 +123,7 @@ def _give_holder(server):
     if type(server).__module__ in _IN_PROCESS and not _zocket_adapters.wrapped(spawn_worker):
         _warn(f"{type(server).__name__}'s workers could not get a copy of the fd each")
         return False
-    fd, inode = held[0], held[5]
+    fd, inode = handed[0], handed[5]
     spec = (SocketHolder, fd, inode, _backlog(fd))
     try:
         _new_holder(server, spec)
@@ -132,7 +132,7 @@ def _give_holder(server):
         return False
     server._zocket_spec = spec
     server._zocket_fresh = True
-    _held_ports[0] |= {held[3]}
+    _handed_ports[0] |= {handed[3]}
     if type(server).__module__ == "granian.server.embed":
         _embedded.add(server)
     _pickle_for_spawn(SocketHolder)
@@ -143,7 +143,7 @@ def _give_holder(server):
 
 
 def _new_holder(server, spec):
-    """Hand ``server`` a holder on a new copy of the held fd (the listener built from
+    """Hand ``server`` a holder on a new copy of the handed-over fd (the listener built from
     it owns the copy: granian closes it when that worker stops)."""
     holder_class, fd, inode, backlog = spec
     copy = os.dup(fd)
@@ -202,17 +202,17 @@ def _live():
 
 
 def serving():
-    """Whether granian accepts (or did until a stop signal) from a held socket here."""
+    """Whether granian accepts (or did until a stop signal) from a handed-over socket here."""
     return bool(_stopped) or bool(_live())
 
 
 def stop_accepting():
     """Make this process's copies name a listener nobody connects to; whether any.
 
-    The held socket's file stays registered in the worker's epoll under the same
+    The handed-over socket's file stays registered in the worker's epoll under the same
     fd number, so the worker still wakes when a connection arrives, and its accept
     on that number finds nothing (EAGAIN, edge-triggered: no spin). Nothing is
-    closed: granian goes on using a valid fd, and the held socket is untouched.
+    closed: granian goes on using a valid fd, and the handed-over socket is untouched.
     """
     live = _live()
     if not live:
@@ -286,7 +286,7 @@ class _Granian(_zocket_adapters.Adapter):
         return stop_accepting()
 
     def busy(self):
-        return _zocket_adapters.connections_open(_held_ports[0])
+        return _zocket_adapters.connections_open(_handed_ports[0])
 
     def resend(self):
         return serving()

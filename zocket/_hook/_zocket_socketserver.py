@@ -46,7 +46,7 @@ class Guard:
         self._drain = drain
         self._main = threading.main_thread().ident
         self._actions = {}
-        self._holding = False
+        self._taken = False
         self._pending = None
         self._resent = False
         self._alarms = None
@@ -70,11 +70,11 @@ class Guard:
 
     def take(self):
         """The main thread is about to take a connection: signals wait from now on."""
-        self._holding = True
+        self._taken = True
 
     def handed_on(self):
         """The main thread no longer holds a connection: act on a signal that waited."""
-        self._holding = False
+        self._taken = False
         if self._pending is not None:
             self._act(self._pending, None)
 
@@ -84,7 +84,7 @@ class Guard:
             if self._pending is not None:
                 self._act(self._pending, frame)
             return
-        if self._holding and self._pending is None:
+        if self._taken and self._pending is None:
             self._pending = signum
             self._alarms.put(signum)
             return
@@ -120,7 +120,7 @@ class Guard:
 
     def _forked(self):
         """A forked child (ForkingMixIn) holds nothing yet and has no watchdog thread."""
-        self._holding = False
+        self._taken = False
         self._pending = None
         self._resent = False
         self._start_watchdog()
