@@ -36,7 +36,7 @@ HEAVY = {
 
 
 def assert_cheap_start_up(python: str) -> None:
-    cost = measure_hook_import_cost(RUNNING_HOOK_DIR, python=python, runs=5)
+    cost = measure_hook_import_cost(Path(RUNNING_HOOK_DIR), python=python, runs=5)
     added = set(cost["modules_added"])
     assert "_zocket_hook" in added, cost  # the hook did run
     heavy = {m for m in added if m in HEAVY or m.partition(".")[0] in ("granian", "uvloop")}
