@@ -21,7 +21,6 @@ import shlex
 import signal
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -232,9 +231,7 @@ def restart_under(load: LoadClient, zocket: ZocketProcess) -> None:
 @pytest.mark.parametrize(
     "recipe", RECIPES, ids=[f"{r.server.split()[0].lower()}-{i}" for i, r in enumerate(RECIPES)]
 )
-def test_recipe_serves_across_sighups_under_load(
-    recipe: Recipe, tmp_path: Path, record_property: Callable[[str, object], None]
-) -> None:
+def test_recipe_serves_across_sighups_under_load(recipe: Recipe, tmp_path: Path) -> None:
     module = MODULES[recipe.server]
     assert importlib.util.find_spec(module) is not None, f"{module} is in the test extra"
     write_app(tmp_path, recipe)
@@ -254,7 +251,6 @@ def test_recipe_serves_across_sighups_under_load(
                 raise AssertionError(f"{exc}\nzocket's log:\n{zocket.stderr_text(0)}") from None
         log = zocket.stderr_text(0)
         zocket.stop()
-    record_property("counts", dict(load.counts()))  # in --junitxml's report
     assert_no_failures(load, minimum_ok=int(RATE * SERVE * RESTARTS * 0.8))
     assert "SIGKILL" not in log, log
     assert set(load.bodies()) == {f"generation {n}\n".encode() for n in range(1, RESTARTS + 2)}
