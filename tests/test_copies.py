@@ -173,6 +173,14 @@ def test_copies_roll_one_at_a_time_under_load_with_no_failure(
         assert [g["number"] for g in serving(last)] == [
             COPIES * RESTARTS + c for c in range(1, COPIES + 1)
         ]
+        # `zocket status` names each copy, and which are ready.
+        shown = run_zocket(["status", "--control", control_path], timeout=30)
+        assert shown.returncode == 0, shown.stderr
+        for copy in range(1, COPIES + 1):
+            number = COPIES * RESTARTS + copy
+            assert re.search(rf"^  generation {number} \(copy {copy}\): serving, pid \d+",
+                             shown.stdout, re.MULTILINE), shown.stdout
+        assert f"copies: {COPIES}, restarts: {RESTARTS}," in shown.stdout, shown.stdout
         assert zocket.stop() in {0, 128 + signal.SIGTERM}
 
 
