@@ -184,6 +184,46 @@ def test_copies_roll_one_at_a_time_under_load_with_no_failure(
         assert zocket.stop() in {0, 128 + signal.SIGTERM}
 
 
+def test_a_broken_edit_ends_the_roll_at_its_first_copy_and_the_old_copies_serve_on(
+    tmp_path: Path, control_path: Path
+) -> None:
+    status_path = tmp_path / "status.json"
+    with gunicorn_copies(tmp_path, control_path, status_path) as zocket:
+        for number in range(1, COPIES + 1):
+            zocket.wait_for_stderr(rf"generation {number} \(copy {number}\) ready in", 60)
+        sampler = StatusSampler(status_path, timeout=120)
+        with LoadClient(zocket.port, rate=100, duration=120) as load:
+            sampler.start()
+            try:
+                load.wait_for(lambda o: o.ok, 10)
+                (tmp_path / "app.py").write_text("def app(:\n")
+                bad = run_zocket(["reload", "--control", control_path], timeout=120)
+                assert bad.returncode == 1, (bad.stdout, bad.stderr)
+                assert re.fullmatch(
+                    r"zocket: error: generation 4 \(copy 1\) failed before ready: exit \d+; "
+                    r"generations 1 \(copy 1\), 2 \(copy 2\), 3 \(copy 3\) keep serving\n",
+                    bad.stderr,
+                ), bad.stderr
+                zocket.wait_for_stderr(r"the restart stops at copy 1 of 3", 5)
+                after = read_status(status_path)
+                assert after is not None
+                assert [g["number"] for g in serving(after)] == [1, 2, 3], after
+                assert "generation 4 (copy 1) failed before ready" in str(after["last_failure"])
+
+                (tmp_path / "app.py").write_text(APP)  # fixed: the next reload rolls from copy 1
+                good = run_zocket(["reload", "--control", control_path], timeout=120)
+                assert good.returncode == 0, (good.stdout, good.stderr)
+                assert "generations 5, 6, 7 ready; generations 1, 2, 3 told to stop" in (
+                    good.stdout
+                ), good.stdout
+                time.sleep(0.5)
+            finally:
+                sampler.stop()
+        assert_no_failures(load, minimum_ok=50)
+        assert min(sampler.counts) >= COPIES - 1, sorted(set(sampler.counts))
+        assert zocket.stop() in {0, 128 + signal.SIGTERM}
+
+
 def _index(lines: list[str], pattern: str) -> int:
     regex = re.compile(pattern)
     found = [i for i, line in enumerate(lines) if regex.search(line)]

@@ -30,15 +30,16 @@ slots, each run by its own generation (own number, pid, readiness and
 timers), so every rule above applies per slot. The first start spawns copies
 1..N. A restart is a *roll*: the new generation of slot 1 starts; once it is
 ready, slot 1's old generation is told to stop and slot 2's new one starts;
-and so on, so at most one slot at a time is without a ready old or new copy
-and capacity never drops below N-1 ready copies. The restart's outcome
-comes when the last slot is ready, or at the first new copy that fails
-before ready: the roll ends there and the remaining slots keep their old
-copies. Without overlap a slot's old copy stops before its new one starts.
-A roll that reaches a slot whose generation started after the roll began
-(a crash replacement: it runs the new code already) waits for it instead of
-replacing it. Triggers during a roll coalesce into one more full roll. The
-crash and backoff rules are per slot: the others serve on meanwhile.
+and so on. With overlap every slot has a ready copy throughout; without it
+(a slot's old copy stops before its new one starts) only the slot being
+replaced has none, so capacity never drops below N-1 ready copies. The
+restart's outcome comes when the last slot is ready, or at the first new
+copy that fails before ready: the roll ends there and the remaining slots
+keep their old copies. A roll that reaches a slot whose generation started
+after the roll began (a crash replacement: it runs the new code already)
+waits for it instead of replacing it. Triggers during a roll coalesce into
+one more full roll. The crash and backoff rules are per slot: the others
+serve on meanwhile.
 """
 
 from __future__ import annotations
@@ -378,7 +379,8 @@ class Lifecycle:
         return actions
 
     def begin(self, now: float) -> list[Action]:
-        """The first generation; a failure to start it is fatal (nothing ever served)."""
+        """The first generation of every copy slot; a failure to start one is fatal (nothing
+        ever served)."""
         actions: list[Action] = []
         for copy in range(1, self.rules.copies + 1):
             self._start(copy, now, actions, fatal=True)
