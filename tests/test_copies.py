@@ -54,13 +54,13 @@ def control_path() -> Iterator[Path]:
         yield Path(name) / "ctl.sock"
 
 
-def gunicorn_copies(app_dir: Path, control: Path, status: Path) -> ZocketProcess:
+def gunicorn_copies(app_dir: Path, control: Path, status: Path, *extra: str) -> ZocketProcess:
     (app_dir / "app.py").write_text(APP)
     command = [*server_command("gunicorn"), "-w", "1", "--no-control-socket", "--chdir",
                str(app_dir), "app:app"]
     return start_zocket(
         ["--port", "0", "--copies", COPIES, "--control", control, "--status-file", status,
-         "--", *command],
+         *extra, "--", *command],
         env={**os.environ, "HOME": str(app_dir)}, cwd=app_dir,
     )
 
@@ -103,11 +103,13 @@ class StatusSampler(threading.Thread):
         assert not self.is_alive()
 
 
+@pytest.mark.parametrize("overlap", [True, False], ids=["overlap", "no-overlap"])
 def test_copies_roll_one_at_a_time_under_load_with_no_failure(
-    tmp_path: Path, control_path: Path
+    tmp_path: Path, control_path: Path, overlap: bool
 ) -> None:
     status_path = tmp_path / "status.json"
-    with gunicorn_copies(tmp_path, control_path, status_path) as zocket:
+    extra = [] if overlap else ["--no-overlap"]
+    with gunicorn_copies(tmp_path, control_path, status_path, *extra) as zocket:
         for number in range(1, COPIES + 1):
             zocket.wait_for_stderr(rf"generation {number} \(copy {number}\) ready in", 60)
         first = wait_for(
@@ -155,15 +157,23 @@ def test_copies_roll_one_at_a_time_under_load_with_no_failure(
               f"ready copies sampled {len(sampler.counts)} times: min {min(sampler.counts)}, "
               f"max {max(sampler.counts)}")
 
+        if not overlap:  # the slot being replaced has no ready copy for a while
+            assert COPIES - 1 in sampler.counts, sorted(set(sampler.counts))
+
         # The log shows the order: in each slot the new copy was ready before the old one
-        # was stopped, and each slot waited for the one before it.
+        # was stopped (with no overlap: the old one stopped before the new one started),
+        # and each slot waited for the one before it.
         log = zocket.stderr_lines()
         for restart in range(1, RESTARTS + 1):
             for copy in range(1, COPIES + 1):
                 new, old = COPIES * restart + copy, COPIES * (restart - 1) + copy
                 ready = _index(log, rf"generation {new} \(copy {copy}\) ready in")
+                began = _index(log, rf"generation {new} \(copy {copy}\) started")
                 stopped = _index(log, rf"generation {old} \(copy {copy}\) stopped")
-                assert ready < stopped, (new, old)
+                if overlap:
+                    assert ready < stopped, (new, old)
+                else:
+                    assert stopped < began, (new, old)
                 if copy > 1:
                     assert _index(log, rf"generation {new - 1} \(copy {copy - 1}\) ready in") < (
                         _index(log, rf"generation {new} \(copy {copy}\) started")

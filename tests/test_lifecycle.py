@@ -654,6 +654,9 @@ def test_copies_without_overlap_each_slot_stops_its_old_copy_first() -> None:
     world.take()
     world.exit(2, TERMINATED)
     world.ready(4)
+    assert "2 copies replaced in 0 ms: generations 3, 4 ready; generations 1, 2 told to stop" in (
+        world.logs()
+    )
     assert world.signals() == [(3, signal.SIGTERM)]  # the next roll has begun
     assert world.lifecycle.restarts == 2
 

@@ -428,6 +428,7 @@ class Lifecycle:
         actions.append(CancelTimer(self._respawn_timer(copy)))
         if not self.rules.overlap and old is not None:
             self.making_way = old.number
+            roll.replaced.append(old.number)
             self._stop(old, self.rules.stop_signal, "making way", now, actions)
             return
         self._start(copy, now, actions)
