@@ -59,6 +59,9 @@ MAX_BACKLOG = 2**31 - 1
 #: The longest duration any option takes: a day. Longer means a typo, and the
 #: loop's timers must stay within what epoll_wait's millisecond int can wait.
 MAX_SECONDS = 86400.0
+#: The most --copies: each copy is a process group with its own fds and timers; more than
+#: this on one host is a typo, not a deployment (a multi-process server scales itself).
+MAX_COPIES = 64
 
 EPILOG = """\
 examples:
@@ -178,6 +181,16 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="boot a new generation at N more nice than zocket while the old one serves, "
         "and restore its priority once it is ready (root or RLIMIT_NICE; default 0: off)",
+    )
+    restarts.add_argument(
+        "--copies",
+        action=_Once,
+        type=_copies,
+        default=Config.copies,
+        metavar="N",
+        help=f"run N processes of the command on the held sockets (1 to {MAX_COPIES}; "
+        f"default {Config.copies}), each with ZOCKET_COPY=1..N; a restart replaces them "
+        "one at a time, each new copy ready before the old one of its slot stops",
     )
     restarts.add_argument(
         "--no-overlap",
@@ -331,6 +344,7 @@ def parse_args(argv: Sequence[str]) -> Config:
         respawn=args.respawn,
         hook=args.hook,
         overlap=args.overlap,
+        copies=args.copies,
         ready=args.ready,
         ready_timeout=args.ready_timeout,
         watch=args.watch,
@@ -447,6 +461,16 @@ def _owner(text: str) -> tuple[int, int]:
     except KeyError as exc:
         raise argparse.ArgumentTypeError(f"unknown user or group in {text!r}: {exc}") from None
     return uid, gid
+
+
+def _copies(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of copies: {text!r}") from None
+    if not 1 <= value <= MAX_COPIES:
+        raise argparse.ArgumentTypeError(f"{text!r} copies is out of range (1 to {MAX_COPIES})")
+    return value
 
 
 def _seconds(text: str) -> float:

@@ -38,6 +38,9 @@ class Config:
     stop_timeout: float = protocol.DEFAULT_STOP_TIMEOUT
     #: Start the new generation before stopping the old one.
     overlap: bool = True
+    #: How many processes of the command serve at once (each a generation of its own slot);
+    #: a restart replaces them one at a time.
+    copies: int = 1
     ready: ReadyMode = DEFAULT_READY
     ready_timeout: float = 60.0
     #: How often ``--ready auto`` looks at /proc while a generation boots: this often at
@@ -82,4 +85,5 @@ class Config:
             backoff_initial=self.backoff_initial,
             backoff_max=self.backoff_max,
             stable_after=self.stable_after,
+            copies=self.copies,
         )

@@ -452,9 +452,11 @@ def describe_status(status: dict[str, Any]) -> str:
         started = time.strftime("%H:%M:%S", time.localtime(g["started"])) if g.get("started") else "?"
         ready = f", ready {g['ready'] - g['started']:.2f} s later" if g.get("ready") else ""
         ended = f", exit status {g['exit_status']}" if g.get("exit_status") is not None else ""
-        lines.append(f"  generation {g['number']}: {g['state']}, pid {g['pid']}, "
+        copy = f" (copy {g['copy']})" if status.get("copies", 1) > 1 else ""
+        lines.append(f"  generation {g['number']}{copy}: {g['state']}, pid {g['pid']}, "
                      f"started {started}{ready}{ended}")
-    lines.append(f"  restarts: {status.get('restarts')}, generations started: "
+    copies = f"copies: {status['copies']}, " if status.get("copies", 1) > 1 else ""
+    lines.append(f"  {copies}restarts: {status.get('restarts')}, generations started: "
                  f"{status.get('generations_started')}")
     if status.get("last_failure"):
         lines.append(f"  last failure: {status['last_failure']}")

@@ -540,7 +540,11 @@ class Holder:
             self._probe(number)
 
     def _generation_env(self, notify_address: str, number: int) -> dict[str, str]:
-        env = {protocol.NOTIFY_SOCKET: notify_address, protocol.GENERATION: str(number)}
+        env = {
+            protocol.NOTIFY_SOCKET: notify_address,
+            protocol.GENERATION: str(number),
+            protocol.COPY: str(self.lifecycle.generations[number].copy),
+        }
         if self.config.user is not None:
             env.update(self.config.user.environment())
         if self.config.hook:
@@ -699,6 +703,7 @@ class Holder:
             "generations": [
                 {
                     "number": g.number,
+                    "copy": g.copy,
                     "state": state(g),
                     "pid": g.pid,
                     "started": self._walls.get(g.number),
@@ -707,6 +712,7 @@ class Holder:
                 }
                 for g in sorted(shown, key=lambda g: g.number)
             ],
+            "copies": lifecycle.rules.copies,
             "restarts": lifecycle.restarts,
             "generations_started": lifecycle.started,
             "stopping": lifecycle.stopping,
