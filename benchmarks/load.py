@@ -92,7 +92,8 @@ class BadResponse(Exception):
 
 
 def classify(exc: BaseException) -> str:
-    """The outcome kind of a request that raised ``exc``."""
+    """The outcome kind of a request that raised ``exc``: the one rule, for the benchmarks'
+    asyncio client and the tests' threaded one alike."""
     if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
         return "timeout"
     if isinstance(exc, ConnectionRefusedError):
@@ -106,6 +107,7 @@ def classify(exc: BaseException) -> str:
             ClosedEarly,
             asyncio.IncompleteReadError,
             http.client.RemoteDisconnected,
+            http.client.IncompleteRead,
         ),
     ):
         return "reset"

@@ -56,27 +56,29 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from benchmarks.load import FAILURE_KINDS, classify
+
 __all__ = [
-    "REQUEST",
-    "HookedProcess",
-    "answer",
-    "hooked_process",
     "FAILURE_KINDS",
     "FD_RESPONDER",
     "REPO",
+    "REQUEST",
     "STARTED",
     "START_LINE",
     "HeldSocket",
+    "HookedProcess",
     "LoadClient",
     "Outcome",
     "ZocketProcess",
     "ZocketStartError",
+    "answer",
     "asgi_app",
     "assert_no_failures",
     "checkout_is_built",
     "children_of",
     "group_members",
     "held_inode",
+    "hooked_process",
     "http_get",
     "kill_groups",
     "no_new_fds",
@@ -97,6 +99,7 @@ __all__ = [
     "tcp_listeners",
     "wait_for",
     "wait_readable",
+    "wait_ready",
     "write_atomically",
     "write_responder",
     "wsgi_app",
@@ -604,7 +607,6 @@ class Outcome:
         return self.kind == "ok"
 
 
-FAILURE_KINDS = ("refused", "reset", "timeout", "http_error", "error")
 
 
 class LoadClient:
@@ -706,15 +708,10 @@ class LoadClient:
 
         try:
             status, _headers, body = http_get(self.port, self.path, self.host, self.timeout)
-        except TimeoutError as exc:
-            return outcome("timeout", error=repr(exc))
-        except ConnectionRefusedError as exc:
-            return outcome("refused", error=repr(exc))
-        except (ConnectionResetError, BrokenPipeError, http.client.HTTPException) as exc:
-            # RemoteDisconnected (closed before a status line) is both of these.
-            return outcome("reset", error=repr(exc))
         except Exception as exc:  # noqa: BLE001 - recorded, never lost
-            return outcome("error", error=repr(exc))
+            # The benchmarks' rule for what a failure is: one rule, so that "no reset" means
+            # the same in a test and in a benchmark table.
+            return outcome(classify(exc), error=repr(exc))
         kind = "ok" if 200 <= status < 400 else "http_error"
         return outcome(kind, status=status, body=body)
 
@@ -980,14 +977,59 @@ def kill_groups(pgids: Iterable[int]) -> None:
 
 # --- a minimal server -------------------------------------------------------------------------
 
-#: A standard-library HTTP server on the socket inherited on fd 3, or on fd
-#: argv[1] when that is a number (other arguments are ignored). It answers every
-#: GET with a JSON description of what it sees: its pid, the address of its
-#: socket, its LISTEN_* variables and the request path.
+#: The one responder of the tests: a standard-library HTTP server on the socket inherited
+#: on fd 3, or on fd argv[1] when that is a number (other arguments are ignored). It
+#: answers every GET with a JSON description of what it sees: its generation, pid and
+#: start time, the address of its socket, its LISTEN_* variables and the request path
+#: (and the generation in an X-Zocket-Generation header).
+#:
+#: Each RESPONDER_* variable is a comma-separated list of GEN:VALUE (``*`` for any
+#: generation), so that generations of one zocket can behave differently:
+#:   RESPONDER_BOOT     seconds to sleep before serving (dies of a stop signal meanwhile)
+#:   RESPONDER_EXIT     exit with this status instead of serving (after BOOT)
+#:   RESPONDER_NOTIFY   raw | zocket: send READY=1 once serving, by hand or with zocket.notify()
+#:   RESPONDER_NOTIFY_DELAY  seconds after serving starts before READY=1
+#:   RESPONDER_ON_STOP  die (default: the signal's default action) | graceful (finish the
+#:                      request in hand, exit 0) | exit:N (graceful, exit N) | ignore
+#:   RESPONDER_LOG_DIR  every stop signal received is appended to LOG_DIR/genN.signals
 FD_RESPONDER = r"""
-import http.server, json, os, socket, sys
+import http.server, json, os, signal, socket, sys, threading, time
 
+GENERATION = os.environ.get("ZOCKET_GENERATION", "?")
+BOOTED = time.monotonic()
 FD = int(sys.argv[1]) if len(sys.argv) > 1 and sys.argv[1].isdigit() else 3
+
+
+def setting(name, default=""):
+    found = default
+    for item in os.environ.get("RESPONDER_" + name, "").split(","):
+        gen, sep, value = item.partition(":")
+        if sep and gen == GENERATION:
+            return value
+        if sep and gen == "*":
+            found = value
+    return found
+
+
+def record(what):
+    directory = os.environ.get("RESPONDER_LOG_DIR")
+    if directory:
+        with open(os.path.join(directory, f"gen{GENERATION}.signals"), "a") as f:
+            f.write(what + "\n")
+
+
+def notify_raw(message):
+    address = os.environ["NOTIFY_SOCKET"]
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        s.sendto(message, address)
+
+
+time.sleep(float(setting("BOOT", "0")))
+if setting("EXIT"):
+    sys.exit(int(setting("EXIT")))
+
 listener = socket.socket(fileno=FD)
 
 
@@ -995,7 +1037,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         name = listener.getsockname()
         body = json.dumps({
+            "generation": GENERATION,
             "pid": os.getpid(),
+            "booted": BOOTED,
             "sockname": name if isinstance(name, str) else list(name),
             "listen_pid": os.environ.get("LISTEN_PID"),
             "listen_fds": os.environ.get("LISTEN_FDS"),
@@ -1005,6 +1049,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
+        self.send_header("X-Zocket-Generation", GENERATION)
         self.end_headers()
         self.wfile.write(body)
 
@@ -1015,8 +1060,53 @@ class Handler(http.server.BaseHTTPRequestHandler):
 server = http.server.HTTPServer(("", 0), Handler, bind_and_activate=False)
 server.socket.close()
 server.socket = listener
-server.serve_forever()
+exit_code = [0]
+on_stop = setting("ON_STOP", "die")
+
+
+def stop(signum, frame):
+    record(signal.Signals(signum).name)
+    if on_stop.startswith("exit:"):
+        exit_code[0] = int(on_stop[5:])
+    threading.Thread(target=server.shutdown, daemon=True).start()
+
+
+def ignore(signum, frame):
+    record(signal.Signals(signum).name)
+
+
+if on_stop != "die":
+    # A racing sibling may take the connection select() saw: never block in accept().
+    listener.setblocking(False)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, ignore if on_stop == "ignore" else stop)
+
+
+def notify_later(how, delay):
+    time.sleep(delay)
+    if how == "raw":
+        notify_raw(b"READY=1")
+    else:
+        import zocket
+        assert zocket.notify("READY=1")
+
+
+how = setting("NOTIFY")
+if how:
+    threading.Thread(
+        target=notify_later, args=(how, float(setting("NOTIFY_DELAY", "0"))), daemon=True
+    ).start()
+server.serve_forever(poll_interval=0.05)
+sys.exit(exit_code[0])
 """
+
+
+def wait_ready(zocket: ZocketProcess, number: int, timeout: float = 40.0) -> int:
+    """Wait for zocket's ``generation N ready in M ms``; returns M."""
+    line = zocket.wait_for_stderr(rf"zocket: generation {number} ready in \d+ ms", timeout)
+    match = re.search(r"ready in (\d+) ms", line)
+    assert match is not None
+    return int(match[1])
 
 
 def write_responder(directory: Path) -> Path:

@@ -66,8 +66,10 @@ def gunicorn_zocket(
     )
 
 
-def ctl(*args: object, timeout: float = 60.0, **env: str) -> subprocess.CompletedProcess[str]:
-    return run_zocket(args, timeout=timeout, env={**os.environ, **env})
+def ctl(
+    *args: object, timeout: float = 60.0, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return run_zocket(args, timeout=timeout, env={**os.environ, **(env or {})})
 
 
 def test_reload_finds_the_zocket_of_a_port_in_the_runtime_directory(
@@ -86,11 +88,11 @@ def test_reload_finds_the_zocket_of_a_port_in_the_runtime_directory(
             [f"{one.pid}.sock", f"{other.pid}.sock"]
         )
         assert oct((control_dir / "zocket").stat().st_mode & 0o777) == "0o700"
-        result = ctl("reload", "--port", other.port, **runtime)
+        result = ctl("reload", "--port", other.port, env=runtime)
         assert result.returncode == 0, result.stderr
         other.wait_for_stderr(r"generation 2 ready in", 5)
         assert not any("restarting" in line for line in one.stderr_lines())
-        both = ctl("reload", **runtime)
+        both = ctl("reload", env=runtime)
         assert both.returncode == 2, both
         assert f"several zockets run (pids {min(one.pid, other.pid)}, " in both.stderr
         assert {one.stop(), other.stop()} <= {0, 128 + signal.SIGTERM}

@@ -112,10 +112,11 @@ def test_copies_roll_one_at_a_time_under_load_with_no_failure(
     with gunicorn_copies(tmp_path, control_path, status_path, *extra) as zocket:
         for number in range(1, COPIES + 1):
             zocket.wait_for_stderr(rf"generation {number} \(copy {number}\) ready in", 60)
-        first = wait_for(
-            lambda: (s := read_status(status_path)) is not None and len(serving(s)) == COPIES
-            and s, 10, message="every copy serving in the status file",
-        )
+        def all_serving() -> dict[str, object] | None:
+            status = read_status(status_path)
+            return status if status is not None and len(serving(status)) == COPIES else None
+
+        first = wait_for(all_serving, 10, message="every copy serving in the status file")
         assert first["copies"] == COPIES
         # Each copy has its own ZOCKET_COPY, and the status says which slot each pid runs.
         for generation in serving(first):
@@ -166,17 +167,17 @@ def test_copies_roll_one_at_a_time_under_load_with_no_failure(
         log = zocket.stderr_lines()
         for restart in range(1, RESTARTS + 1):
             for copy in range(1, COPIES + 1):
-                new, old = COPIES * restart + copy, COPIES * (restart - 1) + copy
-                ready = _index(log, rf"generation {new} \(copy {copy}\) ready in")
-                began = _index(log, rf"generation {new} \(copy {copy}\) started")
-                stopped = _index(log, rf"generation {old} \(copy {copy}\) stopped")
+                fresh, stale = COPIES * restart + copy, COPIES * (restart - 1) + copy
+                ready = _index(log, rf"generation {fresh} \(copy {copy}\) ready in")
+                began = _index(log, rf"generation {fresh} \(copy {copy}\) started")
+                stopped = _index(log, rf"generation {stale} \(copy {copy}\) stopped")
                 if overlap:
-                    assert ready < stopped, (new, old)
+                    assert ready < stopped, (fresh, stale)
                 else:
-                    assert stopped < began, (new, old)
+                    assert stopped < began, (fresh, stale)
                 if copy > 1:
-                    assert _index(log, rf"generation {new - 1} \(copy {copy - 1}\) ready in") < (
-                        _index(log, rf"generation {new} \(copy {copy}\) started")
+                    assert _index(log, rf"generation {fresh - 1} \(copy {copy - 1}\) ready in") < (
+                        _index(log, rf"generation {fresh} \(copy {copy}\) started")
                     )
         last = read_status(status_path)
         assert last is not None and last["restarts"] == RESTARTS

@@ -60,6 +60,7 @@ from support import (
     started,
     tcp_listeners,
     wait_for,
+    wait_ready,
     write_responder,
     zocket_argv,
     zocket_env,
@@ -224,10 +225,6 @@ def cleanup(zocket: ZocketProcess) -> Iterator[ZocketProcess]:
             yield zocket
     finally:
         kill_groups([pid for _, pid in started(zocket)])
-
-
-def wait_ready(zocket: ZocketProcess, number: int, timeout: float = 30.0) -> str:
-    return zocket.wait_for_stderr(rf"zocket: generation {number} ready in \d+ ms", timeout)
 
 
 def wait_switched(zocket: ZocketProcess, number: int, timeout: float = 30.0) -> None:

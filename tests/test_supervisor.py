@@ -8,7 +8,7 @@ logged (one line per step of a generation's life).
 
 Servers: gunicorn (2 sync workers), uvicorn ``--fd {fd}`` and hypercorn
 ``--bind fd://{fd}`` with apps that sleep at import (the boot time a restart
-must hide), and `RESPONDER`, a standard-library server whose behaviour per
+must hide), and support's `FD_RESPONDER`, a standard-library server whose behaviour per
 generation (boot time, READY=1, what it does with a stop signal) is set by
 environment variables, for the readiness and stopping rules.
 
@@ -22,6 +22,7 @@ also kills the server's process group if anything outlived zocket.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -47,11 +48,14 @@ from support import (
     start_in,
     started,
     wait_for,
+    wait_ready,
     write_atomically,
+    write_responder,
     wsgi_app,
 )
 
-GENERATION_IN_BODY = re.compile(rb"generation=(\d+)")
+#: Who answered: ``generation=N`` in the apps' bodies, ``"generation": "N"`` in the responder's.
+GENERATION_IN_BODY = re.compile(rb'generation(?:=|": ")(\d+)')
 
 # --- apps -----------------------------------------------------------------------------------------
 
@@ -74,110 +78,6 @@ WSGI_APP = wsgi_app(APP_BODY, prelude=APP_PRELUDE, headers=APP_HEADERS)
 #: The same as an ASGI app (with the lifespan protocol, which uvicorn and hypercorn speak).
 ASGI_APP = asgi_app(APP_BODY, prelude=APP_PRELUDE, headers=APP_HEADERS)
 
-#: A standard-library HTTP server on fd 3. Each RESPONDER_* variable is a comma-separated
-#: list of GEN:VALUE (``*`` for any generation), so that generations can behave differently:
-#:   RESPONDER_BOOT     seconds to sleep before serving (dies of a stop signal meanwhile)
-#:   RESPONDER_EXIT     exit with this status instead of serving (after BOOT)
-#:   RESPONDER_NOTIFY   raw | zocket: send READY=1 once serving, by hand or with zocket.notify()
-#:   RESPONDER_NOTIFY_DELAY  seconds after serving starts before READY=1
-#:   RESPONDER_ON_STOP  graceful (default) | exit:N | ignore: what SIGTERM/SIGINT do
-#:   RESPONDER_LOG_DIR  every stop signal received is appended to LOG_DIR/genN.signals
-RESPONDER = r'''
-import http.server, os, signal, socket, sys, threading, time
-
-GENERATION = os.environ.get("ZOCKET_GENERATION", "?")
-BOOTED = time.monotonic()
-
-
-def setting(name, default=""):
-    found = default
-    for item in os.environ.get("RESPONDER_" + name, "").split(","):
-        gen, sep, value = item.partition(":")
-        if sep and gen == GENERATION:
-            return value
-        if sep and gen == "*":
-            found = value
-    return found
-
-
-def record(what):
-    directory = os.environ.get("RESPONDER_LOG_DIR")
-    if directory:
-        with open(os.path.join(directory, f"gen{GENERATION}.signals"), "a") as f:
-            f.write(what + "\n")
-
-
-def notify_raw(message):
-    address = os.environ["NOTIFY_SOCKET"]
-    if address.startswith("@"):
-        address = "\0" + address[1:]
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
-        s.sendto(message, address)
-
-
-time.sleep(float(setting("BOOT", "0")))
-if setting("EXIT"):
-    sys.exit(int(setting("EXIT")))
-
-listener = socket.socket(fileno=3)
-listener.setblocking(False)  # a racing sibling may take the connection select() saw
-
-
-class Handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        body = f"generation={GENERATION} booted={BOOTED:.6f} pid={os.getpid()}\n".encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "text/plain")
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("X-Zocket-Generation", GENERATION)
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
-server = http.server.HTTPServer(("", 0), Handler, bind_and_activate=False)
-server.socket.close()
-server.socket = listener
-exit_code = [0]
-on_stop = setting("ON_STOP", "graceful")
-
-
-def stop(signum, frame):
-    record(signal.Signals(signum).name)
-    if on_stop.startswith("exit:"):
-        exit_code[0] = int(on_stop[5:])
-    threading.Thread(target=server.shutdown, daemon=True).start()
-
-
-def ignore(signum, frame):
-    record(signal.Signals(signum).name)
-
-
-for signum in (signal.SIGTERM, signal.SIGINT):
-    signal.signal(signum, ignore if on_stop == "ignore" else stop)
-
-
-def notify_later(how, delay):
-    time.sleep(delay)
-    if how == "raw":
-        notify_raw(b"READY=1")
-    else:
-        import zocket
-        assert zocket.notify("READY=1")
-
-
-how = setting("NOTIFY")
-if how:
-    threading.Thread(
-        target=notify_later, args=(how, float(setting("NOTIFY_DELAY", "0"))), daemon=True
-    ).start()
-server.serve_forever(poll_interval=0.05)
-sys.exit(exit_code[0])
-'''
-
-
 def gunicorn(workers: int = 2) -> list[str]:
     return [*server_command("gunicorn"), "-w", str(workers), "--no-control-socket", "app:app"]
 
@@ -188,7 +88,7 @@ def app_dir(tmp_path: Path) -> Path:
     directory.mkdir()
     (directory / "app.py").write_text(WSGI_APP)
     (directory / "asgi.py").write_text(ASGI_APP)
-    (directory / "responder.py").write_text(RESPONDER)
+    write_responder(directory)
     return directory
 
 
@@ -200,7 +100,7 @@ def run(app_dir: Path, args: list[str], **env: str) -> Iterator[ZocketProcess]:
     every generation it logged is SIGKILLed if anything is still left in it, now that
     all of zocket's stderr has been read.
     """
-    env = {"PYTHONDONTWRITEBYTECODE": "1", **env}
+    env = {"PYTHONDONTWRITEBYTECODE": "1", "RESPONDER_ON_STOP": "*:graceful", **env}
     zocket = start_in(app_dir, args, home=app_dir.parent, **env)
     try:
         with zocket:
@@ -210,7 +110,8 @@ def run(app_dir: Path, args: list[str], **env: str) -> Iterator[ZocketProcess]:
 
 
 def responder() -> list[str]:
-    return [sys.executable, "responder.py"]
+    """support's responder, as written into ``app_dir`` (graceful on a stop signal: `run`)."""
+    return [sys.executable, "fd_responder.py"]
 
 
 # --- reading outcomes and logs --------------------------------------------------------------------
@@ -237,12 +138,6 @@ def line_index(zocket: ZocketProcess, pattern: str) -> int:
 def lines_matching(zocket: ZocketProcess, pattern: str) -> list[re.Match[str]]:
     regex = re.compile(pattern)
     return [m for m in map(regex.search, zocket.stderr_lines()) if m is not None]
-
-
-def wait_ready(zocket: ZocketProcess, number: int, timeout: float = 40.0) -> int:
-    """Wait for ``generation N ready in M ms``; returns M."""
-    line = zocket.wait_for_stderr(rf"zocket: generation {number} ready in \d+ ms", timeout)
-    return int(re.search(r"ready in (\d+) ms", line)[1])  # type: ignore[index]
 
 
 def alive(pid: int) -> bool:
@@ -502,7 +397,7 @@ def test_fifty_sighups_in_a_second_coalesce(app_dir: Path, load_factory: list[Lo
     assert max(generations_seen(load)) == last
     assert after and {generation_of(o) for o in after} == {last}, load.summary()
     # The last generation started after the last SIGHUP: the last trigger went live.
-    booted = float(re.search(rb"booted=([\d.]+)", final.body)[1])  # type: ignore[index]
+    booted = float(json.loads(final.body)["booted"])
     assert booted > last_sighup, (booted, last_sighup)
     assert log.count("changed while starting: restarting") >= 1, log
     assert log.count("SIGHUP: restarting") + log.count("changed while starting") == last - 1, log

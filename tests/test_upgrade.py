@@ -16,6 +16,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -104,8 +105,9 @@ def start(site: Path, workdir: Path, control: Path, *extra: str) -> Running:
     return running
 
 
-def status(running: Running) -> dict[str, object]:
-    return json.loads((running.workdir / "status.json").read_text())
+def status(running: Running) -> dict[str, Any]:
+    record: dict[str, Any] = json.loads((running.workdir / "status.json").read_text())
+    return record
 
 
 def port_of(running: Running) -> int:
@@ -142,7 +144,7 @@ def test_upgrade_under_load_keeps_the_pid_the_socket_and_the_generation(
             load.wait_for(lambda o: o.ok, 10)
         assert_no_failures(load, minimum_ok=50)
         generations = status(running)["generations"]
-        assert [g["number"] for g in generations] == [3], generations  # type: ignore[index]
+        assert [g["number"] for g in generations] == [3], generations
         assert running.stop() == 128 + signal.SIGTERM
         assert "Traceback" not in running.text(), running.text()
         assert not control.exists()
