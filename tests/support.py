@@ -56,6 +56,11 @@ from urllib.parse import urlsplit
 
 import pytest
 
+# benchmarks/ is not installed; appended (not prepended), so that an installed zocket still
+# comes before the source tree, whose compiled module CI does not build in place.
+if str(Path(__file__).resolve().parents[1]) not in sys.path:
+    sys.path.append(str(Path(__file__).resolve().parents[1]))
+
 from benchmarks.load import FAILURE_KINDS, classify
 
 __all__ = [
