@@ -13,7 +13,9 @@ readable and calls `Adopter.handle`, which decides:
   socket as dup2 would) and bind() returns 0. The caller goes on with the held
   socket, already bound and listening.
 - ``listen(fd)`` of a held socket: returns 0 and leaves the shared backlog alone
-  (node asks for 511, http.server for 5).
+  (node asks for 511, http.server for 5). ``shutdown(fd, SHUT_RD or SHUT_RDWR)``
+  of a held socket likewise (WEBrick's stop would end the shared socket's
+  listening for every generation); the filter never sends SHUT_WR here.
 - anything else: the kernel runs the syscall itself (SECCOMP_USER_NOTIF_FLAG_CONTINUE).
   A bind of the held port that is not adopted (UDP, or an address the held
   socket does not serve) gets the kernel's own answer and one log line.
@@ -172,7 +174,7 @@ class Adopter:
         try:
             if n.nr == libc.SYS_BIND and self._bind(listener, n):
                 return
-            if n.nr == libc.SYS_LISTEN and self._listen(listener, n):
+            if n.nr in (libc.SYS_LISTEN, libc.SYS_SHUTDOWN) and self._held_call(listener, n):
                 return
         except OSError as exc:
             if exc.errno == errno.ENOENT:
@@ -226,8 +228,8 @@ class Adopter:
             )
         return True
 
-    def _listen(self, listener: int, n: libc.Notification) -> bool:
-        """listen() of a held socket succeeds untouched; False for any other socket."""
+    def _held_call(self, listener: int, n: libc.Notification) -> bool:
+        """listen() or shutdown() of a held socket succeeds untouched; False for any other."""
         fd = _signed_fd(n.args[0])
         if fd < 0:
             return False

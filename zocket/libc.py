@@ -47,6 +47,7 @@ from .constants import (
     O_CLOEXEC,
     O_NONBLOCK,
     SCM_RIGHTS,
+    SHUT_WR,
     SOCK_CLOEXEC,
     SOL_SOCKET,
     WNOHANG,
@@ -657,6 +658,7 @@ SYS_SECCOMP: int = lib.ZOCKET_SYS_seccomp
 
 _SECCOMP_DATA_NR = ffi.offsetof("struct seccomp_data", "nr")
 _SECCOMP_DATA_ARCH = ffi.offsetof("struct seccomp_data", "arch")
+_SECCOMP_DATA_ARGS = ffi.offsetof("struct seccomp_data", "args")
 
 
 @dataclass(frozen=True)
@@ -674,19 +676,26 @@ class SeccompProgram:
 
 
 def seccomp_program(
-    actions: Mapping[int, int], default: int = SECCOMP_RET_ALLOW, arch: int = AUDIT_ARCH
+    actions: Mapping[int, int],
+    default: int = SECCOMP_RET_ALLOW,
+    arch: int = AUDIT_ARCH,
+    unless: Mapping[int, tuple[int, int]] | None = None,
 ) -> SeccompProgram:
     """A filter: syscall number -> SECCOMP_RET_* action, everything else ``default``.
 
+    ``unless`` maps a syscall number to (argument index, value): when that argument's
+    low 32 bits equal the value, the syscall gets ``default`` instead of its action
+    (how shutdown(fd, SHUT_WR), every connection's half-close, stays at full speed).
     A syscall made under another architecture's convention (i386 code on x86_64)
-    gets ``default`` too: its numbers mean other calls. Built in the parent, so
-    the fork-to-exec child only hands a pointer to the kernel.
+    gets ``default`` too: its numbers mean other calls. Built in the parent, so the
+    fork-to-exec child only hands a pointer to the kernel.
     """
     if not arch:
         raise ValueError("this architecture's AUDIT_ARCH value is unknown to zocket")
+    unless = dict(unless or {})
     pairs = tuple(sorted(actions.items()))
-    if len(pairs) > 100:
-        raise ValueError("at most 100 syscalls in one program")
+    if len(pairs) > 40:
+        raise ValueError("at most 40 syscalls in one program")
     ld = lib.BPF_LD | lib.BPF_W | lib.BPF_ABS
     jeq = lib.BPF_JMP | lib.BPF_JEQ | lib.BPF_K
     ret = lib.BPF_RET | lib.BPF_K
@@ -697,8 +706,19 @@ def seccomp_program(
         (ld, 0, 0, _SECCOMP_DATA_NR),
     ]
     for nr, action in pairs:
-        code.append((jeq, 0, 1, nr & 0xFFFFFFFF))
-        code.append((ret, 0, 0, action))
+        if nr in unless:
+            index, value = unless[nr]
+            if not 0 <= index < 6:
+                raise ValueError(f"a syscall has arguments 0 to 5, not {index}")
+            low = _SECCOMP_DATA_ARGS + 8 * index + (0 if sys.byteorder == "little" else 4)
+            code.append((jeq, 0, 4, nr & 0xFFFFFFFF))  # not this call: on to the next one
+            code.append((ld, 0, 0, low))
+            code.append((jeq, 1, 0, value & 0xFFFFFFFF))
+            code.append((ret, 0, 0, action))
+            code.append((ret, 0, 0, default))
+        else:
+            code.append((jeq, 0, 1, nr & 0xFFFFFFFF))
+            code.append((ret, 0, 0, action))
     code.append((ret, 0, 0, default))
     instructions = ffi.new("struct sock_filter[]", len(code))
     for slot, (op, jt, jf, k) in zip(instructions, code):
@@ -710,14 +730,19 @@ def seccomp_program(
 
 
 def adoption_program() -> SeccompProgram:
-    """What zocket installs in a generation: bind() and listen() go to the holder.
+    """What zocket installs in a generation: bind(), listen() and shutdown() go to the holder.
 
-    shutdown() is not among them: every connection's shutdown would wait for the
-    holder, and no server seen shuts its listener down (which would stop the shared
-    socket listening).
+    shutdown(SHUT_RD or SHUT_RDWR) of a listening socket stops it listening, for
+    every process that shares it: WEBrick does that to its listeners when it stops,
+    which would refuse every connection until the next bind. shutdown(SHUT_WR), a
+    connection's half-close that node and Go make for every response, is let
+    through in the kernel: it cannot stop a listener.
     """
     notify = SECCOMP_RET_USER_NOTIF
-    return seccomp_program({SYS_BIND: notify, SYS_LISTEN: notify})
+    return seccomp_program(
+        {SYS_BIND: notify, SYS_LISTEN: notify, SYS_SHUTDOWN: notify},
+        unless={SYS_SHUTDOWN: (1, SHUT_WR)},
+    )
 
 
 def seccomp_set_mode_filter(program: SeccompProgram, flags: int = 0) -> int:

@@ -123,7 +123,7 @@ def spawn(
     else:
         read_end, write_end = libc.pipe2()
     listener: int | None = None
-    adopt_error = 0
+    adopt_error = errno.ENOSYS if adopt and program is None else 0
     try:
         pid = libc.spawn(
             paths,

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 
 from . import libc, readiness
 from .activation import notify
+from .adoption import Adopter  # kernel adoption (issue 14)
 from .addresses import ListenSpec
 from .command import expand
 from .listeners import Listener, UnixPermissions, inherited_listeners, open_listeners
@@ -99,6 +100,9 @@ class Config:
     debounce: float = 0.02
     #: Make Python servers that bind the held address adopt the held socket (zocket/_hook).
     hook: bool = True
+    #: Answer each generation's bind()/listen() of a held address with the held socket, at
+    #: the kernel boundary (seccomp user notification; zocket/adoption.py).
+    adopt: bool = True
     #: Hold the sockets zocket was itself given through LISTEN_FDS instead of binding.
     inherit: bool = False
     #: Become a child subreaper and reap every orphan (what PID 1 in a container must do).
@@ -368,6 +372,7 @@ class Supervisor:
                 extra_env=self._extra_env(notify_name, number),
                 cwd=self.config.cwd,
                 deathsig=self.config.deathsig,
+                adopt=self.config.adopt,  # kernel adoption (issue 14)
             )
         except BaseException:
             libc.close(notify_fd)
@@ -380,6 +385,16 @@ class Supervisor:
         self._selector.register(notify_fd, selectors.EVENT_READ, self._on_notify)
         if child.pidfd is not None:
             self._selector.register(child.pidfd, selectors.EVENT_READ, self._on_child_exit)
+        # --- kernel adoption (issue 14): the generation's bind()/listen() wait on this fd.
+        if child.seccomp_listener is not None:
+            adopter = Adopter(self.listeners, self.log, number)
+            self._selector.register(child.seccomp_listener, selectors.EVENT_READ, adopter.handle)
+        elif self.config.adopt:
+            self.log(
+                f"adoption: seccomp user notification unavailable ({os.strerror(child.adopt_error)}"
+                f"): generation {number} runs without it"
+            )
+        # --- end of kernel adoption
         self._watch_readiness(generation)
         return generation
 
@@ -588,7 +603,9 @@ class Supervisor:
             g for g in self.generations if g.alive or g is generation or g is self._principal
         ]
         if self._selector is not None:
-            for fd in (generation.child.pidfd, generation.notify_fd):
+            child = generation.child
+            # child.seccomp_listener: kernel adoption (issue 14)
+            for fd in (child.pidfd, generation.notify_fd, child.seccomp_listener):
                 if fd is not None and fd >= 0:
                     self._selector.unregister(fd)
         generation.child.close()

@@ -1,0 +1,258 @@
+"""Servers in other languages bind the port themselves and get the held socket (zocket/adoption).
+
+Each test starts a real runtime, unchanged, under zocket on a free port: node, `php -S`,
+`python3 -m http.server` with the Python hook off, a static Go net/http binary, Ruby's WEBrick,
+Java's com.sun.net.httpserver. The server's own bind() of the port zocket holds would fail with
+EADDRINUSE (the held socket has no SO_REUSEPORT); it serves, so the kernel-side adoption gave
+it the held socket, and /proc shows that socket in the server and no listener of its own.
+
+A runtime missing on this machine skips its test, except in CI (CI=true), where .ci/run
+installs them all and a missing one is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from support import (
+    LoadClient,
+    ZocketProcess,
+    assert_no_failures,
+    group_members,
+    held_inode,
+    http_get,
+    socket_inodes,
+    start_in,
+    tcp_listeners,
+    wait_for,
+)
+
+pytestmark = pytest.mark.slow
+
+#: How many SIGHUP restarts each runtime goes through under load.
+RESTARTS = 3
+#: Requests per second of the steady load (4 threads, each request on a new connection).
+RATE = 80.0
+#: Seconds the load runs between restarts.
+PAUSE = 0.7
+
+NODE_SERVER = """\
+const http = require("http");
+const port = Number(process.argv[2]);
+http.createServer((req, res) => res.end(`hello from node ${process.pid}\\n`)).listen(port);
+"""
+
+PHP_INDEX = "<?php echo 'hello from php ', getmypid(), \"\\n\";\n"
+
+GO_SERVER = """\
+package main
+
+import (
+\t"fmt"
+\t"net/http"
+\t"os"
+)
+
+func main() {
+\thttp.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+\t\tfmt.Fprintf(w, "hello from go %d\\n", os.Getpid())
+\t})
+\tif err := http.ListenAndServe(":"+os.Args[1], nil); err != nil {
+\t\tfmt.Fprintln(os.Stderr, err)
+\t\tos.Exit(1)
+\t}
+}
+"""
+
+RUBY_SERVER = """\
+require "webrick"
+server = WEBrick::HTTPServer.new(Port: Integer(ARGV[0]), BindAddress: "127.0.0.1",
+                                 AccessLog: [], Logger: WEBrick::Log.new($stderr, WEBrick::Log::WARN))
+server.mount_proc("/") { |req, res| res.body = "hello from ruby #{Process.pid}\\n" }
+trap("TERM") { server.shutdown }
+server.start
+"""
+
+JAVA_SERVER = """\
+import com.sun.net.httpserver.HttpServer;
+import java.io.OutputStream;
+import java.net.InetSocketAddress;
+
+public class Hello {
+    public static void main(String[] args) throws Exception {
+        HttpServer server = HttpServer.create(new InetSocketAddress(Integer.parseInt(args[0])), 0);
+        server.createContext("/", exchange -> {
+            byte[] body = ("hello from java " + ProcessHandle.current().pid() + "\\n").getBytes();
+            exchange.sendResponseHeaders(200, body.length);
+            try (OutputStream out = exchange.getResponseBody()) { out.write(body); }
+        });
+        server.start();
+        Runtime.getRuntime().addShutdownHook(new Thread(() -> server.stop(1)));
+    }
+}
+"""
+
+
+def need(binary: str) -> str:
+    """The path of ``binary``; skips the test without it, fails in CI (which installs it)."""
+    path = shutil.which(binary)
+    if path is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{binary} is not installed: .ci/run should have installed it")
+        pytest.skip(f"{binary} is not installed")
+    return path
+
+
+@pytest.fixture(scope="module")
+def go_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A static Go net/http server, built once for this module with its own caches."""
+    go = need("go")
+    work = tmp_path_factory.mktemp("go")
+    (work / "main.go").write_text(GO_SERVER)
+    (work / "go.mod").write_text("module hello\n\ngo 1.19\n")
+    env = {
+        **os.environ,
+        "CGO_ENABLED": "0",
+        "GOCACHE": str(work / "cache"),
+        "GOPATH": str(work / "gopath"),
+        "GOFLAGS": "",
+        "GO111MODULE": "on",
+    }
+    subprocess.run(
+        [go, "build", "-o", str(work / "hello")], cwd=work, env=env, check=True, timeout=300
+    )
+    return work / "hello"
+
+
+@pytest.fixture(scope="module")
+def java_class(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    javac = need("javac")
+    work = tmp_path_factory.mktemp("java")
+    (work / "Hello.java").write_text(JAVA_SERVER)
+    subprocess.run([javac, "Hello.java"], cwd=work, check=True, timeout=300)
+    return work
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """One runtime's server: its files, its command line (``{port}`` is zocket's placeholder)."""
+
+    name: str
+    binary: str
+    command: list[str]
+    body: bytes
+    files: dict[str, str] = field(default_factory=dict)
+    options: list[str] = field(default_factory=list)
+
+
+RUNTIMES = [
+    Runtime("node", "node", ["node", "server.js", "{port}"], b"hello from node",
+            {"server.js": NODE_SERVER}),
+    Runtime("php", "php", ["php", "-S", "127.0.0.1:{port}"], b"hello from php",
+            {"index.php": PHP_INDEX}),
+    Runtime("python", sys.executable,
+            [sys.executable, "-m", "http.server", "{port}", "--bind", "127.0.0.1"],
+            b"<!DOCTYPE", {"index.txt": "hello\n"}, ["--no-hook"]),
+    Runtime("go", "go", ["./hello", "{port}"], b"hello from go"),
+    Runtime("ruby", "ruby", ["ruby", "server.rb", "{port}"], b"hello from ruby",
+            {"server.rb": RUBY_SERVER}),
+    Runtime("java", "java", ["java", "-cp", "{classes}", "Hello", "{port}"], b"hello from java"),
+]
+
+
+def prepare(runtime: Runtime, tmp_path: Path, request: pytest.FixtureRequest) -> list[str]:
+    """Write the runtime's files into ``tmp_path``; the zocket arguments that run it."""
+    need(runtime.binary)
+    for name, text in runtime.files.items():
+        (tmp_path / name).write_text(text)
+    command = list(runtime.command)
+    if runtime.name == "go":
+        shutil.copy(request.getfixturevalue("go_binary"), tmp_path / "hello")
+    if runtime.name == "java":
+        classes = str(request.getfixturevalue("java_class"))
+        command = [classes if word == "{classes}" else word for word in command]
+    return [*runtime.options, "--", *command]
+
+
+def adopted_lines(zocket: ZocketProcess, generation: int) -> list[str]:
+    pattern = re.compile(
+        rf"generation {generation} \(pid \d+\): bind\((\S+)\) adopted the held socket \(fd 3\)"
+    )
+    return [line for line in zocket.stderr_lines() if pattern.search(line)]
+
+
+def assert_serves_on_the_held_socket(zocket: ZocketProcess, pid: int) -> None:
+    """Every TCP listener the server's processes have open is the held socket; one has it."""
+    held = held_inode(zocket)
+    listeners = tcp_listeners()
+    seen = []
+    for member in group_members(pid):
+        try:
+            inodes = socket_inodes(member)
+        except FileNotFoundError:
+            continue
+        for fd, inode in inodes.items():
+            if inode in listeners:
+                assert inode == held, f"pid {member} fd {fd} listens on {listeners[inode]}"
+                seen.append((member, fd))
+    assert seen, f"no process of generation {pid} holds the socket"
+
+
+def generation_pid(zocket: ZocketProcess, number: int) -> int:
+    line = zocket.wait_for_stderr(rf"generation {number} started \(pid \d+\)", timeout=30)
+    match = re.search(r"\(pid (\d+)\)", line)
+    assert match is not None
+    return int(match[1])
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES, ids=[r.name for r in RUNTIMES])
+def test_runtime_adopts_the_held_socket_across_restarts(
+    runtime: Runtime, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    args = prepare(runtime, tmp_path, request)
+    with start_in(tmp_path, args) as zocket:
+        ready = zocket.wait_for_stderr(r"generation 1 ready in \d+ ms", timeout=60)
+        assert "(auto: process" in ready, ready  # --ready auto saw it wait (epoll, poll, ...)
+        assert adopted_lines(zocket, 1), zocket.stderr_text(timeout=0)
+        status, _, body = http_get(zocket.port)
+        assert status == 200 and body.startswith(runtime.body), body
+        assert_serves_on_the_held_socket(zocket, zocket.child_pid)
+        with LoadClient(zocket.port, rate=RATE, threads=4, duration=120) as load:
+            load.wait_for(lambda o: o.ok, timeout=10)
+            for number in range(2, RESTARTS + 2):
+                time.sleep(PAUSE)  # serve a while between restarts
+                zocket.send_signal(signal.SIGHUP)
+                pid = generation_pid(zocket, number)
+                zocket.wait_for_stderr(rf"generation {number} ready in", timeout=60)
+                zocket.wait_for_stderr(rf"generation {number - 1} stopped", timeout=30)
+                assert adopted_lines(zocket, number)
+                since = time.monotonic()
+                load.wait_for(lambda o: o.ok, timeout=10, since=since)
+            assert_serves_on_the_held_socket(zocket, pid)
+            time.sleep(PAUSE)
+        assert_no_failures(load, minimum_ok=int(RATE * PAUSE * RESTARTS / 2))
+        print(f"{runtime.name}: {load.summary()}")
+        assert not any("not adopted" in line for line in zocket.stderr_lines())
+        assert zocket.stop() in (0, 128 + signal.SIGTERM, 143, 130)
+
+
+def test_no_adopt_leaves_the_bind_to_the_kernel(tmp_path: Path) -> None:
+    """With --no-adopt a server that binds the held port meets EADDRINUSE, as before."""
+    need("node")
+    (tmp_path / "server.js").write_text(NODE_SERVER)
+    with start_in(tmp_path, ["--no-adopt", "--no-respawn", "--", "node", "server.js", "{port}"]) \
+            as zocket:
+        wait_for(lambda: zocket.returncode is not None, 30, message="zocket to exit")
+        text = zocket.stderr_text()
+    assert "EADDRINUSE" in text
+    assert "adopted" not in text and "adoption:" not in text
