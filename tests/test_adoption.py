@@ -52,6 +52,15 @@ const port = Number(process.argv[2]);
 http.createServer((req, res) => res.end(`hello from node ${process.pid}\\n`)).listen(port);
 """
 
+#: The one line that makes node finish its requests when told to stop: what loses nothing.
+NODE_GRACEFUL_SERVER = """\
+const http = require("http");
+const port = Number(process.argv[2]);
+const server = http.createServer((req, res) => res.end(`hello from node ${process.pid}\\n`));
+server.listen(port);
+process.on("SIGTERM", () => server.close());
+"""
+
 PHP_INDEX = "<?php echo 'hello from php ', getmypid(), \"\\n\";\n"
 
 GO_SERVER = """\
@@ -153,11 +162,15 @@ class Runtime:
     body: bytes
     files: dict[str, str] = field(default_factory=dict)
     options: list[str] = field(default_factory=list)
+    #: Dies at once on SIGTERM (node without a handler): see `assert_only_stop_losses`.
+    loses_on_stop: bool = False
 
 
 RUNTIMES = [
     Runtime("node", "node", ["node", "server.js", "{port}"], b"hello from node",
-            {"server.js": NODE_SERVER}),
+            {"server.js": NODE_SERVER}, loses_on_stop=True),
+    Runtime("node-graceful", "node", ["node", "server.js", "{port}"], b"hello from node",
+            {"server.js": NODE_GRACEFUL_SERVER}),
     Runtime("php", "php", ["php", "-S", "127.0.0.1:{port}"], b"hello from php",
             {"index.php": PHP_INDEX}),
     Runtime("python", sys.executable,
@@ -208,6 +221,27 @@ def assert_serves_on_the_held_socket(zocket: ZocketProcess, pid: int) -> None:
     assert seen, f"no process of generation {pid} holds the socket"
 
 
+def assert_only_stop_losses(load: LoadClient, zocket: ZocketProcess) -> None:
+    """What a server that dies at once on SIGTERM may lose, and nothing else.
+
+    node without a SIGTERM handler exits the moment zocket tells an old generation to
+    stop (after the new one is ready): the requests that old node had accepted and not
+    answered yet are reset. Measured here at 200 requests/s over 10 restarts: 3 resets
+    with an instant handler, dozens with a 50 ms one; no signal makes node finish them
+    without a line of the app's (NODE_GRACEFUL_SERVER, which loses nothing). So: only
+    resets, each of a request in flight at a moment an old generation was stopped.
+    """
+    stops = zocket.stderr_times(r"generation \d+ stopped")
+    counts = load.counts()
+    assert counts["ok"] >= int(RATE * PAUSE * RESTARTS / 2), load.summary()
+    for failure in load.failures():
+        assert failure.kind == "reset", load.summary()
+        end = failure.started + failure.elapsed
+        assert any(failure.started - 0.5 <= stop <= end + 0.5 for stop in stops), (
+            f"a reset at {failure.started:.3f} is not at a stop ({stops}): {load.summary()}"
+        )
+
+
 def generation_pid(zocket: ZocketProcess, number: int) -> int:
     line = zocket.wait_for_stderr(rf"generation {number} started \(pid \d+\)", timeout=30)
     match = re.search(r"\(pid (\d+)\)", line)
@@ -240,7 +274,10 @@ def test_runtime_adopts_the_held_socket_across_restarts(
                 load.wait_for(lambda o: o.ok, timeout=10, since=since)
             assert_serves_on_the_held_socket(zocket, pid)
             time.sleep(PAUSE)
-        assert_no_failures(load, minimum_ok=int(RATE * PAUSE * RESTARTS / 2))
+        if runtime.loses_on_stop:
+            assert_only_stop_losses(load, zocket)
+        else:
+            assert_no_failures(load, minimum_ok=int(RATE * PAUSE * RESTARTS / 2))
         print(f"{runtime.name}: {load.summary()}")
         assert not any("not adopted" in line for line in zocket.stderr_lines())
         assert zocket.stop() in (0, 128 + signal.SIGTERM, 143, 130)
