@@ -12,6 +12,7 @@ installs them all and a missing one is a failure.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
@@ -31,8 +32,10 @@ from support import (
     group_members,
     held_inode,
     http_get,
+    run_zocket,
     socket_inodes,
     start_in,
+    start_zocket,
     tcp_listeners,
     wait_for,
 )
@@ -293,3 +296,101 @@ def test_no_adopt_leaves_the_bind_to_the_kernel(tmp_path: Path) -> None:
         text = zocket.stderr_text()
     assert "EADDRINUSE" in text
     assert "adopted" not in text and "adoption:" not in text
+
+
+# --- node's own watcher, localhost --------------------------------------------------------------
+
+
+def test_node_watch_restarts_its_child_on_the_held_socket(tmp_path: Path) -> None:
+    """`node --watch` restarts its server child itself when the file changes: each new child
+    binds again and adopts the held socket, under load, losing nothing (the server closes
+    on SIGTERM, which node's watcher sends the old child)."""
+    need("node")
+    script = tmp_path / "server.js"
+    script.write_text(NODE_GRACEFUL_SERVER)
+    with start_in(tmp_path, ["--", "node", "--watch", "server.js", "{port}"]) as zocket:
+        zocket.wait_for_stderr(r"generation 1 ready in", timeout=60)
+        with LoadClient(zocket.port, rate=RATE, threads=4, duration=120) as load:
+            load.wait_for(lambda o: o.ok, timeout=10)
+            for version in range(1, RESTARTS + 1):
+                time.sleep(PAUSE)
+                text = NODE_GRACEFUL_SERVER.replace("hello from node", f"hello from node v{version}")
+                script.write_text(text)
+                expected = f"hello from node v{version}".encode()
+                load.wait_for(lambda o, e=expected: o.body.startswith(e), timeout=30)  # type: ignore[misc]
+            time.sleep(PAUSE)
+        assert_no_failures(load, minimum_ok=int(RATE * PAUSE * RESTARTS / 2))
+        print(f"node --watch: {load.summary()}")
+        # One generation throughout; each of node's children adopted the held socket.
+        assert len(adopted_lines(zocket, 1)) == RESTARTS + 1, zocket.stderr_text(timeout=0)
+        assert not any("generation 2" in line for line in zocket.stderr_lines())
+
+
+def test_node_binding_localhost_adopts_the_held_loopback(tmp_path: Path) -> None:
+    """node resolves `localhost` to ::1 or 127.0.0.1: either loopback is served by the held one."""
+    need("node")
+    server = NODE_SERVER.replace(".listen(port)", '.listen(port, "localhost")')
+    (tmp_path / "server.js").write_text(server)
+    with start_in(tmp_path, ["--", "node", "server.js", "{port}"]) as zocket:
+        zocket.wait_for_stderr(r"generation 1 ready in", timeout=60)
+        lines = adopted_lines(zocket, 1)
+        assert lines and re.search(rf"bind\((\[::1\]|127\.0\.0\.1):{zocket.port}\)", lines[0])
+        status, _, body = http_get(zocket.port)
+        assert status == 200 and body.startswith(b"hello from node")
+        assert_serves_on_the_held_socket(zocket, zocket.child_pid)
+
+
+# --- binds that are not adopted, and no adoption at all ----------------------------------------
+
+NOT_ADOPTED = """\
+import socket, sys
+port = int(sys.argv[1])
+udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+udp.bind(("127.0.0.1", port))
+print("udp bound", udp.getsockname(), flush=True)
+other = socket.socket()
+other.bind(("127.0.0.2", port))
+print("tcp bound", other.getsockname(), flush=True)
+"""
+
+
+def test_binds_the_held_socket_cannot_serve_get_the_kernels_answer(tmp_path: Path) -> None:
+    (tmp_path / "binds.py").write_text(NOT_ADOPTED)
+    command = ["--port", "0", "--no-hook", "--no-respawn", "--", sys.executable, "binds.py", "{port}"]
+    with start_zocket(command, cwd=tmp_path, stdout=subprocess.PIPE) as zocket:
+        assert zocket.wait() == 0
+        assert zocket.proc.stdout is not None
+        out = zocket.proc.stdout.read().decode()
+        port = zocket.port
+        lines = zocket.stderr_lines()
+    # The kernel's own answers: both ports are free for these binds.
+    assert out == f"udp bound ('127.0.0.1', {port})\ntcp bound ('127.0.0.2', {port})\n"
+    pid = zocket.child_pid
+    udp = [line for line in lines if f"(pid {pid}): bind(udp 127.0.0.1:{port}) not adopted" in line]
+    assert len(udp) == 1, lines
+    other = [
+        line
+        for line in lines
+        if f"(pid {pid}): bind(127.0.0.2:{port}) not adopted: zocket holds 127.0.0.1:{port}"
+        in line
+    ]
+    assert len(other) == 1, lines
+    assert not any("adopted the held socket" in line for line in lines)
+
+
+@pytest.mark.parametrize("code", ["ENOSYS", "EPERM"])
+def test_without_seccomp_the_generation_runs_and_one_line_says_why(code: str) -> None:
+    deny = Path(__file__).resolve().parent / "seccomp_deny.py"
+    result = run_zocket(
+        ["--port", "0", "--no-respawn", "--", sys.executable, "-c", "print('generation ran')"],
+        prefix=[sys.executable, str(deny), code],
+        timeout=60,
+    )
+    reason = os.strerror(getattr(errno, code))
+    expected = (
+        f"zocket: adoption: seccomp user notification unavailable ({reason}): "
+        "generation 1 runs without it"
+    )
+    assert result.stderr.splitlines().count(expected) == 1, result.stderr
+    assert result.stdout == "generation ran\n"
+    assert result.returncode == 0, result.stderr
