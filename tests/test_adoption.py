@@ -13,10 +13,12 @@ installs them all and a missing one is a failure.
 from __future__ import annotations
 
 import errno
+import ipaddress
 import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -24,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+from zocket.adoption import Held, held_for
 
 from support import (
     LoadClient,
@@ -115,6 +119,18 @@ public class Hello {
 """
 
 
+GEVENT_SERVER = """\
+import os, sys
+from gevent.pywsgi import WSGIServer
+
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [f"hello from gevent {os.getpid()}\\n".encode()]
+
+WSGIServer(("127.0.0.1", int(sys.argv[1])), app, log=None).serve_forever()
+"""
+
+
 def need(binary: str) -> str:
     """The path of ``binary``; skips the test without it, fails in CI (which installs it)."""
     path = shutil.which(binary)
@@ -183,12 +199,17 @@ RUNTIMES = [
     Runtime("ruby", "ruby", ["ruby", "server.rb", "{port}"], b"hello from ruby",
             {"server.rb": RUBY_SERVER}),
     Runtime("java", "java", ["java", "-cp", "{classes}", "Hello", "{port}"], b"hello from java"),
+    # gevent binds through its own socket class, which the Python hook never sees.
+    Runtime("gevent", sys.executable, [sys.executable, "server.py", "{port}"],
+            b"hello from gevent", {"server.py": GEVENT_SERVER}, ["--no-hook"]),
 ]
 
 
 def prepare(runtime: Runtime, tmp_path: Path, request: pytest.FixtureRequest) -> list[str]:
     """Write the runtime's files into ``tmp_path``; the zocket arguments that run it."""
     need(runtime.binary)
+    if runtime.name == "gevent":
+        pytest.importorskip("gevent")  # in the test extra: installed wherever the tests run
     for name, text in runtime.files.items():
         (tmp_path / name).write_text(text)
     command = list(runtime.command)
@@ -394,3 +415,46 @@ def test_without_seccomp_the_generation_runs_and_one_line_says_why(code: str) ->
     assert result.stderr.splitlines().count(expected) == 1, result.stderr
     assert result.stdout == "generation ran\n"
     assert result.returncode == 0, result.stderr
+
+
+# --- the rule ---------------------------------------------------------------------------------
+
+
+def held(host: str, port: int = 8000, v6only: bool = False) -> Held:
+    ip = ipaddress.ip_address(host)
+    family = socket.AF_INET if ip.version == 4 else socket.AF_INET6
+    return Held(fd=-1, server_fd=3, family=family, host=ip, port=port, v6only=v6only, inode=1)
+
+
+@pytest.mark.parametrize(
+    "holding, family, host, port, expected",
+    [
+        ("127.0.0.1", socket.AF_INET, "127.0.0.1", 8000, True),
+        ("127.0.0.1", socket.AF_INET, "0.0.0.0", 8000, True),
+        ("127.0.0.1", socket.AF_INET6, "::", 8000, True),  # node's and Go's default
+        ("127.0.0.1", socket.AF_INET6, "::1", 8000, True),  # localhost as ::1
+        ("127.0.0.1", socket.AF_INET6, "::ffff:127.0.0.1", 8000, True),
+        ("::1", socket.AF_INET, "127.0.0.1", 8000, True),
+        ("127.0.0.1", socket.AF_INET, "127.0.0.2", 8000, False),
+        ("127.0.0.1", socket.AF_INET, "192.0.2.1", 8000, False),
+        ("0.0.0.0", socket.AF_INET, "192.0.2.1", 8000, True),
+        ("0.0.0.0", socket.AF_INET6, "2001:db8::1", 8000, False),
+        ("::", socket.AF_INET, "192.0.2.1", 8000, True),  # dual stack
+        ("127.0.0.1", socket.AF_INET, "127.0.0.1", 8001, None),  # another port: not ours
+        ("127.0.0.1", socket.AF_INET, "127.0.0.1", 0, None),  # Go's probe binds
+        ("127.0.0.1", socket.AF_UNIX, "127.0.0.1", 8000, None),
+    ],
+)
+def test_the_adoption_rule(
+    holding: str, family: int, host: str, port: int, expected: bool | None
+) -> None:
+    sockets = [held(holding)]
+    match = held_for(sockets, family, host, port)
+    if expected is True:
+        assert match is sockets[0]
+    else:
+        assert match is expected
+
+
+def test_a_v6only_wildcard_does_not_serve_ipv4() -> None:
+    assert held_for([held("::", v6only=True)], socket.AF_INET, "192.0.2.1", 8000) is False
