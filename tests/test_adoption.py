@@ -27,8 +27,6 @@ from pathlib import Path
 
 import pytest
 
-from zocket.adoption import Held, held_for
-
 from support import (
     LoadClient,
     ZocketProcess,
@@ -43,6 +41,7 @@ from support import (
     tcp_listeners,
     wait_for,
 )
+from zocket.adoption import Held, held_for
 
 pytestmark = pytest.mark.slow
 
@@ -186,22 +185,50 @@ class Runtime:
 
 
 RUNTIMES = [
-    Runtime("node", "node", ["node", "server.js", "{port}"], b"hello from node",
-            {"server.js": NODE_SERVER}, loses_on_stop=True),
-    Runtime("node-graceful", "node", ["node", "server.js", "{port}"], b"hello from node",
-            {"server.js": NODE_GRACEFUL_SERVER}),
-    Runtime("php", "php", ["php", "-S", "127.0.0.1:{port}"], b"hello from php",
-            {"index.php": PHP_INDEX}),
-    Runtime("python", sys.executable,
-            [sys.executable, "-m", "http.server", "{port}", "--bind", "127.0.0.1"],
-            b"<!DOCTYPE", {"index.txt": "hello\n"}, ["--no-hook"]),
+    Runtime(
+        "node",
+        "node",
+        ["node", "server.js", "{port}"],
+        b"hello from node",
+        {"server.js": NODE_SERVER},
+        loses_on_stop=True,
+    ),
+    Runtime(
+        "node-graceful",
+        "node",
+        ["node", "server.js", "{port}"],
+        b"hello from node",
+        {"server.js": NODE_GRACEFUL_SERVER},
+    ),
+    Runtime(
+        "php", "php", ["php", "-S", "127.0.0.1:{port}"], b"hello from php", {"index.php": PHP_INDEX}
+    ),
+    Runtime(
+        "python",
+        sys.executable,
+        [sys.executable, "-m", "http.server", "{port}", "--bind", "127.0.0.1"],
+        b"<!DOCTYPE",
+        {"index.txt": "hello\n"},
+        ["--no-hook"],
+    ),
     Runtime("go", "go", ["./hello", "{port}"], b"hello from go"),
-    Runtime("ruby", "ruby", ["ruby", "server.rb", "{port}"], b"hello from ruby",
-            {"server.rb": RUBY_SERVER}),
+    Runtime(
+        "ruby",
+        "ruby",
+        ["ruby", "server.rb", "{port}"],
+        b"hello from ruby",
+        {"server.rb": RUBY_SERVER},
+    ),
     Runtime("java", "java", ["java", "-cp", "{classes}", "Hello", "{port}"], b"hello from java"),
     # gevent binds through its own socket class, which the Python hook never sees.
-    Runtime("gevent", sys.executable, [sys.executable, "server.py", "{port}"],
-            b"hello from gevent", {"server.py": GEVENT_SERVER}, ["--no-hook"]),
+    Runtime(
+        "gevent",
+        sys.executable,
+        [sys.executable, "server.py", "{port}"],
+        b"hello from gevent",
+        {"server.py": GEVENT_SERVER},
+        ["--no-hook"],
+    ),
 ]
 
 
@@ -311,8 +338,9 @@ def test_no_adopt_leaves_the_bind_to_the_kernel(tmp_path: Path) -> None:
     """With --no-adopt a server that binds the held port meets EADDRINUSE, as before."""
     need("node")
     (tmp_path / "server.js").write_text(NODE_SERVER)
-    with start_in(tmp_path, ["--no-adopt", "--no-respawn", "--", "node", "server.js", "{port}"]) \
-            as zocket:
+    with start_in(
+        tmp_path, ["--no-adopt", "--no-respawn", "--", "node", "server.js", "{port}"]
+    ) as zocket:
         wait_for(lambda: zocket.returncode is not None, 30, message="zocket to exit")
         text = zocket.stderr_text()
     assert "EADDRINUSE" in text
@@ -335,7 +363,9 @@ def test_node_watch_restarts_its_child_on_the_held_socket(tmp_path: Path) -> Non
             load.wait_for(lambda o: o.ok, timeout=10)
             for version in range(1, RESTARTS + 1):
                 time.sleep(PAUSE)
-                text = NODE_GRACEFUL_SERVER.replace("hello from node", f"hello from node v{version}")
+                text = NODE_GRACEFUL_SERVER.replace(
+                    "hello from node", f"hello from node v{version}"
+                )
                 script.write_text(text)
                 expected = f"hello from node v{version}".encode()
                 load.wait_for(lambda o, e=expected: o.body.startswith(e), timeout=30)  # type: ignore[misc]
@@ -377,7 +407,16 @@ print("tcp bound", other.getsockname(), flush=True)
 
 def test_binds_the_held_socket_cannot_serve_get_the_kernels_answer(tmp_path: Path) -> None:
     (tmp_path / "binds.py").write_text(NOT_ADOPTED)
-    command = ["--port", "0", "--no-hook", "--no-respawn", "--", sys.executable, "binds.py", "{port}"]
+    command = [
+        "--port",
+        "0",
+        "--no-hook",
+        "--no-respawn",
+        "--",
+        sys.executable,
+        "binds.py",
+        "{port}",
+    ]
     with start_zocket(command, cwd=tmp_path, stdout=subprocess.PIPE) as zocket:
         assert zocket.wait() == 0
         assert zocket.proc.stdout is not None
@@ -392,8 +431,7 @@ def test_binds_the_held_socket_cannot_serve_get_the_kernels_answer(tmp_path: Pat
     other = [
         line
         for line in lines
-        if f"(pid {pid}): bind(127.0.0.2:{port}) not adopted: zocket holds 127.0.0.1:{port}"
-        in line
+        if f"(pid {pid}): bind(127.0.0.2:{port}) not adopted: zocket holds 127.0.0.1:{port}" in line
     ]
     assert len(other) == 1, lines
     assert not any("adopted the held socket" in line for line in lines)

@@ -20,6 +20,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from zocket import libc, spawn
+from zocket._libc import ffi, lib
 
 HERE = Path(__file__).resolve().parent
 
@@ -35,9 +36,9 @@ def run_bpf(program: libc.SeccompProgram, nr: int, arch: int, args: tuple[int, .
         + bytes(8)
         + b"".join(a.to_bytes(8, sys.byteorder) for a in args)
     )
-    ld = libc.lib.BPF_LD | libc.lib.BPF_W | libc.lib.BPF_ABS
-    jeq = libc.lib.BPF_JMP | libc.lib.BPF_JEQ | libc.lib.BPF_K
-    ret = libc.lib.BPF_RET | libc.lib.BPF_K
+    ld = lib.BPF_LD | lib.BPF_W | lib.BPF_ABS
+    jeq = lib.BPF_JMP | lib.BPF_JEQ | lib.BPF_K
+    ret = lib.BPF_RET | lib.BPF_K
     insns = program.instructions
     pc, acc = 0, 0
     for _ in range(len(insns) + 1):  # no backward jumps in classic BPF: bounded
@@ -107,20 +108,20 @@ ipv6 = st.ip_addresses(v=6).map(lambda ip: socket.inet_ntop(socket.AF_INET6, ip.
 @given(host=ipv4, port=ports)
 def test_sockaddr_bytes_round_trip_ipv4(host: str, port: int) -> None:
     addr, length = libc.pack_sockaddr(libc.AF_INET, (host, port))
-    raw = bytes(libc.ffi.buffer(addr, length))
+    raw = bytes(ffi.buffer(addr, length))
     assert libc.parse_sockaddr(raw) == (libc.AF_INET, (host, port))
 
 
 @given(host=ipv6, port=ports, flowinfo=st.integers(0, 2**20 - 1), scope=st.integers(0, 2**31))
 def test_sockaddr_bytes_round_trip_ipv6(host: str, port: int, flowinfo: int, scope: int) -> None:
     addr, length = libc.pack_sockaddr(libc.AF_INET6, (host, port, flowinfo, scope))
-    raw = bytes(libc.ffi.buffer(addr, length))
+    raw = bytes(ffi.buffer(addr, length))
     assert libc.parse_sockaddr(raw) == (libc.AF_INET6, (host, port, flowinfo, scope))
 
 
 def test_sockaddr_bytes_too_short_or_unknown() -> None:
     addr, length = libc.pack_sockaddr(libc.AF_INET, ("127.0.0.1", 80))
-    raw = bytes(libc.ffi.buffer(addr, length))
+    raw = bytes(ffi.buffer(addr, length))
     with pytest.raises(ValueError, match="needs"):
         libc.parse_sockaddr(raw[:8])
     with pytest.raises(ValueError, match="no family"):

@@ -37,7 +37,6 @@ import errno
 import ipaddress
 import os
 import select
-import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -283,4 +282,4 @@ def _socket_facts(tid: int, fd: int) -> tuple[int, bool, bool]:
 
 
 def _kind_name(kind: int) -> str:
-    return {socket.SOCK_DGRAM: "udp", socket.SOCK_STREAM: "tcp"}.get(kind, f"type {kind}")
+    return {libc.SOCK_DGRAM: "udp", libc.SOCK_STREAM: "tcp"}.get(kind, f"type {kind}")

@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 
 from . import libc, readiness
 from .activation import notify
-from .adoption import Adopter  # kernel adoption (issue 14)
 from .addresses import ListenSpec
+from .adoption import Adopter  # kernel adoption (issue 14)
 from .command import expand
 from .listeners import Listener, UnixPermissions, inherited_listeners, open_listeners
 from .readiness import ReadyMode
