@@ -159,15 +159,13 @@ class Adopter:
             return  # POLLHUP alone: the generation is gone; the holder forgets it
         try:
             notification = libc.notif_recv(listener)
-        except OSError as exc:
-            if exc.errno == errno.ENOENT:
-                return  # the caller died or was interrupted before we read it
-            raise
-        try:
             self._answer(listener, notification)
         except OSError as exc:
+            # ENOENT: the caller died, or a signal interrupted its call, before the answer.
+            # Anything else (_answer falls back to letting the kernel run the call, so only
+            # reading or sending the answer failed) must not stop the holder.
             if exc.errno != errno.ENOENT:
-                raise
+                self.log(f"generation {self.generation}: adoption: {exc}")
 
     def _answer(self, listener: int, n: libc.Notification) -> None:
         try:
