@@ -1280,6 +1280,6 @@ def answer(client: socket.socket) -> bytes:
 
 def _hook_dir() -> str:
     """The hook of the zocket under test (imported here only: benchmarks use this module)."""
-    from zocket import supervisor
+    from zocket import holder
 
-    return supervisor.HOOK_DIR
+    return holder.HOOK_DIR

@@ -53,11 +53,11 @@ from support import (
     wait_for,
     write_atomically,
 )
-from zocket import supervisor
+from zocket import holder
 
 PY = sys.executable
 HOOK_DIR = REPO / "zocket" / "_hook"
-RUNNING_HOOK_DIR = supervisor.HOOK_DIR
+RUNNING_HOOK_DIR = holder.HOOK_DIR
 #: What a generation made ready through the hook (or found by --ready auto) logs.
 READY_LINE = r"generation {n} ready in \d+ ms \((hook: waiting on fd \d+|auto: .*)\)$"
 #: Environment for every server: no bytecode cache (an edit within the same second as

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 import pytest
 
 from support import HookedProcess, answer, hooked_process
-from zocket import supervisor
+from zocket import holder
 
 PY = sys.executable
 
@@ -227,7 +227,7 @@ def test_exceptions_from_signal_handlers_never_close_the_held_socket() -> None:
     with listener:
         fd = listener.fileno()
         env = {k: v for k, v in os.environ.items() if not k.startswith(("ZOCKET_", "LISTEN_"))}
-        env.update(PYTHONPATH=supervisor.HOOK_DIR, ZOCKET_HOOK_FDS=f"{fd}:{os.fstat(fd).st_ino}")
+        env.update(PYTHONPATH=holder.HOOK_DIR, ZOCKET_HOOK_FDS=f"{fd}:{os.fstat(fd).st_ino}")
         result = subprocess.run(
             [PY, "-c", TICKS_PROBE, str(listener.getsockname()[1])],
             env=env,

@@ -2,7 +2,7 @@
 
 The names importable from here are the app side (standard library only):
 `listen_fds()`, `listen_fds_with_names()`, `listen_socket()` and `notify()`.
-The holder lives in `zocket.supervisor`, the glibc bindings in `zocket.libc`.
+The holder lives in `zocket.holder`, the glibc bindings in `zocket.libc`.
 """
 
 from ._version import __version__

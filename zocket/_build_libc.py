@@ -740,6 +740,110 @@ static int zocket_pidfd_getfd(int pidfd, int targetfd, unsigned int flags)
 )
 
 
+# A process that outlives a SIGKILLed holder just long enough to stop what it ran.
+SENTRY = Area(
+    "sentry",
+    includes="""
+#include <signal.h>
+#include <time.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+""",
+    cdef="""
+#define ZOCKET_SENTRY_MAX_GROUPS ...
+pid_t zocket_sentry(int readfd, int deathsig, int timeout_ms);
+""",
+    source=r"""
+#define ZOCKET_SENTRY_MAX_GROUPS 4096
+
+/* The sentry's whole life, in the child of fork(): no allocation, no lock, no
+   Python. It reads int32 records from readfd: a positive number is a process
+   group to stop should the holder die, a negative one a group that is gone,
+   0 "the holder is exiting cleanly". EOF without a 0 means the holder died
+   (SIGKILL, OOM): every group still listed gets deathsig, then SIGKILL after
+   timeout_ms. PR_SET_PDEATHSIG reaches only a generation's first process;
+   this reaches its whole group (the server behind a --shell, workers that
+   ignore SIGTERM). */
+static void zocket_sentry_main(int readfd, int deathsig, int timeout_ms)
+{
+    static pid_t groups[ZOCKET_SENTRY_MAX_GROUPS];
+    int count = 0, i, j, waited, alive;
+    int record;
+    ssize_t n;
+    struct timespec tick = {0, 50 * 1000 * 1000};
+
+    for (;;) {
+        n = read(readfd, &record, sizeof record);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n != (ssize_t)sizeof record)
+            break;  /* EOF (or a torn record): the holder is gone */
+        if (record == 0)
+            _exit(0);
+        if (record > 0) {
+            if (count < ZOCKET_SENTRY_MAX_GROUPS)
+                groups[count++] = record;
+        } else {
+            for (i = 0; i < count; i++)
+                if (groups[i] == -record) {
+                    for (j = i + 1; j < count; j++)
+                        groups[j - 1] = groups[j];
+                    count--;
+                    break;
+                }
+        }
+    }
+    for (i = 0; i < count; i++)
+        (void)kill(-groups[i], deathsig);
+    for (waited = 0; waited < timeout_ms; waited += 50) {
+        alive = 0;
+        for (i = 0; i < count; i++)
+            if (kill(-groups[i], 0) == 0)
+                alive = 1;
+        if (!alive)
+            _exit(0);
+        (void)nanosleep(&tick, NULL);
+    }
+    for (i = 0; i < count; i++)
+        (void)kill(-groups[i], SIGKILL);
+    _exit(0);
+}
+
+/* fork the sentry: own process group (a terminal's ^C is the holder's to
+   handle), every signal blocked (a `pkill -HUP -f zocket` meant for the holder
+   must not end it), every fd but readfd closed (it must hold no socket). */
+static pid_t zocket_sentry(int readfd, int deathsig, int timeout_ms)
+{
+    sigset_t all, old;
+    pid_t pid;
+    int err;
+
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    pid = fork();
+    if (pid == 0) {
+        int fd;
+        (void)setpgid(0, 0);
+        (void)prctl(PR_SET_NAME, (unsigned long)"zocket-sentry", 0UL, 0UL, 0UL);
+        for (fd = 0; fd < readfd; fd++)
+            (void)close(fd);
+#ifdef SYS_close_range
+        (void)syscall(SYS_close_range, (unsigned int)readfd + 1, ~0U, 0);
+#else
+        for (fd = readfd + 1; fd < 65536; fd++)
+            (void)close(fd);
+#endif
+        zocket_sentry_main(readfd, deathsig, timeout_ms);
+    }
+    err = errno;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    errno = err;
+    return pid;
+}
+""",
+)
+
+
 # The syscalls a server can wait for connections in.
 WAIT_SYSCALLS = (
     "accept",
@@ -786,7 +890,7 @@ VERSION = Area(
 )
 
 # SECCOMP before PROCESS: the child path uses its headers and ZOCKET_HAS_SECCOMP_ADOPT.
-AREAS = (SOCKET, FCNTL, SIGNAL, SECCOMP, PROCESS, INOTIFY, SYSCALLS)
+AREAS = (SOCKET, FCNTL, SIGNAL, SECCOMP, PROCESS, INOTIFY, SYSCALLS, SENTRY)
 
 
 def _package_version() -> str:

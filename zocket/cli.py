@@ -1,4 +1,4 @@
-"""``zocket [options] [PORT] COMMAND``: argparse over the Supervisor.
+"""``zocket [options] [PORT] COMMAND``: argparse over the Holder.
 
 Exit statuses (also in the README):
     0..255  the server's own exit status; 128+N when it was killed by signal N
@@ -37,7 +37,8 @@ from .command import CommandError, split_command
 from .listeners import ListenError, UnixPermissions
 from .readiness import ReadyMode, parse_ready_mode
 from .spawn import SpawnError
-from .supervisor import Config, SetupError, Supervisor
+from .config import Config
+from .holder import Holder, SetupError
 from .watch import DEFAULT_IGNORES, WatchError
 
 DEFAULT_PORT = 9999
@@ -378,9 +379,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     _ensure_standard_fds()
     try:
         config = parse_args(argv)
-        supervisor = Supervisor(config)
-        supervisor.open()
-        return supervisor.run()
+        holder = Holder(config)
+        holder.open()
+        return holder.run()
     except (UsageError, ListenError, SpawnError, CommandError, WatchError, SetupError) as exc:
         _error(str(exc))
         return exc.exit_status

@@ -82,11 +82,27 @@ class UnixPermissions:
     uid: int = -1
     gid: int = -1
 
-    def apply(self, path: str) -> None:
-        if self.uid != -1 or self.gid != -1:
-            os.chown(path, self.uid, self.gid, follow_symlinks=False)
-        if self.mode is not None:
-            os.chmod(path, self.mode)
+    def apply(self, path: str) -> tuple[int, int]:
+        """Set the mode and owner of the socket file at ``path``; returns its identity.
+
+        The file is opened with ``O_PATH | O_NOFOLLOW`` and changed through that
+        descriptor, so that a symlink or another file put at ``path`` since
+        bind() is refused instead of having its mode or owner changed (plain
+        chmod(2) follows symlinks, and Linux has no lchmod).
+        """
+        fd = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISSOCK(st.st_mode):
+                raise ListenError(f"cannot use unix:{path}: replaced by something else")
+            via = f"/proc/self/fd/{fd}"  # the inode fd refers to, not the name
+            if self.uid != -1 or self.gid != -1:
+                os.chown(via, self.uid, self.gid)
+            if self.mode is not None:
+                os.chmod(via, self.mode)
+            return (st.st_dev, st.st_ino)
+        finally:
+            os.close(fd)
 
 
 def open_listeners(
@@ -189,19 +205,32 @@ def _open_unix(
         _clear_stale_socket(requested.path)
     fd = libc.socket(libc.AF_UNIX, libc.SOCK_STREAM | libc.SOCK_CLOEXEC)
     identity = None
+    bound = False
     try:
         libc.bind(fd, path, libc.AF_UNIX)
         if not requested.abstract:
-            st = os.lstat(requested.path)
-            identity = (st.st_dev, st.st_ino)
-            unix.apply(requested.path)  # before listen(): nobody connects with the wrong mode
+            bound = True
+            # Before listen(): nobody connects while the mode is still the default.
+            identity = unix.apply(requested.path)
         libc.listen(fd, backlog)
-    except OSError as exc:
+    except (OSError, ListenError) as exc:
         libc.close(fd)
-        if identity is not None:
-            os.unlink(requested.path)  # ours, just made: leave nothing behind
+        if bound:
+            _unlink_if(requested.path, identity)  # ours, just made: leave nothing behind
+        if isinstance(exc, ListenError):
+            raise
         raise ListenError(_bind_message(exc, str(requested))) from None
     return Listener(name, fd, libc.AF_UNIX, requested, requested, identity)
+
+
+def _unlink_if(path: str, identity: tuple[int, int] | None) -> None:
+    """Remove the socket file bind() made, unless something else has taken its name."""
+    try:
+        st = os.lstat(path)
+        if (st.st_dev, st.st_ino) == identity or (identity is None and stat.S_ISSOCK(st.st_mode)):
+            os.unlink(path)
+    except OSError:
+        pass
 
 
 def _clear_stale_socket(path: str) -> None:

@@ -26,6 +26,7 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 from . import libc
+from ._hook import _zocket_protocol as protocol
 
 # The syscall's arguments are in the file in this order; only the first two matter here.
 _ACCEPT = {"accept", "accept4"}
@@ -126,6 +127,58 @@ class Probe:
             found = _check_process(pid, held, epolls)
             if found is not None:
                 return found
+        return None
+
+
+class Watch:
+    """Whether one booting generation is ready: the one place that weighs the evidence.
+
+    Evidence comes from three sources: time (``none``, ``delay:S``), /proc
+    (``auto``: a :class:`Probe`), and messages on the generation's notify
+    socket, already checked to come from one of its processes: the hook's
+    ``ZOCKET_WAITING=FD`` (trusted by ``auto`` and ``notify``: it is the
+    kernel-level fact "waits on a held fd", reported from inside) and the
+    app's own ``READY=1`` (trusted only by ``notify``: gunicorn sends it
+    before its workers have imported the app).
+    """
+
+    def __init__(
+        self, mode: ReadyMode, root_pid: int, inodes: Collection[int], interval: float
+    ) -> None:
+        self.mode = mode
+        self.interval = interval
+        self.started = time.monotonic()
+        self._probe = Probe(root_pid, inodes) if mode.kind == "auto" else None
+
+    def next_check(self) -> float | None:
+        """Seconds until :meth:`check` should be called; None: only messages can tell."""
+        if self.mode.kind == "none":
+            return 0.0
+        if self.mode.kind == "delay":
+            return max(0.0, self.started + self.mode.delay - time.monotonic())
+        if self._probe is not None:
+            return self._probe.interval(self.interval)
+        return None
+
+    def check(self) -> str | None:
+        """How the generation is ready, by time or /proc; None if it is not (yet)."""
+        if self.mode.kind == "none":
+            return "none"
+        if self.mode.kind == "delay":
+            return f"delay {self.mode.delay:g} s"
+        if self._probe is not None:
+            waiting = self._probe.check()
+            if waiting is not None:
+                return f"auto: {waiting.describe(self._probe.root_pid)}"
+        return None
+
+    def message(self, text: str) -> str | None:
+        """How a notify datagram from the generation shows it ready; None if it does not."""
+        waiting = protocol.parse_waiting(text)
+        if waiting is not None and self.mode.kind in ("auto", "notify"):
+            return f"hook: waiting on fd {waiting}"
+        if protocol.is_ready(text) and self.mode.kind == "notify":
+            return "notify: READY=1"
         return None
 
 

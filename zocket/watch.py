@@ -5,7 +5,7 @@ appear. A watched file is watched through its directory, so that an editor's
 atomic save (write a temporary file, rename it over the original) is seen as
 the IN_MOVED_TO it is. A file counts as changed when it is closed after
 writing, moved or deleted: not at IN_CREATE or IN_MODIFY, which come before
-the content is all there. The supervisor debounces what this reports.
+the content is all there. The holder debounces what this reports.
 """
 
 from __future__ import annotations

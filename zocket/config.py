@@ -1,0 +1,76 @@
+"""What to hold and what to run: everything the CLI can say, as data.
+
+The CLI's defaults are read from here, so that each default is written once.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from . import libc
+from ._hook import _zocket_protocol as protocol
+from .addresses import ListenSpec
+from .lifecycle import Rules
+from .listeners import UnixPermissions
+from .readiness import ReadyMode
+from .watch import DEFAULT_IGNORES
+
+
+@dataclass
+class Config:
+    """What to hold and what to run: everything the CLI can say, as data."""
+
+    listen: Sequence[ListenSpec]
+    command: Sequence[str]
+    backlog: int = libc.SOMAXCONN
+    env: Mapping[str, str] | None = None
+    cwd: str | None = None
+    #: Sent to every generation's process group by the kernel if zocket dies.
+    deathsig: int = signal.SIGTERM
+    #: How an old generation is asked to stop, and how long it has before SIGKILL.
+    stop_signal: int = signal.SIGTERM
+    stop_timeout: float = protocol.DEFAULT_STOP_TIMEOUT
+    #: Start the new generation before stopping the old one.
+    overlap: bool = True
+    ready: ReadyMode = field(default_factory=lambda: ReadyMode("auto"))
+    ready_timeout: float = 60.0
+    #: How often ``--ready auto`` looks at /proc while a generation boots: this often at
+    #: first, then less often as the boot goes on (readiness.Probe.interval).
+    ready_interval: float = 0.005
+    #: Start the server again when it exits by itself; else exit with its status.
+    respawn: bool = True
+    backoff_initial: float = 0.1
+    backoff_max: float = 10.0
+    #: A generation that served this long resets the backoff.
+    stable_after: float = 1.0
+    watch: Sequence[str] = ()
+    ignore: Sequence[str] = DEFAULT_IGNORES
+    debounce: float = 0.02
+    #: Make Python servers that bind the held address adopt the held socket (zocket/_hook).
+    hook: bool = True
+    #: Answer each generation's bind()/listen() of a held address with the held socket, at
+    #: the kernel boundary (seccomp user notification; zocket/adoption.py).
+    adopt: bool = True
+    #: Hold the sockets zocket was itself given through LISTEN_FDS instead of binding.
+    inherit: bool = False
+    #: Become a child subreaper and reap every orphan (what PID 1 in a container must do).
+    #: Only for a process that has no other children: it reaps with waitpid(-1).
+    reap_orphans: bool = False
+    status_file: str | None = None
+    pid_file: str | None = None
+    unix_permissions: UnixPermissions = field(default_factory=UnixPermissions)
+
+    def rules(self) -> Rules:
+        """The part of the configuration that decides restarts (the lifecycle's)."""
+        return Rules(
+            overlap=self.overlap,
+            respawn=self.respawn,
+            stop_signal=self.stop_signal,
+            stop_timeout=self.stop_timeout,
+            ready_timeout=self.ready_timeout,
+            backoff_initial=self.backoff_initial,
+            backoff_max=self.backoff_max,
+            stable_after=self.stable_after,
+        )

@@ -1,0 +1,542 @@
+"""The holder: keeps the listening sockets open and runs generations of the server on them.
+
+Three layers, each knowing less than the one above it:
+
+- :mod:`zocket.loop` turns fds, timers and signals into callbacks;
+- :mod:`zocket.lifecycle` decides, from each event, what should happen;
+- this module carries the actions out (spawn, signal, SIGKILL, status file,
+  sd_notify, log) and feeds what the world answers back as events.
+
+One restart, as data: SIGHUP (a byte on the signal pipe) -> ``Restart`` ->
+``Spawn(N+1)`` -> ``Spawned`` -> ``WatchReadiness`` -> /proc or a notify
+message -> ``Ready`` -> ``Signal(N, --stop-signal)`` and a stop-timeout timer
+-> N's pidfd is readable -> ``Exited(N)``. Every step is one log line and one
+rewrite of the status file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from . import libc, readiness
+from ._hook import _zocket_protocol as protocol
+from .activation import notify
+from .adoption import Adopter  # kernel adoption (issue 14)
+from .command import expand
+from .config import Config
+from .files import Identity, remove_if_ours, write_atomically
+from .lifecycle import (
+    Action,
+    CancelTimer,
+    Event,
+    Exit,
+    Exited,
+    Generation,
+    KillLeftovers,
+    Lifecycle,
+    Log,
+    Notify,
+    Ready,
+    Restart,
+    SetTimer,
+    Shutdown,
+    Signal,
+    SignalLingering,
+    Spawn,
+    Spawned,
+    SpawnFailed,
+    StopWatching,
+    Timeout,
+    WatchReadiness,
+)
+from .listeners import Listener, inherited_listeners, open_listeners
+from .loop import Loop
+from .notifications import NotifySocket, trusted
+from .sentry import Sentry
+from .spawn import Child, SpawnError, spawn
+from .watch import Watcher, describe
+
+LogFn = Callable[[str], None]
+
+#: Signals zocket passes on to every generation's process group before exiting.
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT)
+#: Put first on the PYTHONPATH of every generation: its sitecustomize loads the hook.
+HOOK_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_hook")
+
+
+class SetupError(Exception):
+    """Something zocket was asked to create could not be; one line for the CLI."""
+
+    exit_status = 2
+
+
+def stderr_log(line: str) -> None:
+    """One line on stderr; a closed or broken stderr must never stop the holder."""
+    if sys.stderr is None:  # fd 2 was closed when Python started
+        return
+    try:
+        sys.stderr.write(f"zocket: {line}\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+
+
+@dataclass
+class Process:
+    """What the holder keeps of one generation's running process: fds and the readiness watch."""
+
+    child: Child
+    notify: NotifySocket
+    started_wall: float = field(default_factory=time.time)
+    watch: readiness.Watch | None = None
+    #: A message that failed the credential check was logged once.
+    untrusted_logged: bool = False
+
+
+class Holder:
+    """Hold the sockets of ``config`` and run generations of its command on them.
+
+    ``run()`` is the whole life: open the sockets (unless given), start
+    generation 1, restart on SIGHUP, file changes and crashes, stop on
+    SIGINT/SIGTERM/SIGQUIT and return the status zocket should exit with.
+    Sockets passed in ``listeners`` are the caller's to close.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        listeners: Sequence[Listener] | None = None,
+        log: LogFn = stderr_log,
+    ) -> None:
+        self.config = config
+        self.log = log
+        self._own_listeners = listeners is None
+        self.listeners: list[Listener] = list(listeners) if listeners is not None else []
+        self.lifecycle = Lifecycle(config.rules())
+        self.processes: dict[int, Process] = {}
+        #: Process groups whose first process exited while other members may live on.
+        self._lingering: set[int] = set()
+        self._argv: list[str] = []
+        self._inodes: frozenset[int] = frozenset()
+        self._loop: Loop | None = None
+        self._watcher: Watcher | None = None
+        self._changed: list[str] = []
+        self._exit_status: int | None = None
+        self._status_written = ""
+        self._status_error = ""
+        #: What zocket wrote at --pid-file and --status-file: removed at exit only if still there.
+        self._pid_file: Identity | None = None
+        self._status_file: Identity | None = None
+        #: When each generation started, on the wall clock, for the status file.
+        self._walls: dict[int, float] = {}
+        self._sentry: Sentry | None = None
+
+    # --- public -------------------------------------------------------------------------------
+
+    def open(self) -> list[Listener]:
+        """Bind and listen every socket; raises ListenError. Idempotent."""
+        if not self.listeners:
+            if self.config.inherit:
+                self.listeners = inherited_listeners(self.config.backlog)
+            if not self.listeners:
+                self.listeners = open_listeners(
+                    self.config.listen, self.config.backlog, self.config.unix_permissions
+                )
+        return self.listeners
+
+    def run(self) -> int:
+        """Serve until told to stop (or, with respawn off, until the server exits)."""
+        self.open()
+        loop = self._loop = Loop()
+        try:
+            self._argv = expand(self.config.command, self.listeners)
+            self._inodes = readiness.socket_inodes(listener.fd for listener in self.listeners)
+            self.lifecycle.holding = self._describe_listeners()
+            if self.config.reap_orphans:
+                libc.prctl(libc.PR_SET_CHILD_SUBREAPER, 1)
+            if self.config.pid_file:
+                try:
+                    self._pid_file = write_atomically(self.config.pid_file, f"{os.getpid()}\n")
+                except OSError as exc:
+                    raise SetupError(
+                        f"cannot write pid file {self.config.pid_file}: {exc.strerror or exc}"
+                    ) from None
+            if self.config.watch:
+                self._watcher = Watcher(self.config.watch, self.config.ignore)
+                loop.add_reader(self._watcher.fd, self._on_file_events)
+            if self.config.deathsig:
+                self._sentry = Sentry(self.config.deathsig, self.config.stop_timeout)
+            with loop.signals(FORWARDED + (signal.SIGHUP, signal.SIGCHLD), self._on_signal):
+                self._carry_out(self.lifecycle.begin(loop.clock()))
+                while self._exit_status is None:
+                    loop.step()
+                    self._write_status()
+                return self._exit_status
+        finally:
+            self._shutdown()
+
+    # --- events in ----------------------------------------------------------------------------
+
+    def handle(self, event: Event) -> None:
+        """One event through the rules, and their actions carried out."""
+        self._carry_out(self.lifecycle.handle(event))
+
+    def restart(self, reason: str) -> None:
+        """A trigger: start a new generation now, or once the one booting has settled."""
+        self.handle(Restart(self._now(), reason))
+
+    def _now(self) -> float:
+        return self._loop.clock() if self._loop is not None else time.monotonic()
+
+    def _on_signal(self, signum: int) -> None:
+        if signum == signal.SIGHUP:
+            self.restart("SIGHUP")
+        elif signum in FORWARDED:
+            self.handle(Shutdown(self._now(), signum))
+        elif signum == signal.SIGCHLD:
+            self._reap()
+
+    def _on_child_exit(self, _pidfd: int) -> None:
+        self._reap()
+
+    def _on_file_events(self, _fd: int) -> None:
+        assert self._watcher is not None and self._loop is not None
+        changed = self._watcher.read()
+        if not changed:
+            return
+        self._changed.extend(changed)
+        self._loop.set_timer("debounce", self.config.debounce, self._files_settled)
+
+    def _files_settled(self) -> None:
+        changed, self._changed = self._changed, []
+        self.restart(f"{describe(os.path.relpath(p) for p in changed)} changed")
+
+    def _on_notify(self, number: int) -> None:
+        process = self.processes.get(number)
+        if process is None:
+            return
+        messages = process.notify.receive()
+        generation = self.lifecycle.generations.get(number)
+        if process.watch is None or generation is None or generation.pid is None:
+            return  # not booting: nothing a message could decide
+        members = readiness.processes_of(generation.pid)
+        for message in messages:
+            if not trusted(message, members):
+                if not process.untrusted_logged:
+                    process.untrusted_logged = True
+                    self.log(
+                        f"ignored a notify message to generation {number} from pid "
+                        f"{message.pid} (uid {message.uid}): not one of its processes"
+                    )
+                continue
+            how = process.watch.message(message.text)
+            if how is not None:
+                self.handle(Ready(self._now(), number, how))
+                return
+
+    def _reap(self) -> None:
+        for number, generation in list(self.lifecycle.generations.items()):
+            if generation.alive and generation.pid is not None:
+                found = libc.reap(generation.pid)
+                if found is not None:
+                    self._exited(number, found[1])
+        if self.config.reap_orphans:
+            # Orphans reparented to us (as subreaper or PID 1): collect, or they stay zombies.
+            # waitpid(-1) may also return a generation that exited since the loop above.
+            while (found := libc.reap(-1)) is not None:
+                for number, generation in list(self.lifecycle.generations.items()):
+                    if generation.pid == found[0] and generation.alive:
+                        self._exited(number, found[1])
+
+    def _exited(self, number: int, status: libc.WaitStatus) -> None:
+        self._release(number)
+        self.handle(Exited(self._now(), number, status))
+
+    def _probe(self, number: int) -> None:
+        process = self.processes.get(number)
+        if process is None or process.watch is None:
+            return
+        how = process.watch.check()
+        if how is not None:
+            self.handle(Ready(self._now(), number, how))
+            return
+        delay = process.watch.next_check()
+        if delay is not None and self._loop is not None:
+            self._loop.set_timer(("probe", number), delay, lambda: self._probe(number))
+
+    # --- actions out --------------------------------------------------------------------------
+
+    def _carry_out(self, actions: list[Action]) -> None:
+        for action in actions:
+            self._do(action)
+
+    def _do(self, action: Action) -> None:
+        loop = self._loop
+        assert loop is not None
+        if isinstance(action, Log):
+            self.log(action.line)
+        elif isinstance(action, Spawn):
+            self._spawn(action)
+        elif isinstance(action, WatchReadiness):
+            self._watch(action.number)
+        elif isinstance(action, StopWatching):
+            loop.cancel_timer(("probe", action.number))
+            process = self.processes.get(action.number)
+            if process is not None:
+                process.watch = None
+        elif isinstance(action, Signal):
+            generation = self.lifecycle.generations.get(action.number)
+            if generation is not None and generation.pid is not None:
+                _signal_group(generation.pid, action.signum)
+        elif isinstance(action, KillLeftovers):
+            generation = self.lifecycle.generations.get(action.number)
+            if generation is not None and generation.pid is not None and _group_alive(
+                generation.pid
+            ):
+                self.log(
+                    f"generation {action.number} left processes behind after "
+                    f"{action.stop_timeout:g} s: sending SIGKILL"
+                )
+                _signal_group(generation.pid, signal.SIGKILL)
+        elif isinstance(action, SignalLingering):
+            for pgid in self._lingering_groups():
+                _signal_group(pgid, action.signum)
+        elif isinstance(action, SetTimer):
+            key = action.key
+            loop.set_timer(key, action.delay, lambda: self.handle(Timeout(self._now(), key)))
+        elif isinstance(action, CancelTimer):
+            loop.cancel_timer(action.key)
+        elif isinstance(action, Notify):
+            _sd_notify(action.state)
+        elif isinstance(action, Exit):
+            self._exit_status = action.status
+        else:
+            raise TypeError(f"not an action: {action!r}")
+
+    def _spawn(self, action: Spawn) -> None:
+        number = action.number
+        notify_socket = NotifySocket(number)
+        try:
+            child = spawn(
+                self._argv,
+                fds=[listener.fd for listener in self.listeners],
+                names=[listener.name for listener in self.listeners],
+                env=self.config.env,
+                extra_env=self._generation_env(notify_socket.address, number),
+                cwd=self.config.cwd,
+                deathsig=self.config.deathsig,
+                adopt=self.config.adopt,  # kernel adoption (issue 14)
+            )
+        except SpawnError as exc:
+            notify_socket.close()
+            if action.fatal:
+                raise
+            self.handle(SpawnFailed(self._now(), number, str(exc)))
+            return
+        except BaseException:
+            notify_socket.close()
+            raise
+        self.processes[number] = Process(child, notify_socket)
+        if self._sentry is not None:
+            self._sentry.watch(child.pid)
+        self._walls[number] = self.processes[number].started_wall
+        assert self._loop is not None
+        self._loop.add_reader(notify_socket.fd, lambda _fd: self._on_notify(number))
+        if child.pidfd is not None:
+            self._loop.add_reader(child.pidfd, self._on_child_exit)
+        # --- kernel adoption (issue 14): the generation's bind()/listen() wait on this fd.
+        if child.seccomp_listener is not None:
+            adopter = Adopter(self.listeners, self.log, number)
+            self._loop.add_reader(child.seccomp_listener, adopter.handle)
+        elif self.config.adopt:
+            self.log(
+                f"adoption: seccomp user notification unavailable ({os.strerror(child.adopt_error)}"
+                f"): generation {number} runs without it"
+            )
+        # --- end of kernel adoption
+        self.handle(Spawned(self._now(), number, child.pid))
+
+    def _watch(self, number: int) -> None:
+        generation = self.lifecycle.generations[number]
+        assert generation.pid is not None
+        self.processes[number].watch = readiness.Watch(
+            self.config.ready, generation.pid, self._inodes, self.config.ready_interval
+        )
+        if self.config.ready.kind != "notify":
+            self._probe(number)
+
+    def _generation_env(self, notify_address: str, number: int) -> dict[str, str]:
+        env = {protocol.NOTIFY_SOCKET: notify_address, protocol.GENERATION: str(number)}
+        if self.config.hook:
+            env[protocol.HELD_FDS] = protocol.format_held_fds(
+                (3 + i, os.fstat(held.fd).st_ino) for i, held in enumerate(self.listeners)
+            )
+            inherited = (self.config.env if self.config.env is not None else os.environ).get(
+                "PYTHONPATH"
+            )
+            env["PYTHONPATH"] = HOOK_DIR + (os.pathsep + inherited if inherited else "")
+            env[protocol.STOP_SIGNAL] = str(int(self.config.stop_signal))
+            env[protocol.STOP_TIMEOUT] = f"{self.config.stop_timeout:g}"
+        return env
+
+    def _release(self, number: int) -> None:
+        """Close what an exited generation held; remember its group if members live on."""
+        process = self.processes.pop(number, None)
+        if process is None:
+            return
+        if _group_alive(process.child.pid):
+            self._lingering.add(process.child.pid)
+        elif self._sentry is not None:
+            self._sentry.forget(process.child.pid)
+        if self._loop is not None:
+            self._loop.cancel_timer(("probe", number))
+            self._loop.remove_reader(process.notify.fd)
+            if process.child.pidfd is not None:
+                self._loop.remove_reader(process.child.pidfd)
+            if process.child.seccomp_listener is not None:  # kernel adoption (issue 14)
+                self._loop.remove_reader(process.child.seccomp_listener)
+        process.child.close()
+        process.notify.close()
+
+    # --- stopping -----------------------------------------------------------------------------
+
+    def _shutdown(self) -> None:
+        """On the way out: no server may outlive the holder, then release everything."""
+        for number, generation in list(self.lifecycle.generations.items()):
+            if generation.alive and generation.pid is not None:
+                _signal_group(generation.pid, signal.SIGKILL)
+                try:
+                    _, status = libc.waitpid(generation.pid)
+                except ChildProcessError:
+                    status = 0  # reaped already, as an orphan
+                self._release(number)
+                self.lifecycle.handle(Exited(self._now(), number, libc.WaitStatus(status)))
+        for pgid in self._lingering_groups():
+            _signal_group(pgid, signal.SIGKILL)  # workers their first process left behind
+        if self._sentry is not None:
+            self._sentry.close()
+            self._sentry = None
+        if self.config.reap_orphans:
+            while libc.reap(-1) is not None:
+                pass
+        if self._loop is not None:
+            self._loop.close()
+            self._loop = None
+        if self._watcher is not None:
+            self._watcher.close()
+        if self._own_listeners:
+            for listener in self.listeners:
+                listener.close()
+        if self.config.pid_file:
+            remove_if_ours(self.config.pid_file, self._pid_file)
+        if self.config.status_file:
+            remove_if_ours(self.config.status_file, self._status_file)
+
+    def _lingering_groups(self) -> list[int]:
+        gone = {pgid for pgid in self._lingering if not _group_alive(pgid)}
+        if self._sentry is not None:
+            for pgid in gone:
+                self._sentry.forget(pgid)
+        self._lingering -= gone
+        return sorted(self._lingering)
+
+    # --- status -------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, object]:
+        """What --status-file holds: the sockets, the generations alive, the counts."""
+        lifecycle = self.lifecycle
+        shown = [g for g in lifecycle.generations.values() if g.alive]
+        last = max(lifecycle.generations.values(), key=lambda g: g.number, default=None)
+        if last is not None and not last.alive:
+            shown.append(last)
+
+        def state(g: Generation) -> str:
+            if not g.alive:
+                return "exited"
+            return "stopping" if lifecycle.stopping else g.state.value
+
+        def ready(g: Generation) -> float | None:
+            if g.ready_at is None or g.number not in self._walls:
+                return None
+            return self._walls[g.number] + (g.ready_at - g.started)
+
+        return {
+            "pid": os.getpid(),
+            "sockets": [
+                {"name": listener.name, "fd": 3 + index, "address": str(listener.address),
+                 "url": listener.url}
+                for index, listener in enumerate(self.listeners)
+            ],
+            "generations": [
+                {
+                    "number": g.number,
+                    "state": state(g),
+                    "pid": g.pid,
+                    "started": self._walls.get(g.number),
+                    "ready": ready(g),
+                    "exit_status": g.exit_status.shell_status if g.exit_status else None,
+                }
+                for g in sorted(shown, key=lambda g: g.number)
+            ],
+            "restarts": lifecycle.restarts,
+            "generations_started": lifecycle.started,
+            "stopping": lifecycle.stopping,
+        }
+
+    def _write_status(self) -> None:
+        """Keep --status-file current; a full disk is reported once and never stops the holder."""
+        path = self.config.status_file
+        if not path:
+            return
+        text = json.dumps(self.status(), indent=2) + "\n"
+        if text == self._status_written:
+            return
+        try:
+            self._status_file = write_atomically(path, text)
+        except OSError as exc:
+            message = f"cannot write status file {path}: {exc.strerror or exc}"
+            if message != self._status_error:
+                self.log(message)
+                self._status_error = message
+            return
+        self._status_written = text
+        self._status_error = ""
+
+    def _describe_listeners(self) -> str:
+        return ", ".join(
+            f"{listener.url} ({listener.name}, fd {3 + index})"
+            for index, listener in enumerate(self.listeners)
+        )
+
+
+def _sd_notify(state: str) -> None:
+    """Tell zocket's own supervisor (systemd), if any; never fail because of it."""
+    try:
+        notify(state)
+    except (OSError, ValueError):
+        pass
+
+
+def _signal_group(pgid: int, signum: int) -> None:
+    try:
+        libc.killpg(pgid, signum)
+    except ProcessLookupError:
+        pass  # already gone; it will be reaped
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether any process is left in a generation's process group (its leader may be gone)."""
+    try:
+        libc.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
