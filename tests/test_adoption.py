@@ -241,7 +241,10 @@ RUNTIMES = [
         ["--no-hook"],
     ),
     # granian binds in Rust, in its main process and again in each worker: with the hook off,
-    # the kernel path alone adopts both (the evidence for retiring the hook's granian patch).
+    # the kernel path alone adopts both (the evidence for retiring the hook's granian bind
+    # patch). What the hook still does for granian is its stop: without it a worker that is
+    # told to stop drops a request it had accepted now and then (1 reset in about every
+    # other run of this test), so the test tolerates what node's does.
     Runtime(
         "granian",
         sys.executable,
@@ -249,6 +252,7 @@ RUNTIMES = [
         b"hello from granian",
         {"app.py": GRANIAN_APP},
         ["--no-hook"],
+        loses_on_stop=True,
     ),
 ]
 
@@ -297,7 +301,8 @@ def assert_serves_on_the_held_socket(zocket: ZocketProcess, pid: int) -> None:
 
 
 def assert_only_stop_losses(load: LoadClient, zocket: ZocketProcess) -> None:
-    """What a server that dies at once on SIGTERM may lose, and nothing else.
+    """What a server that dies at once on SIGTERM may lose, and nothing else (node; granian
+    without the hook's stop handling).
 
     node without a SIGTERM handler exits the moment zocket tells an old generation to
     stop (after the new one is ready): the requests that old node had accepted and not
