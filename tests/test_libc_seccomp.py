@@ -19,6 +19,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from support import no_new_fds
 from zocket import libc, spawn
 from zocket._libc import ffi, lib
 
@@ -251,6 +252,12 @@ def test_a_dead_caller_voids_its_notification() -> None:
         poller = select.poll()
         poller.register(child.seccomp_listener, select.POLLIN)
         assert poller.poll(5000)[0][1] & select.POLLHUP
+
+
+@pytest.mark.skipif(not libc.HAS_SECCOMP_ADOPT, reason="built without seccomp user notification")
+def test_a_failed_exec_with_adoption_leaks_no_listener(tmp_path: Path) -> None:
+    with no_new_fds(), pytest.raises(spawn.CommandNotFound):
+        spawn.spawn([str(tmp_path / "missing")], fds=[], names=[], adopt=True)
 
 
 def test_errors_name_the_call(tmp_path: Path) -> None:

@@ -155,6 +155,8 @@ def spawn(
         pidfd: int | None = libc.pidfd_open(pid)
     except OSError as exc:
         if exc.errno != errno.ENOSYS:
+            if listener is not None:
+                libc.close(listener)
             raise
         pidfd = None
     return Child(pid, pidfd, listener, adopt_error)
