@@ -223,12 +223,16 @@ RUNTIMES = [
         ["--no-hook"],
     ),
     Runtime("go", "go", ["./hello", "{port}"], b"hello from go"),
+    # WEBrick's shutdown is not quite graceful: a request thread that has accepted a
+    # connection but not yet seen its request closes it once the server leaves :Running
+    # (HTTPServer#run), so a request now and then is reset at a stop (1 in ~50 restarts).
     Runtime(
         "ruby",
         "ruby",
         ["ruby", "server.rb", "{port}"],
         b"hello from ruby",
         {"server.rb": RUBY_SERVER},
+        loses_on_stop=True,
     ),
     Runtime("java", "java", ["java", "-cp", "{classes}", "Hello", "{port}"], b"hello from java"),
     # gevent binds through its own socket class, which the Python hook never sees.
@@ -301,8 +305,8 @@ def assert_serves_on_the_held_socket(zocket: ZocketProcess, pid: int) -> None:
 
 
 def assert_only_stop_losses(load: LoadClient, zocket: ZocketProcess) -> None:
-    """What a server that dies at once on SIGTERM may lose, and nothing else (node; granian
-    without the hook's stop handling).
+    """What a server that drops requests when it stops may lose, and nothing else (node;
+    WEBrick and granian without the hook's stop handling less often, see RUNTIMES).
 
     node without a SIGTERM handler exits the moment zocket tells an old generation to
     stop (after the new one is ready): the requests that old node had accepted and not

@@ -39,6 +39,7 @@ from support import (
     tcp_listeners,
     wait_for,
     write_responder,
+    zocket_argv,
     zocket_env,
 )
 from zocket.addresses import InetAddress
@@ -172,6 +173,19 @@ def assert_one_error_line(result: subprocess.CompletedProcess[str], status: int)
         (["--port", "1", "2", "true"], 2, "twice"),
         (["--no-such-option", "0", "true"], 2, "--no-such-option"),
         (["--port", "0", "'unbalanced"], 2, "unbalanced"),
+        (["--backlog", "1000000000000", "0", "true"], 2, "--backlog"),
+        (["--backlog", str(2**31), "0", "true"], 2, "--backlog"),
+        (["--port", "0", *["--listen=127.0.0.1:0"] * 64, "true"], 2, "at most 64"),
+        (["--ready-timeout", "1e10", "0", "true"], 2, "--ready-timeout"),
+        (["--stop-timeout", "1e10", "0", "true"], 2, "--stop-timeout"),
+        (["--debounce", "inf", "0", "true"], 2, "--debounce"),
+        (["--ready", "delay:1e10", "0", "true"], 2, "delay"),
+        (["-1", "true"], 2, "invalid port: '-1'"),
+        (["+80", "--", "true"], 2, "invalid port: '+80'"),
+        (["--no-respawn", "-l", "http=127.0.0.1:0", "0", "true"], 2, "'http' is given twice"),
+        (["--socket-mode", "600", "-l", "unix:@zk-test-abstract", "true"], 2, "no permissions"),
+        (["--socket-owner", "0", "-l", "unix:@zk-test-abstract", "true"], 2, "abstract"),
+        (["--socket-mode", "600", "0", "true"], 2, "no --listen unix:PATH"),
     ],
     ids=[
         "port-70000",
@@ -185,11 +199,106 @@ def assert_one_error_line(result: subprocess.CompletedProcess[str], status: int)
         "port-twice",
         "unknown-option",
         "unbalanced-quote",
+        "backlog-10**12",
+        "backlog-2**31",
+        "65-sockets",
+        "ready-timeout-1e10",
+        "stop-timeout-1e10",
+        "debounce-inf",
+        "ready-delay-1e10",
+        "negative-port",
+        "signed-port",
+        "port-socket-named-http-twice",
+        "socket-mode-abstract",
+        "socket-owner-abstract",
+        "socket-mode-no-unix-socket",
     ],
 )
 def test_usage_errors(args: list[str], status: int, fragment: str) -> None:
     line = assert_one_error_line(run_zocket(args), status)
     assert fragment in line
+
+
+def test_durations_up_to_a_day_are_accepted() -> None:
+    config = parse_args(["--ready-timeout", "86400", "--stop-timeout", "86400", "0", "cmd"])
+    assert (config.ready_timeout, config.stop_timeout) == (86400.0, 86400.0)
+
+
+@pytest.mark.parametrize(
+    "count, fragment",
+    [("99999999999999999999", "too large"), ("65", "at most 64"), ("3x", "not a number")],
+)
+def test_listen_fds_zocket_cannot_take_is_one_line(count: str, fragment: str) -> None:
+    # LISTEN_PID must be zocket's own pid: sh exports its $$ and execs zocket in its place.
+    zocket = shlex.join(zocket_argv(["--", "true"]))
+    script = f"export LISTEN_PID=$$ LISTEN_FDS={count}; exec {zocket}"
+    result = subprocess.run(
+        ["/bin/sh", "-c", script],
+        env=zocket_env(),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert fragment in assert_one_error_line(result, 2)
+
+
+#: Runs ``python -m zocket ARGV`` with SIGINT at its default (a shell or harness that
+#: started the tests in the background may have left it ignored, and an ignored signal
+#: stays ignored across exec), after writing one byte on stdout: by then the interpreter
+#: has finished its own start (site, and finding the package), which zocket cannot
+#: guard, and what follows is zocket's, from the first line of ``zocket/__main__.py`` on,
+#: a fraction of a millisecond later (the delays start at 5 ms, never in between).
+_SIGINT_AFTER_SITE = (
+    "import os, runpy, signal, sys, zocket; "
+    "signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "sys.argv = ['zocket', *sys.argv[1:]]; os.write(1, b'.'); "
+    "runpy.run_module('zocket', run_name='__main__', alter_sys=True)"
+)
+
+
+@pytest.mark.parametrize("delay_ms", [5, 10, 20, 30, 40, 50, 60, 80, 100, 150, 250, 400])
+def test_sigint_during_start_up_exits_130_and_leaves_nothing(
+    delay_ms: int, short_tmp: Path
+) -> None:
+    sock, pid_file = short_tmp / "s", short_tmp / "pid"
+    marker = f"{30 + delay_ms / 1000:.3f}"  # sleep's argument: finds the server if it lives on
+    args = [
+        "--no-respawn", "--port", "0", "--listen", f"unix:{sock}", "--pid-file", str(pid_file),
+        "--", "sleep", marker,
+    ]  # fmt: skip
+    proc = subprocess.Popen(
+        [PY, "-c", _SIGINT_AFTER_SITE, *args],
+        env=zocket_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.read(1) == b"."
+        time.sleep(delay_ms / 1000)
+        proc.send_signal(signal.SIGINT)
+        _, raw = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    stderr = raw.decode(errors="replace")
+    assert "Traceback" not in stderr
+    assert "KeyboardInterrupt" not in stderr
+    assert proc.returncode == 128 + signal.SIGINT, stderr
+    assert not sock.exists() and not pid_file.exists(), stderr
+    left = [pid for pid in os.listdir("/proc") if pid.isdigit() and _cmdline_has(pid, marker)]
+    assert not left, f"the server outlived zocket: {left}"
+
+
+def _cmdline_has(pid: str, word: str) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return word.encode() in f.read().split(b"\0")
+    except OSError:
+        return False
 
 
 def test_port_in_use() -> None:
@@ -485,6 +594,51 @@ def test_shell_argv(child: Path, tmp_path: Path) -> None:
         assert seen["argv"][1:] == [str(report), "wait", f"--port={zocket.port}"]
 
 
+#: Writes the fds it was started with (0..19 probed with fcntl, which opens nothing) to argv[1].
+FDS_CHILD = (
+    "import fcntl, json, sys\n"
+    "def is_open(fd):\n"
+    "    try:\n"
+    "        fcntl.fcntl(fd, fcntl.F_GETFD)\n"
+    "    except OSError:\n"
+    "        return False\n"
+    "    return True\n"
+    "fds = [fd for fd in range(20) if is_open(fd)]\n"
+    "with open(sys.argv[1], 'w') as f:\n"
+    "    json.dump(fds, f)\n"
+)
+
+
+@pytest.mark.parametrize("closed", ["<&- >&-", "<&- >&- 2>&-", "2>&-"])
+def test_closed_stdio_reaches_the_server_as_dev_null(closed: str, tmp_path: Path) -> None:
+    child, report = tmp_path / "fds.py", tmp_path / "fds.json"
+    child.write_text(FDS_CHILD)
+    zocket = shlex.join(zocket_argv(["--no-respawn", "--port", "0", "--", PY, child, report]))
+    result = subprocess.run(
+        ["/bin/sh", "-c", f"exec {zocket} {closed}"],
+        env=zocket_env(),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(report.read_text()) == [0, 1, 2, 3]
+
+
+def test_one_word_after_dashdash_is_the_argv(tmp_path: Path) -> None:
+    directory = tmp_path / "my dir"
+    directory.mkdir()
+    program = directory / "prog"
+    program.write_text("#!/bin/sh\nexit 7\n")
+    program.chmod(0o755)
+    assert list(parse_args(["0", "--", str(program)]).command) == [str(program)]
+    assert list(parse_args(["0", "--", "a b"]).command) == ["a b"]
+    assert list(parse_args(["0", "a b"]).command) == ["a", "b"]  # one string is split
+    result = run_zocket(["--no-respawn", "--port", "0", "--", program])
+    assert result.returncode == 7, result.stderr
+
+
 def test_child_sees_exactly_stdio_and_the_held_sockets(
     child: Path, short_tmp: Path, tmp_path: Path
 ) -> None:
@@ -634,6 +788,30 @@ def test_parse_listen() -> None:
     # A port next to --listen is held first.
     listen, _ = _summary(["--listen", "[::1]:81", "80", "cmd"])
     assert listen == [(None, "127.0.0.1", 80), (None, "::1", 81)]
+
+
+def test_socket_mode_with_a_socket_file_among_abstract_ones_is_accepted() -> None:
+    config = parse_args(
+        ["--socket-mode", "600", "-l", "unix:/tmp/zk-a.sock", "-l", "unix:@zk-b", "--", "cmd"]
+    )
+    assert config.unix_permissions.mode == 0o600
+
+
+def test_socket_mode_with_handed_sockets_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LISTEN_PID", str(os.getpid()))
+    monkeypatch.setenv("LISTEN_FDS", "1")
+    with pytest.raises(UsageError, match="LISTEN_FDS"):
+        parse_args(["--socket-mode", "600", "cmd"])
+
+
+def test_shell_keeps_the_quoting_of_several_words() -> None:
+    words = ["printf", "[%s]\n", "a  b", "x; echo INJECTED"]
+    result = run_zocket(["--no-respawn", "--port", "0", "--shell", "--", *words])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "[a  b]\n[x; echo INJECTED]\n"
+    assert list(parse_args(["--shell", "0", "--", *words]).command) == [
+        "/bin/sh", "-c", shlex.join(words)
+    ]  # fmt: skip
 
 
 def test_parse_shell() -> None:

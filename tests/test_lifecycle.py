@@ -25,6 +25,7 @@ from zocket.lifecycle import (
     Lifecycle,
     Log,
     Notify,
+    Outcome,
     Ready,
     Restart,
     Rules,
@@ -407,3 +408,72 @@ def test_events_about_unknown_generations_are_ignored(event: Event) -> None:
     world = serving_world()
     world.send(event)
     assert world.take() == []
+
+
+# --- outcomes of a restart (zocket reload) ---------------------------------------------------
+
+
+def outcomes(world: World) -> list[Outcome]:
+    return [a for a in world.actions if isinstance(a, Outcome)]
+
+
+def test_a_reload_hears_that_its_generation_went_live() -> None:
+    world = serving_world()
+    world.send(Restart(world.now, "control", waiter="client"))
+    assert outcomes(world) == []
+    world.advance(0.3)
+    world.ready(2)
+    assert outcomes(world) == [
+        Outcome(("client",), True, "generation 2 ready in 300 ms; generation 1 was told to stop")
+    ]
+
+
+def test_a_reload_hears_why_its_generation_failed() -> None:
+    world = serving_world()
+    world.send(Restart(world.now, "control", waiter="client"))
+    world.exit(2, EXIT_1)
+    assert outcomes(world) == [Outcome(
+        ("client",), False, "generation 2 failed before ready: exit 1; generation 1 keeps serving"
+    )]
+
+
+def test_reloads_that_coalesce_hear_from_the_generation_that_carries_them() -> None:
+    world = serving_world()
+    world.send(Restart(world.now, "control", waiter="first"))
+    world.send(Restart(world.now, "control", waiter="second"))
+    world.send(Restart(world.now, "control", waiter="third"))
+    world.ready(2)
+    assert [(o.waiters, o.ok) for o in outcomes(world)] == [(("first",), True)]
+    world.take()
+    world.ready(3)
+    assert [(o.waiters, o.ok) for o in outcomes(world)] == [(("second", "third"), True)]
+
+
+def test_a_reload_without_overlap_waits_for_the_generation_after_the_old_one() -> None:
+    world = serving_world(overlap=False)
+    world.send(Restart(world.now, "control", waiter="client"))
+    world.exit(1, TERMINATED)
+    assert outcomes(world) == []
+    world.ready(2)
+    assert [o.ok for o in outcomes(world)] == [True]
+
+
+def test_a_reload_while_stopping_or_interrupted_by_a_stop_is_told_so() -> None:
+    world = serving_world()
+    world.send(Restart(world.now, "control", waiter="during"))
+    world.send(Shutdown(world.now, signal.SIGTERM))
+    world.send(Restart(world.now, "control", waiter="after"))
+    assert outcomes(world) == [
+        Outcome(("during",), False, "zocket is stopping"),
+        Outcome(("after",), False, "zocket is stopping"),
+    ]
+
+
+def test_a_reload_whose_spawn_fails_is_told_why() -> None:
+    world = serving_world()
+    world.spawn_fails.append("command not found: app")
+    world.send(Restart(world.now, "control", waiter="client"))
+    assert outcomes(world) == [Outcome(
+        ("client",), False, "cannot start generation 2: command not found: app; "
+        "generation 1 keeps serving",
+    )]

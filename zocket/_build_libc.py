@@ -893,6 +893,42 @@ VERSION = Area(
 AREAS = (SOCKET, FCNTL, SIGNAL, SECCOMP, PROCESS, INOTIFY, SYSCALLS, SENTRY)
 
 
+# What a tool built on zocket.libc reaches for beyond zocket's own needs: who is at the
+# other end of a Unix socket, waiting on fds, a session of its own, leaving a forked
+# child without running the parent's clean-up, the thread's name, resumed children.
+TOOLS = Area(
+    "tools",
+    includes="""
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+""",
+    cdef="""
+#define SO_PEERCRED ...
+#define POLLPRI ...
+#define POLLOUT ...
+#define POLLERR ...
+#define POLLHUP ...
+#define POLLNVAL ...
+#define PR_GET_NAME ...
+
+typedef int... uid_t;
+typedef int... gid_t;
+typedef int... nfds_t;
+/* Python.h, included first by cffi, defines _GNU_SOURCE, which glibc needs for ucred. */
+struct ucred { pid_t pid; uid_t uid; gid_t gid; };
+
+int poll(struct pollfd *fds, nfds_t nfds, int timeout);
+pid_t setsid(void);
+void _exit(int status);
+int WIFCONTINUED(int);
+""",
+)
+AREAS += (TOOLS,)
+
+
 def _package_version() -> str:
     namespace: dict[str, str] = {}
     here = os.path.dirname(os.path.abspath(__file__))

@@ -50,8 +50,11 @@ def _parse_pid(value: str | None) -> int | None:
     return pid if pid > 0 else None
 
 
-def _parse_count(value: str) -> int:
-    """Garbage here is an error, not "no fds": the variables were meant for us."""
+def parse_listen_count(value: str) -> int:
+    """LISTEN_FDS's count; ValueError (one line) for anything sd_listen_fds(3) refuses.
+
+    Garbage here is an error, not "no fds": the variables were meant for us.
+    """
     if not _DECIMAL.fullmatch(value):
         raise ValueError(
             f"LISTEN_FDS={value!r} is not a number of file descriptors "
@@ -90,7 +93,7 @@ def _listen(unset_environment: bool) -> list[tuple[str, socket.socket]]:
             value = os.environ.get("LISTEN_FDS")
             if value is None:
                 return []
-            count = _parse_count(value)
+            count = parse_listen_count(value)
             fds = range(SD_LISTEN_FDS_START, SD_LISTEN_FDS_START + count)
             # Like sd_listen_fds(): the fds were inherited on purpose once;
             # our own children (helpers, reloads) must not inherit them again.

@@ -234,7 +234,7 @@ def _parse_ipv6(literal: str, text: str) -> str:
 
 def _parse_hostname(text: str) -> str:
     """A DNS name in lower case; names libc would read as IPv4 are refused."""
-    name = text[:-1] if text.endswith(".") else text
+    name = text.removesuffix(".")
     labels = name.split(".")
     if len(name) > MAX_HOST_LENGTH or not all(_LABEL_RE.fullmatch(label) for label in labels):
         raise AddressError(f"invalid host name: {text!r}")

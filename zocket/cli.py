@@ -3,12 +3,15 @@
 Exit statuses (also in the README):
     0..255  the server's own exit status; 128+N when it was killed by signal N
     1       an unexpected system error (one line, no traceback)
-    2       bad usage: unknown option, malformed address or port, empty command,
-            a --watch path that does not exist, a pid file that cannot be written
+    2       bad usage: unknown option, malformed address or port, a number out of
+            its range, empty command, a --watch path that does not exist, a pid
+            file that cannot be written, --socket-mode/--socket-owner with no
+            socket file, a LISTEN_FDS that cannot be used
     3       a socket could not be held: address in use, permission, unknown host,
             a unix path that exists and is not a socket
     126     the command is not executable
     127     the command was not found
+    130     SIGINT while zocket was still starting (before any generation ran)
 Every error is one line on stderr, never a traceback.
 """
 
@@ -18,32 +21,44 @@ import argparse
 import grp
 import os
 import pwd
+import re
 import signal
 import sys
 from collections.abc import Sequence
 
-from . import libc
+from . import control, libc
+from ._startup import release_interrupts
 from ._version import __version__
+from .activation import parse_listen_count
 from .addresses import (
     DEFAULT_HOST,
     AddressError,
     InetAddress,
     ListenSpec,
+    UnixAddress,
     parse_host,
     parse_listen,
     parse_port,
 )
 from .command import CommandError, split_command
-from .listeners import ListenError, UnixPermissions
+from .config import DEFAULT_READY, Config
+from .holder import Holder, SetupError
+from .identity import IdentityError, User
+from .listeners import ListenError, UnixPermissions, default_name
 from .readiness import ReadyMode, parse_ready_mode
 from .spawn import SpawnError
-from .config import Config
-from .holder import Holder, SetupError
 from .watch import DEFAULT_IGNORES, WatchError
 
 DEFAULT_PORT = 9999
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 128 + signal.SIGINT
+_SIGNED_NUMBER = re.compile(r"[-+][0-9]+")
+#: listen(2) takes a C int; the kernel then caps it at net.core.somaxconn anyway.
+MAX_BACKLOG = 2**31 - 1
+#: The longest duration any option takes: a day. Longer means a typo, and the
+#: loop's timers must stay within what epoll_wait's millisecond int can wait.
+MAX_SECONDS = 86400.0
 
 EPILOG = """\
 examples:
@@ -54,6 +69,9 @@ examples:
 The server gets the sockets on fd 3, 4, ... with LISTEN_FDS, LISTEN_PID and
 LISTEN_FDNAMES set, the way systemd hands them over. Placeholders in the
 command: {fd} {fd:NAME} {port} {port:NAME} {host} {host:NAME}.
+
+Limits: every SECONDS is 0 to 86400 (a day); --backlog is 1 to 2147483647;
+at most 64 sockets. Every refused input: docs/bad-input.md.
 """
 
 
@@ -74,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="*",
         metavar="[PORT] COMMAND",
         help="the port (default 9999), then the command: one quoted string, "
-        "split like a shell would without running one, or its words after --",
+        "split like a shell would without running one, or its words after -- "
+        "(the argv as given, even a single word)",
     )
     parser.add_argument(
         "-p", "--port", action=_Once, help="the port to hold (0: any free port)"
@@ -98,11 +117,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--backlog",
         action=_Once,
         type=int,
-        default=libc.SOMAXCONN,
+        default=Config.backlog,
         help=f"listen() backlog (default SOMAXCONN = {libc.SOMAXCONN})",
     )
     parser.add_argument(
-        "--shell", action="store_true", help="run the command through /bin/sh -c"
+        "--shell",
+        action="store_true",
+        help="run the command through /bin/sh -c: one word is the script, several words "
+        "are quoted (shlex.join) so each stays one word",
     )
     restarts = parser.add_argument_group("restarts")
     restarts.add_argument(
@@ -124,15 +146,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--debounce",
         action=_Once,
         type=_seconds,
-        default=0.02,
+        default=Config.debounce,
         metavar="SECONDS",
-        help="changes closer together than this make one restart (default 0.02)",
+        help=f"changes closer together than this make one restart (default {Config.debounce:g}; "
+        "every SECONDS is 0 to 86400, a day)",
     )
     restarts.add_argument(
         "--ready",
         action=_Once,
         type=_ready_mode,
-        default=ReadyMode("auto"),
+        default=DEFAULT_READY,
         metavar="MODE",
         help="when a new generation counts as ready: auto (a process waits on a held "
         "socket, seen in /proc; the default), notify (READY=1 on NOTIFY_SOCKET), "
@@ -142,9 +165,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--ready-timeout",
         action=_Once,
         type=_seconds,
-        default=60.0,
+        default=Config.ready_timeout,
         metavar="SECONDS",
-        help="a generation not ready by then is stopped; the old one keeps serving (default 60)",
+        help="a generation not ready by then is stopped; the old one keeps serving "
+        f"(default {Config.ready_timeout:g})",
     )
     restarts.add_argument(
         "--no-overlap",
@@ -156,17 +180,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--stop-signal",
         action=_Once,
         type=_signal,
-        default=signal.SIGTERM,
+        default=Config.stop_signal,
         metavar="SIGNAL",
-        help="how an old generation is asked to stop (default TERM)",
+        help="how an old generation is asked to stop "
+        f"(default {signal.Signals(Config.stop_signal).name[3:]})",
     )
     restarts.add_argument(
         "--stop-timeout",
         action=_Once,
         type=_seconds,
-        default=10.0,
+        default=Config.stop_timeout,
         metavar="SECONDS",
-        help="how long a generation has to stop before SIGKILL (default 10)",
+        help=f"how long a generation has to stop before SIGKILL (default {Config.stop_timeout:g})",
     )
     parser.add_argument(
         "--no-hook",
@@ -197,6 +222,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ops.add_argument("--pid-file", action=_Once, metavar="PATH", help="write zocket's pid to PATH")
     ops.add_argument(
+        "--control",
+        action=_Once,
+        metavar="PATH",
+        help="the control socket for `zocket reload|status|stop` (default: one per zocket "
+        "in $XDG_RUNTIME_DIR/zocket, /run/zocket for root, else /tmp/zocket-UID)",
+    )
+    ops.add_argument(
+        "--no-control", dest="control", action="store_const", const="",
+        help="no control socket",
+    )
+    ops.add_argument(
         "--socket-mode",
         action=_Once,
         type=_mode,
@@ -209,6 +245,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=_owner,
         metavar="USER[:GROUP]",
         help="owner of the Unix socket files zocket creates",
+    )
+    ops.add_argument(
+        "--user",
+        action=_Once,
+        type=_user,
+        metavar="USER[:GROUP]",
+        help="once the sockets are held (as root: ports below 1024), run zocket and every "
+        "generation as USER, with its groups and HOME, USER, LOGNAME and SHELL",
     )
     parser.add_argument("--version", action="version", version=f"zocket {__version__}")
     return parser
@@ -226,9 +270,14 @@ def parse_args(argv: Sequence[str]) -> Config:
     words = list(args.words)
 
     port_text = args.port
-    if words and words[0].isdigit() and after is None and len(words) == 1:
+    # A signed number first is a port too, so that "-1" is called an invalid port, not a
+    # command that is not found (argparse passes "-1" through as a positional word).
+    is_port = bool(words) and (
+        words[0].isdigit() or _SIGNED_NUMBER.fullmatch(words[0]) is not None
+    )
+    if is_port and after is None and len(words) == 1:
         raise UsageError(f"no command given after the port {words[0]}: zocket [PORT] COMMAND")
-    if words and words[0].isdigit():
+    if is_port:
         if port_text is not None:
             raise UsageError(f"the port is given twice: --port {port_text} and {words[0]}")
         port_text = words.pop(0)
@@ -236,8 +285,8 @@ def parse_args(argv: Sequence[str]) -> Config:
         if words:
             raise UsageError(f"unexpected {words[0]!r} before --: give the command after --")
         words = after
-    if args.backlog < 1:
-        raise UsageError(f"--backlog must be at least 1, not {args.backlog}")
+    if not 1 <= args.backlog <= MAX_BACKLOG:
+        raise UsageError(f"--backlog must be 1 to {MAX_BACKLOG}, not {args.backlog}")
     inherit = _handed_sockets()
     if inherit and (port_text is not None or args.listen or args.host is not None):
         raise UsageError(
@@ -256,10 +305,18 @@ def parse_args(argv: Sequence[str]) -> Config:
         elif args.host is not None:
             raise UsageError("--host goes with a port; with --listen, put the host in ADDR")
         specs.extend(parse_listen(text) for text in args.listen)
-        command = split_command(words, shell=args.shell)
+        if len(specs) > libc.SPAWN_MAX_FDS:
+            raise UsageError(
+                f"at most {libc.SPAWN_MAX_FDS} sockets can be held and handed over, "
+                f"not {len(specs)}"
+            )
+        command = split_command(words, shell=args.shell, as_argv=after is not None)
     except (AddressError, CommandError) as exc:
         raise UsageError(str(exc)) from None
-    names = [spec.name for spec in specs if spec.name]
+    if args.socket_mode is not None or args.socket_owner is not None:
+        _check_socket_files(specs, inherited=bool(inherit))
+    # The names the sockets will have, defaults included: the port's socket is "http".
+    names = [spec.name or default_name(index) for index, spec in enumerate(specs)]
     for name in names:
         if names.count(name) > 1:
             raise UsageError(f"socket name {name!r} is given twice")
@@ -281,17 +338,59 @@ def parse_args(argv: Sequence[str]) -> Config:
         inherit=bool(inherit),
         reap_orphans=True,
         status_file=args.status_file,
+        control=args.control,
+        user=args.user,
         pid_file=args.pid_file,
         unix_permissions=UnixPermissions(args.socket_mode, *(args.socket_owner or (-1, -1))),
     )
 
 
+def _check_socket_files(specs: Sequence[ListenSpec], inherited: bool) -> None:
+    """--socket-mode/--socket-owner need a Unix socket file zocket creates, or they do nothing.
+
+    Silently doing nothing would be worse than refusing: an abstract socket
+    (unix:@name) has no file and so no permissions, and anyone on the host
+    can connect to it; whoever asked for mode 600 believes otherwise.
+    """
+    option = "--socket-mode/--socket-owner"
+    if inherited:
+        raise UsageError(
+            f"{option}: zocket was handed its sockets through LISTEN_FDS and creates no "
+            "socket file to set them on"
+        )
+    unix = [spec.address for spec in specs if isinstance(spec.address, UnixAddress)]
+    if any(not address.abstract for address in unix):
+        return
+    if unix:
+        raise UsageError(
+            f"{option}: abstract Unix sockets (unix:@{unix[0].path}) have no file and no "
+            "permissions: any local user can connect; use a unix:PATH socket to restrict access"
+        )
+    raise UsageError(f"{option} apply to Unix socket files, and no --listen unix:PATH is given")
+
+
 def _handed_sockets() -> int:
-    """How many sockets zocket itself was given the systemd way (0: none, bind our own)."""
+    """How many sockets zocket itself was given the systemd way (0: none, bind our own).
+
+    The variables are read by activation's rules (what the holder will
+    take), and a count zocket could not hand on is refused here, in one line,
+    before anything is opened.
+    """
     if os.environ.get("LISTEN_PID") != str(os.getpid()):
         return 0
-    value = os.environ.get("LISTEN_FDS", "")
-    return int(value) if value.isdigit() else 0
+    value = os.environ.get("LISTEN_FDS")
+    if value is None:
+        return 0
+    try:
+        count = parse_listen_count(value)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if count > libc.SPAWN_MAX_FDS:
+        raise UsageError(
+            f"LISTEN_FDS={value}: at most {libc.SPAWN_MAX_FDS} sockets can be held "
+            "and handed over"
+        )
+    return count
 
 
 class _Once(argparse.Action):
@@ -321,6 +420,13 @@ def _mode(text: str) -> int:
     return mode
 
 
+def _user(text: str) -> User:
+    try:
+        return User.parse(text)
+    except IdentityError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _owner(text: str) -> tuple[int, int]:
     user, _, group = text.partition(":")
     try:
@@ -335,17 +441,24 @@ def _seconds(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        value = -1.0
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}")
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 <= value <= MAX_SECONDS:  # NaN fails too
+        raise argparse.ArgumentTypeError(
+            f"{text!r} seconds is out of range (0 to {MAX_SECONDS:g}, a day)"
+        )
     return value
 
 
 def _ready_mode(text: str) -> ReadyMode:
     try:
-        return parse_ready_mode(text)
+        mode = parse_ready_mode(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+    if mode.kind == "delay" and mode.delay > MAX_SECONDS:
+        raise argparse.ArgumentTypeError(
+            f"--ready {text!r}: the delay is out of range (0 to {MAX_SECONDS:g} seconds, a day)"
+        )
+    return mode
 
 
 def _signal(text: str) -> int:
@@ -376,27 +489,45 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status (the console script exits with it)."""
     if argv is None:
         argv = sys.argv[1:]
+    if argv and argv[0] in control.COMMANDS:
+        if release_interrupts():
+            return EXIT_INTERRUPTED
+        return control.client_main(list(argv))
     _ensure_standard_fds()
     try:
         config = parse_args(argv)
         holder = Holder(config)
         holder.open()
+        # SIGINT was held since __main__'s first line (see _startup): through the imports
+        # and through open(), which would leave a Unix socket file behind if interrupted
+        # between bind() and its own clean-up. From here on run() cleans up whatever
+        # KeyboardInterrupt interrupts, and then installs the holder's own handlers.
+        if release_interrupts():
+            for listener in holder.listeners:
+                listener.close()
+            return EXIT_INTERRUPTED
         return holder.run()
-    except (UsageError, ListenError, SpawnError, CommandError, WatchError, SetupError) as exc:
+    except (
+        UsageError, ListenError, SpawnError, CommandError, WatchError, SetupError, IdentityError
+    ) as exc:
+        release_interrupts()
         _error(str(exc))
         return exc.exit_status
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
     except OSError as exc:  # nothing above expects it: still one line, never a traceback
         _error(f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""))
         return EXIT_FAILURE
 
 
 def _ensure_standard_fds() -> None:
-    """Put /dev/null on a closed fd 0, 1 or 2.
+    """Put /dev/null on a closed fd 0, 1 or 2, inheritable: the server gets 0, 1 and 2.
 
     Otherwise the first socket zocket opens would take that number, and the
-    server would be handed the listening socket as its stdout.
+    server would be handed the listening socket as its stdout. os.open makes
+    its fd close-on-exec (PEP 446), so a /dev/null that lands on the number
+    itself must be made inheritable by hand, or the server would start with
+    that fd closed.
     """
     for fd in (0, 1, 2):
         try:
@@ -404,8 +535,10 @@ def _ensure_standard_fds() -> None:
         except OSError:
             null = os.open(os.devnull, os.O_RDWR)  # the lowest free number: this one
             if null != fd:
-                os.dup2(null, fd)
+                os.dup2(null, fd)  # inheritable, as dup2's copy is by default
                 os.close(null)
+            else:
+                os.set_inheritable(fd, True)
 
 
 def _error(message: str) -> None:

@@ -39,13 +39,28 @@ class Held(Protocol):
     def host(self) -> str | None: ...
 
 
-def split_command(words: Sequence[str], shell: bool = False) -> list[str]:
-    """One string is split like a shell would (no shell runs); several are taken as argv."""
+def split_command(
+    words: Sequence[str], shell: bool = False, *, as_argv: bool = False
+) -> list[str]:
+    """The argv to run for the command words.
+
+    With ``shell``, one word is the script for ``/bin/sh -c``; several words
+    are joined with shell quoting (``shlex.join``), so the shell runs exactly
+    that argv, words with spaces or ``;`` included.
+
+    ``as_argv``: the words came after ``--``, and are the argv as given, even a
+    single one (``-- "/tmp/my dir/prog"`` runs that path). Otherwise one string
+    is split like a shell would (no shell runs) and several are taken as argv.
+    """
     if shell:
         if not words:
             raise CommandError("empty command")
-        return ["/bin/sh", "-c", " ".join(words)]
-    if len(words) == 1:
+        # One word is the script. Several are an argv for the shell to run as it is:
+        # quoted, so that "x; echo INJECTED" stays one argument instead of becoming a
+        # second command (" ".join lost every quote).
+        script = words[0] if len(words) == 1 else shlex.join(words)
+        return ["/bin/sh", "-c", script]
+    if len(words) == 1 and not as_argv:
         try:
             argv = shlex.split(words[0])
         except ValueError as exc:

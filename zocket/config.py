@@ -12,10 +12,14 @@ from dataclasses import dataclass, field
 from . import libc
 from ._hook import _zocket_protocol as protocol
 from .addresses import ListenSpec
+from .identity import User
 from .lifecycle import Rules
 from .listeners import UnixPermissions
 from .readiness import ReadyMode
 from .watch import DEFAULT_IGNORES
+
+#: ``--ready``'s default (ReadyMode is frozen, so one instance serves every Config).
+DEFAULT_READY = ReadyMode("auto")
 
 
 @dataclass
@@ -34,7 +38,7 @@ class Config:
     stop_timeout: float = protocol.DEFAULT_STOP_TIMEOUT
     #: Start the new generation before stopping the old one.
     overlap: bool = True
-    ready: ReadyMode = field(default_factory=lambda: ReadyMode("auto"))
+    ready: ReadyMode = DEFAULT_READY
     ready_timeout: float = 60.0
     #: How often ``--ready auto`` looks at /proc while a generation boots: this often at
     #: first, then less often as the boot goes on (readiness.Probe.interval).
@@ -59,6 +63,11 @@ class Config:
     #: Only for a process that has no other children: it reaps with waitpid(-1).
     reap_orphans: bool = False
     status_file: str | None = None
+    #: The control socket (``zocket reload|status|stop``): None for the default path in
+    #: control.control_dir(), "" for none.
+    control: str | None = None
+    #: Run the holder and every generation as this user once the sockets are held.
+    user: User | None = None
     pid_file: str | None = None
     unix_permissions: UnixPermissions = field(default_factory=UnixPermissions)
 

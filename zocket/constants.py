@@ -26,6 +26,7 @@ SO_KEEPALIVE: _Final[int] = _lib.SO_KEEPALIVE
 SO_RCVBUF: _Final[int] = _lib.SO_RCVBUF
 SO_SNDBUF: _Final[int] = _lib.SO_SNDBUF
 SO_PASSCRED: _Final[int] = _lib.SO_PASSCRED
+SO_PEERCRED: _Final[int] = _lib.SO_PEERCRED
 SOMAXCONN: _Final[int] = _lib.SOMAXCONN
 IPPROTO_TCP: _Final[int] = _lib.IPPROTO_TCP
 IPPROTO_IPV6: _Final[int] = _lib.IPPROTO_IPV6
@@ -87,6 +88,14 @@ PR_GET_PDEATHSIG: _Final[int] = _lib.PR_GET_PDEATHSIG
 PR_SET_CHILD_SUBREAPER: _Final[int] = _lib.PR_SET_CHILD_SUBREAPER
 PR_GET_CHILD_SUBREAPER: _Final[int] = _lib.PR_GET_CHILD_SUBREAPER
 PR_SET_NAME: _Final[int] = _lib.PR_SET_NAME
+PR_GET_NAME: _Final[int] = _lib.PR_GET_NAME
+
+# poll (POLLIN is with the readiness constants in zocket.libc)
+POLLPRI: _Final[int] = _lib.POLLPRI
+POLLOUT: _Final[int] = _lib.POLLOUT
+POLLERR: _Final[int] = _lib.POLLERR
+POLLHUP: _Final[int] = _lib.POLLHUP
+POLLNVAL: _Final[int] = _lib.POLLNVAL
 
 # inotify
 IN_NONBLOCK: _Final[int] = _lib.IN_NONBLOCK
@@ -113,3 +122,113 @@ IN_MASK_ADD: _Final[int] = _lib.IN_MASK_ADD
 IN_ISDIR: _Final[int] = _lib.IN_ISDIR
 IN_ONESHOT: _Final[int] = _lib.IN_ONESHOT
 IN_ALL_EVENTS: _Final[int] = _lib.IN_ALL_EVENTS
+
+__all__ = [
+    "AF_INET",
+    "AF_INET6",
+    "AF_UNIX",
+    "AF_UNSPEC",
+    "CLOSE_RANGE_CLOEXEC",
+    "FD_CLOEXEC",
+    "F_DUPFD",
+    "F_DUPFD_CLOEXEC",
+    "F_GETFD",
+    "F_GETFL",
+    "F_SETFD",
+    "F_SETFL",
+    "IN_ACCESS",
+    "IN_ALL_EVENTS",
+    "IN_ATTRIB",
+    "IN_CLOEXEC",
+    "IN_CLOSE_NOWRITE",
+    "IN_CLOSE_WRITE",
+    "IN_CREATE",
+    "IN_DELETE",
+    "IN_DELETE_SELF",
+    "IN_DONT_FOLLOW",
+    "IN_EXCL_UNLINK",
+    "IN_IGNORED",
+    "IN_ISDIR",
+    "IN_MASK_ADD",
+    "IN_MODIFY",
+    "IN_MOVED_FROM",
+    "IN_MOVED_TO",
+    "IN_MOVE_SELF",
+    "IN_NONBLOCK",
+    "IN_ONESHOT",
+    "IN_ONLYDIR",
+    "IN_OPEN",
+    "IN_Q_OVERFLOW",
+    "IN_UNMOUNT",
+    "IPPROTO_IPV6",
+    "IPPROTO_TCP",
+    "IPV6_V6ONLY",
+    "MSG_CMSG_CLOEXEC",
+    "MSG_CTRUNC",
+    "MSG_DONTWAIT",
+    "MSG_NOSIGNAL",
+    "MSG_TRUNC",
+    "O_APPEND",
+    "O_ASYNC",
+    "O_CLOEXEC",
+    "O_DIRECT",
+    "O_NOATIME",
+    "O_NONBLOCK",
+    "O_RDONLY",
+    "O_RDWR",
+    "O_WRONLY",
+    "POLLERR",
+    "POLLHUP",
+    "POLLNVAL",
+    "POLLOUT",
+    "POLLPRI",
+    "PR_GET_CHILD_SUBREAPER",
+    "PR_GET_NAME",
+    "PR_GET_PDEATHSIG",
+    "PR_SET_CHILD_SUBREAPER",
+    "PR_SET_NAME",
+    "PR_SET_PDEATHSIG",
+    "SCM_RIGHTS",
+    "SHUT_RD",
+    "SHUT_RDWR",
+    "SHUT_WR",
+    "SIGALRM",
+    "SIGCHLD",
+    "SIGCONT",
+    "SIGHUP",
+    "SIGINT",
+    "SIGKILL",
+    "SIGPIPE",
+    "SIGQUIT",
+    "SIGSTOP",
+    "SIGTERM",
+    "SIGTSTP",
+    "SIGUSR1",
+    "SIGUSR2",
+    "SIGWINCH",
+    "SIGXFSZ",
+    "SOCK_CLOEXEC",
+    "SOCK_DGRAM",
+    "SOCK_NONBLOCK",
+    "SOCK_SEQPACKET",
+    "SOCK_STREAM",
+    "SOL_SOCKET",
+    "SOMAXCONN",
+    "SO_ACCEPTCONN",
+    "SO_DOMAIN",
+    "SO_ERROR",
+    "SO_KEEPALIVE",
+    "SO_PASSCRED",
+    "SO_PEERCRED",
+    "SO_PROTOCOL",
+    "SO_RCVBUF",
+    "SO_REUSEADDR",
+    "SO_REUSEPORT",
+    "SO_SNDBUF",
+    "SO_TYPE",
+    "TCP_DEFER_ACCEPT",
+    "TCP_NODELAY",
+    "WCONTINUED",
+    "WNOHANG",
+    "WUNTRACED",
+]

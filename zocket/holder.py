@@ -30,6 +30,7 @@ from .activation import notify
 from .adoption import Adopter  # kernel adoption (issue 14)
 from .command import expand
 from .config import Config
+from .control import Client, ControlServer, control_dir
 from .files import Identity, remove_if_ours, write_atomically
 from .lifecycle import (
     Action,
@@ -42,6 +43,7 @@ from .lifecycle import (
     Lifecycle,
     Log,
     Notify,
+    Outcome,
     Ready,
     Restart,
     SetTimer,
@@ -137,6 +139,7 @@ class Holder:
         #: When each generation started, on the wall clock, for the status file.
         self._walls: dict[int, float] = {}
         self._sentry: Sentry | None = None
+        self._control: ControlServer | None = None
 
     # --- public -------------------------------------------------------------------------------
 
@@ -173,6 +176,9 @@ class Holder:
                 loop.add_reader(self._watcher.fd, self._on_file_events)
             if self.config.deathsig:
                 self._sentry = Sentry(self.config.deathsig, self.config.stop_timeout)
+            self._open_control()
+            if self.config.user is not None:
+                self.config.user.become()
             with loop.signals(FORWARDED + (signal.SIGHUP, signal.SIGCHLD), self._on_signal):
                 self._carry_out(self.lifecycle.begin(loop.clock()))
                 while self._exit_status is None:
@@ -317,6 +323,11 @@ class Holder:
             _sd_notify(action.state)
         elif isinstance(action, Exit):
             self._exit_status = action.status
+        elif isinstance(action, Outcome):
+            for waiter in action.waiters:
+                if isinstance(waiter, Client) and self._control is not None:
+                    waiter.send({"ok": action.ok, "message": action.message})
+                    self._drop_client(waiter)
         else:
             raise TypeError(f"not an action: {action!r}")
 
@@ -374,6 +385,8 @@ class Holder:
 
     def _generation_env(self, notify_address: str, number: int) -> dict[str, str]:
         env = {protocol.NOTIFY_SOCKET: notify_address, protocol.GENERATION: str(number)}
+        if self.config.user is not None:
+            env.update(self.config.user.environment())
         if self.config.hook:
             env[protocol.HELD_FDS] = protocol.format_held_fds(
                 (3 + i, os.fstat(held.fd).st_ino) for i, held in enumerate(self.listeners)
@@ -405,6 +418,56 @@ class Holder:
         process.child.close()
         process.notify.close()
 
+    # --- the control socket -------------------------------------------------------------------
+
+    def _open_control(self) -> None:
+        """``zocket reload|status|stop`` reach this zocket here; only a given path is a must."""
+        path = self.config.control
+        if path == "":
+            return
+        chosen = path or os.path.join(control_dir(), f"{os.getpid()}.sock")
+        try:
+            self._control = ControlServer(chosen, self._on_control_request)
+        except OSError as exc:
+            message = f"cannot open control socket {chosen}: {exc.strerror or exc}"
+            if path:
+                raise SetupError(message) from None
+            self.log(f"{message}; zocket reload/status/stop will not reach this zocket")
+            return
+        assert self._loop is not None
+        self._loop.add_reader(self._control.fd, self._on_control_accept)
+
+    def _on_control_accept(self, _fd: int) -> None:
+        assert self._control is not None and self._loop is not None
+        client = self._control.accept()
+        if client is not None:
+            self._loop.add_reader(client.fd, lambda _fd: self._on_control_data(client))
+
+    def _on_control_data(self, client: Client) -> None:
+        assert self._control is not None
+        if not self._control.readable(client):
+            self._drop_client(client)
+
+    def _drop_client(self, client: Client) -> None:
+        if self._loop is not None:
+            self._loop.remove_reader(client.fd)
+        if self._control is not None:
+            self._control.drop(client)
+
+    def _on_control_request(self, client: Client, request: dict[str, object]) -> None:
+        command = request.get("command")
+        if command == "status":
+            client.send({"ok": True, "status": self.status()})
+            self._drop_client(client)
+        elif command == "reload":
+            self.handle(Restart(self._now(), "reload requested", waiter=client))
+        elif command == "stop":
+            client.send({"ok": True, "message": "stopping", "pid": os.getpid()})
+            self.handle(Shutdown(self._now(), signal.SIGTERM))
+        else:
+            client.send({"ok": False, "message": f"unknown command {command!r}"})
+            self._drop_client(client)
+
     # --- stopping -----------------------------------------------------------------------------
 
     def _shutdown(self) -> None:
@@ -423,6 +486,9 @@ class Holder:
         if self._sentry is not None:
             self._sentry.close()
             self._sentry = None
+        if self._control is not None:
+            self._control.close()  # a `zocket stop` waiting on its connection now returns
+            self._control = None
         if self.config.reap_orphans:
             while libc.reap(-1) is not None:
                 pass
@@ -488,6 +554,8 @@ class Holder:
             "restarts": lifecycle.restarts,
             "generations_started": lifecycle.started,
             "stopping": lifecycle.stopping,
+            "last_failure": lifecycle.last_failure or None,
+            "control": self._control.path if self._control is not None else None,
         }
 
     def _write_status(self) -> None:

@@ -63,6 +63,8 @@ class Generation:
     reason: str = ""
     #: Stopped for not being ready while nothing served: its exit calls for a respawn.
     respawn_on_exit: bool = False
+    #: Who waits to hear whether this generation goes live (see Restart.waiter).
+    waiters: list[Hashable] = field(default_factory=list)
 
     @property
     def alive(self) -> bool:
@@ -93,9 +95,14 @@ class Event:
 
 @dataclass(frozen=True)
 class Restart(Event):
-    """SIGHUP, a file change, a control command: start the next generation."""
+    """SIGHUP, a file change, a control command: start the next generation.
+
+    ``waiter``, if given, is told the outcome (:class:`Outcome`): whether the
+    generation that carries this restart became ready, or why not.
+    """
 
     reason: str
+    waiter: Hashable | None = None
 
 
 @dataclass(frozen=True)
@@ -215,6 +222,15 @@ class Exit(Action):
     status: int
 
 
+@dataclass(frozen=True)
+class Outcome(Action):
+    """Tell the waiters of a restart how it ended (``zocket reload`` waits for this)."""
+
+    waiters: tuple[Hashable, ...]
+    ok: bool
+    message: str
+
+
 def _ready_timer(number: int) -> tuple[str, int]:
     return ("ready-timeout", number)
 
@@ -250,6 +266,10 @@ class Lifecycle:
     principal: int | None = None
     #: The generation that exited last: its status is zocket's if there is no principal.
     last_exited: int | None = None
+    #: Waiters of restarts not yet begun (coalesced, or behind a generation making way).
+    waiters: list[Hashable] = field(default_factory=list)
+    #: What went wrong last, for the status: "generation 7 failed before ready: exit 1".
+    last_failure: str = ""
     exit_status: int | None = None
 
     # --- queries ---------------------------------------------------------------------------
@@ -277,6 +297,11 @@ class Lifecycle:
         """Apply one event; the actions to carry out, in order."""
         actions: list[Action] = []
         if isinstance(event, Restart):
+            if event.waiter is not None:
+                if self.stopping:
+                    actions.append(Outcome((event.waiter,), False, "zocket is stopping"))
+                else:
+                    self.waiters.append(event.waiter)
             self._restart(event.reason, event.now, actions)
         elif isinstance(event, Spawned):
             self._spawned(event, actions)
@@ -324,7 +349,8 @@ class Lifecycle:
 
     def _start(self, now: float, actions: list[Action], fatal: bool = False) -> None:
         self.started += 1
-        self.generations[self.started] = Generation(self.started, now)
+        generation = self.generations[self.started] = Generation(self.started, now)
+        generation.waiters, self.waiters = self.waiters, []
         actions.append(Spawn(self.started, fatal))
 
     def _spawned(self, event: Spawned, actions: list[Action]) -> None:
@@ -339,9 +365,12 @@ class Lifecycle:
 
     def _spawn_failed(self, event: SpawnFailed, actions: list[Action]) -> None:
         # A generation that never ran leaves no record; the next try gets its number.
-        del self.generations[event.number]
+        generation = self.generations.pop(event.number)
         self.started -= 1
-        actions.append(Log(f"cannot start generation {event.number}: {event.message}"))
+        message = f"cannot start generation {event.number}: {event.message}"
+        self.last_failure = message
+        actions.append(Log(message))
+        self._answer(generation, False, f"{message}; {self._who_serves()}", actions)
         self._after_failure(None, event.now, actions)
 
     def _ready(self, event: Ready, actions: list[Action]) -> None:
@@ -355,18 +384,27 @@ class Lifecycle:
         elapsed = _ms(event.now - generation.started)
         actions.append(Log(f"generation {generation.number} ready in {elapsed} ms ({event.how})"))
         actions.append(SetTimer(_stable_timer(generation.number), self.rules.stable_after))
+        replaced = []
         for old in self.generations.values():
             if old.state is State.SERVING and old is not generation:
                 self._stop(old, self.rules.stop_signal, "replaced", event.now, actions)
+                replaced.append(f"; generation {old.number} was told to stop")
         actions.append(Notify(f"READY=1\nSTATUS=generation {generation.number} serving"))
+        self._answer(
+            generation, True,
+            f"generation {generation.number} ready in {elapsed} ms{''.join(replaced)}", actions,
+        )
         self._next_if_pending(event.now, actions)
 
     def _not_ready(self, generation: Generation, now: float, actions: list[Action]) -> None:
         actions.append(StopWatching(generation.number))
-        actions.append(Log(
+        message = (
             f"generation {generation.number} not ready after "
             f"{self.rules.ready_timeout:g} s; stopping it; {self._who_serves()}"
-        ))
+        )
+        actions.append(Log(message))
+        self.last_failure = message
+        self._answer(generation, False, message, actions)
         self._reload_done(actions)
         generation.respawn_on_exit = self.serving is None
         self._stop(generation, self.rules.stop_signal, "not ready", now, actions)
@@ -406,14 +444,16 @@ class Lifecycle:
         if generation.reason == "shutdown":
             actions.append(Log(f"generation {number} stopped ({how})"))
         elif was is State.STARTING:
-            actions.append(Log(
-                f"generation {number} failed before ready: {how}; {self._who_serves()}"
-            ))
+            message = f"generation {number} failed before ready: {how}; {self._who_serves()}"
+            self.last_failure = message
+            actions.append(Log(message))
+            self._answer(generation, False, message, actions)
             self._reload_done(actions)
             self._after_failure(generation, event.now, actions)
         elif was is State.SERVING:
             ran = event.now - generation.started
-            actions.append(Log(f"generation {number} exited unexpectedly ({how}) after {ran:.1f} s"))
+            self.last_failure = f"generation {number} exited unexpectedly ({how}) after {ran:.1f} s"
+            actions.append(Log(self.last_failure))
             if self.starting is None:
                 self._after_failure(generation, event.now, actions)
         else:
@@ -473,7 +513,11 @@ class Lifecycle:
             actions.append(CancelTimer(RESPAWN_TIMER))
         live = self.alive()
         for generation in live:
+            self._answer(generation, False, "zocket is stopping", actions)
             self._stop(generation, event.signum, "shutdown", event.now, actions)
+        if self.waiters:
+            actions.append(Outcome(tuple(self.waiters), False, "zocket is stopping"))
+            self.waiters = []
         actions.append(SignalLingering(event.signum))
         if not live:
             self._finish(actions)
@@ -515,6 +559,13 @@ class Lifecycle:
         if self.restart_pending and not self.stopping:
             self.restart_pending = False
             self._restart("changed while starting", now, actions)
+
+    def _answer(
+        self, generation: Generation, ok: bool, message: str, actions: list[Action]
+    ) -> None:
+        if generation.waiters:
+            actions.append(Outcome(tuple(generation.waiters), ok, message))
+            generation.waiters = []
 
     def _reload_done(self, actions: list[Action]) -> None:
         """A reload that failed still ends (sd_notify): the old generation serves on."""

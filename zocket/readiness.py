@@ -60,7 +60,7 @@ class ReadyMode:
         if self.kind != "delay":
             return self.kind
         text = repr(self.delay)  # repr, not :g, so that parsing it back gives the same float
-        return f"delay:{text[:-2] if text.endswith('.0') else text}"
+        return f"delay:{text.removesuffix('.0')}"
 
 
 def parse_ready_mode(text: str) -> ReadyMode:

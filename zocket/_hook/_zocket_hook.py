@@ -179,7 +179,7 @@ def _serves(held, asked):
     return asked == mine
 
 
-def _init(self, family=-1, type=-1, proto=-1, fileno=None):  # noqa: A002 (socket's names)
+def _init(self, family=-1, type=-1, proto=-1, fileno=None):
     """``socket.socket(fileno=FD)`` of a held fd (hypercorn's fd://) is held too.
 
     Such an app knows it was handed a socket and may say READY=1 itself when it is
