@@ -21,6 +21,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,7 @@ from support import (
     group_members,
     held_inode,
     http_get,
+    proc_status,
     run_zocket,
     server_command,
     socket_inodes,
@@ -530,3 +532,29 @@ def test_the_adoption_rule(
 
 def test_a_v6only_wildcard_does_not_serve_ipv4() -> None:
     assert held_for([held("::", v6only=True)], socket.AF_INET, "192.0.2.1", 8000) is False
+
+
+# --- no_new_privs: only when the kernel asks for it --------------------------------------------
+
+
+def test_no_new_privs_is_set_only_without_cap_sys_admin() -> None:
+    """As root zocket installs the filter without no_new_privs (setuid programs the server runs
+    keep working); as another user (--user) the kernel asks for it, and adoption still works."""
+    need("php")
+    if os.geteuid() != 0:
+        pytest.skip("switching to another user needs root")
+    with tempfile.TemporaryDirectory(prefix="zk-adopt-") as name:
+        public = Path(name)
+        public.chmod(0o755)  # the server runs as nobody; tmp_path is root's, 0700
+        (public / "index.php").write_text(PHP_INDEX)
+        (public / "index.php").chmod(0o644)
+        for user in ([], ["--user", "nobody"]):
+            args = ["--port", "0", *user, "--", "php", "-S", "127.0.0.1:{port}"]
+            with start_zocket(args, cwd=public) as zocket:
+                zocket.wait_for_stderr(r"generation 1 ready in", timeout=60)
+                assert adopted_lines(zocket, 1), zocket.stderr_text(timeout=0)
+                status, _, body = http_get(zocket.port)
+                assert status == 200 and body.startswith(b"hello from php")
+                expected = "1" if user else "0"
+                assert proc_status(zocket.child_pid)["NoNewPrivs"] == expected
+                assert zocket.stop() in (0, 128 + signal.SIGTERM)

@@ -159,13 +159,24 @@ class Adopter:
             return  # POLLHUP alone: the generation is gone; the holder forgets it
         try:
             notification = libc.notif_recv(listener)
+        except OSError as exc:
+            if exc.errno != errno.ENOENT:  # ENOENT: the caller died before we read it
+                self.log(f"generation {self.generation}: adoption: {exc}")
+            return
+        try:
             self._answer(listener, notification)
         except OSError as exc:
             # ENOENT: the caller died, or a signal interrupted its call, before the answer.
-            # Anything else (_answer falls back to letting the kernel run the call, so only
-            # reading or sending the answer failed) must not stop the holder.
+            # Anything else (only sending the answer can fail here) must not stop the holder.
             if exc.errno != errno.ENOENT:
                 self.log(f"generation {self.generation}: adoption: {exc}")
+        except Exception as exc:  # noqa: BLE001 - a bug here must not stop the holder
+            # The caller waits in the kernel until it is answered: let its call run.
+            self.log(f"generation {self.generation}: adoption failed ({exc!r}); letting it run")
+            try:
+                libc.notif_respond(listener, notification.id, continue_=True)
+            except OSError:
+                pass
 
     def _answer(self, listener: int, n: libc.Notification) -> None:
         try:
@@ -249,10 +260,11 @@ def _signed_fd(arg: int) -> int:
 
 def _tgid(tid: int) -> int:
     """The process of thread ``tid`` (a notification names the calling thread)."""
+    # Bytes, not text: under --user the holder may not be able to import a codec any more.
     try:
-        with open(f"/proc/{tid}/status", encoding="ascii", errors="replace") as f:
+        with open(f"/proc/{tid}/status", "rb") as f:
             for line in f:
-                if line.startswith("Tgid:"):
+                if line.startswith(b"Tgid:"):
                     return int(line.split()[1])
     except (OSError, ValueError):
         pass
@@ -272,9 +284,9 @@ def _socket_facts(tid: int, fd: int) -> tuple[int, bool, bool]:
     finally:
         libc.close(copy)
     cloexec = False
-    with open(f"/proc/{tid}/fdinfo/{fd}", encoding="ascii") as f:
+    with open(f"/proc/{tid}/fdinfo/{fd}", "rb") as f:
         for line in f:
-            if line.startswith("flags:"):
+            if line.startswith(b"flags:"):
                 cloexec = bool(int(line.split()[1], 8) & libc.O_CLOEXEC)
     return kind, nonblocking, cloexec
 
