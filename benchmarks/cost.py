@@ -14,7 +14,11 @@ each boot time of the run: the yardstick for "trigger → new code answers".
 from __future__ import annotations
 
 import os
+import shutil
+import socket
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -35,7 +39,13 @@ from .scenarios import (
     wait_first_ok,
 )
 
-__all__ = ["measure_cold_starts", "measure_cost", "proc_cpu_seconds", "proc_rss_kib"]
+__all__ = [
+    "measure_cold_starts",
+    "measure_cost",
+    "measure_hook_import_cost",
+    "proc_cpu_seconds",
+    "proc_rss_kib",
+]
 
 #: gunicorn with keep-alive: the sync worker closes every connection after one response.
 KEEP_ALIVE_GUNICORN = (
@@ -268,3 +278,79 @@ def _cold_start_under_load(root: Path, boot: float, rate: float) -> float:
 
     figures = _with_server(partial(Plain, boot=0.0), root, measure, "serving-")
     return float(figures["cold_start_s"])
+
+
+#: Prints, from a process that does not serve, every module it has after start-up.
+_MODULES = "import sys; print(' '.join(sorted(sys.modules)))"
+
+
+def measure_hook_import_cost(
+    hook_dir: Path | None = None, *, python: str = sys.executable, runs: int = 7
+) -> dict[str, Any]:
+    """What the hook adds to the start of an interpreter that does not serve.
+
+    ``python -X importtime -c ...`` with the environment a generation gets (the
+    hook first on PYTHONPATH, ZOCKET_HOOK_FDS naming a real listening socket):
+    the median of ``runs`` of sitecustomize's cumulative import time, in µs,
+    and the modules such a process has that the same interpreter without the
+    hook has not. The hook is measured from a copy compiled beforehand, as an
+    installed one is (pip compiles it), so that no run pays for compiling it.
+    """
+    if hook_dir is None:
+        import zocket
+
+        hook_dir = Path(zocket.__file__).parent / "_hook"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ZOCKET_", "LISTEN_"))}
+    env.pop("PYTHONPATH", None)
+    with tempfile.TemporaryDirectory() as tmp, socket.socket() as held:
+        copy = Path(tmp) / "hook"
+        shutil.copytree(hook_dir, copy, ignore=shutil.ignore_patterns("__pycache__"))
+        subprocess.run([python, "-m", "compileall", "-q", str(copy)], check=True, timeout=60)
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        fd = held.fileno()
+        hooked = {
+            **env,
+            "PYTHONPATH": str(copy),
+            # The names of zocket/_hook/_zocket_protocol.py (untyped: not imported here).
+            "ZOCKET_HOOK_FDS": f"{fd}:{os.fstat(fd).st_ino}",
+            "ZOCKET_STOP_SIGNAL": "15",
+            "ZOCKET_STOP_TIMEOUT": "10",
+        }
+        baseline = _start_up(python, env, fd)[1]
+        samples: list[int] = []
+        modules: set[str] = set()
+        for _ in range(runs):
+            micros, modules = _start_up(python, hooked, fd)
+            samples.append(micros)
+    return {
+        "python": python,
+        "sitecustomize_us": statistics.median(samples),
+        "samples_us": samples,
+        "modules_added": sorted(modules - baseline),
+    }
+
+
+def _start_up(python: str, env: dict[str, str], fd: int) -> tuple[int, set[str]]:
+    """sitecustomize's cumulative µs (0 if none ran) and the modules after start-up."""
+    result = subprocess.run(
+        [python, "-X", "importtime", "-c", _MODULES],
+        env=env,
+        pass_fds=[fd],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    micros = 0
+    for line in result.stderr.splitlines():
+        fields = line.split("|")
+        if len(fields) == 3 and fields[2].strip() == "sitecustomize":
+            micros = int(fields[1])
+    return micros, set(result.stdout.split())
+
+
+if __name__ == "__main__":  # python -m benchmarks.cost [PYTHON]: the hook's import cost
+    import json
+
+    print(json.dumps(measure_hook_import_cost(python=(sys.argv[1:] or [sys.executable])[0])))

@@ -109,9 +109,9 @@ __all__ = [
 REPO = Path(__file__).resolve().parents[1]
 
 #: The one line zocket prints on stderr once generation 1 runs.
-START_LINE = re.compile(r"zocket: holding (.+); generation 1 started \(pid (\d+)\)")
+START_LINE = re.compile(r"zocket: holding (.+); generation 1(?: \(copy 1\))? started \(pid (\d+)\)")
 #: ``generation N started (pid P)``, the start line included.
-STARTED = re.compile(r"zocket: (?:holding .*; )?generation (\d+) started \(pid (\d+)\)")
+STARTED = re.compile(r"zocket: (?:holding .*; )?generation (\d+)(?: \(copy \d+\))? started \(pid (\d+)\)")
 #: One held socket in the start line: ``URL (NAME, fd N)``, comma-separated.
 _HELD = re.compile(r"(.+?) \(([^()]*), fd (\d+)\)(?:, |$)")
 
@@ -337,7 +337,7 @@ class _LineReader(threading.Thread):
             self._pipe.close()  # type: ignore[attr-defined]
 
 
-_GENERATION_STARTED = re.compile(r"generation \d+ started \(pid (\d+)\)")
+_GENERATION_STARTED = re.compile(r"generation \d+(?: \(copy \d+\))? started \(pid (\d+)\)")
 
 
 class ZocketProcess:

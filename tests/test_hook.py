@@ -24,6 +24,7 @@ import json
 import os
 import re
 import selectors
+import shutil
 import signal
 import socket
 import subprocess
@@ -64,6 +65,13 @@ READY_LINE = r"generation {n} ready in \d+ ms \((hook: waiting on fd \d+|auto: .
 #: the last one, same size, would otherwise be served from a stale .pyc) and unbuffered
 #: output (banners printed to a file show up at once).
 CHILD_ENV = {"PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1"}
+#: The oldest Python the package claims (requires-python): the hook runs in the user's.
+OLDEST_PYTHON = os.environ.get("ZOCKET_OLDEST_PYTHON") or next(
+    (p for p in ("/root/.pyenv/versions/3.10.13/bin/python3",) if os.path.exists(p)),
+    shutil.which("python3.10") or "python3.10",
+)
+#: The interpreters the hook's unit tests run it in: this one and the oldest claimed.
+PYTHONS = [pytest.param(PY, id="this-python"), pytest.param(OLDEST_PYTHON, id="oldest-python")]
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -178,10 +186,11 @@ def run_direct(
     pass_fds: Sequence[int] = (),
     args: Sequence[str] = (),
     timeout: float = 30.0,
+    python: str = PY,
 ) -> dict[str, Any]:
     """Run ``python -c code`` (not under zocket); its stdout is one JSON document."""
     result = subprocess.run(
-        [PY, "-c", code, *args],
+        [python, "-c", code, *args],
         env=dict(env),
         pass_fds=tuple(pass_fds),
         stdin=subprocess.DEVNULL,
@@ -748,9 +757,10 @@ print(json.dumps(result))
 """
 
 
-def test_a_process_not_started_by_zocket_is_unaffected() -> None:
+@pytest.mark.parametrize("python", PYTHONS)
+def test_a_process_not_started_by_zocket_is_unaffected(python: str) -> None:
     env = child_env(PYTHONPATH=os.pathsep.join([str(HOOK_DIR), str(REPO)]))
-    data = run_direct(NO_ZOCKET_CODE, env)
+    data = run_direct(NO_ZOCKET_CODE, env, python=python)
     assert data["sitecustomize"] == str(HOOK_DIR / "sitecustomize.py")
     assert data["bind_is_original"] is True
     assert data["hook_imported"] is False
@@ -780,14 +790,15 @@ print(json.dumps(result))
 
 
 @pytest.mark.parametrize("inode_delta", [0, 1])
-def test_hook_fds_with_a_stale_inode_adopt_nothing(inode_delta: int) -> None:
+@pytest.mark.parametrize("python", PYTHONS)
+def test_hook_fds_with_a_stale_inode_adopt_nothing(inode_delta: int, python: str) -> None:
     """ZOCKET_HOOK_FDS naming an fd whose inode is another one: no adoption (control: 0)."""
     with listening_socket() as held:
         fd = held.fileno()
         port = held.getsockname()[1]
         inode = os.fstat(fd).st_ino + inode_delta
         env = child_env(PYTHONPATH=str(HOOK_DIR), ZOCKET_HOOK_FDS=f"{fd}:{inode}")
-        data = run_direct(STALE_CODE, env, pass_fds=[fd], args=[str(port)])
+        data = run_direct(STALE_CODE, env, pass_fds=[fd], args=[str(port)], python=python)
         real = os.fstat(fd).st_ino
     if inode_delta == 0:
         assert data["bind_is_original"] is False
@@ -888,7 +899,8 @@ print(json.dumps({
 """
 
 
-def test_the_hook_imports_only_the_standard_library() -> None:
+@pytest.mark.parametrize("python", PYTHONS)
+def test_the_hook_imports_only_the_standard_library(python: str) -> None:
     with listening_socket() as held:
         fd = held.fileno()
         base_env = child_env()
@@ -902,21 +914,13 @@ def test_the_hook_imports_only_the_standard_library() -> None:
         with socket.socket() as spare:
             spare.bind(("127.0.0.1", 0))
             other = str(spare.getsockname()[1])
-        baseline = run_direct(MODULES_CODE, base_env, pass_fds=[fd], args=[other])
+        baseline = run_direct(MODULES_CODE, base_env, pass_fds=[fd], args=[other], python=python)
         port = str(held.getsockname()[1])
-        hooked = run_direct(MODULES_CODE, hooked_env, pass_fds=[fd], args=[port])
+        hooked = run_direct(MODULES_CODE, hooked_env, pass_fds=[fd], args=[port], python=python)
     assert baseline["hook_installed"] is False
     assert hooked["hook_installed"] is True
     stdlib = set(hooked["stdlib"])
-    ours = {
-        "sitecustomize",
-        "_zocket_hook",
-        "_zocket_stop",
-        "_zocket_signals",
-        "_zocket_granian",
-        "_zocket_native",
-        "_zocket_uvloop",
-    }
+    ours = {"sitecustomize", *(p.stem for p in HOOK_DIR.glob("_zocket_*.py"))}
     for when in ("modules", "after_adoption"):
         added = set(hooked[when]) - set(baseline[when])
         foreign = {m for m in added if m.partition(".")[0] not in stdlib and m not in ours}
@@ -1179,7 +1183,8 @@ print(json.dumps({
 """
 
 
-def test_fromfd_of_a_held_fd_is_held() -> None:
+@pytest.mark.parametrize("python", PYTHONS)
+def test_fromfd_of_a_held_fd_is_held(python: str) -> None:
     """werkzeug's reloader child makes its server socket with socket.fromfd(fd): held too
     (so its exit drains like an adopted socket's); other fds are left alone."""
     with listening_socket() as held, listening_socket() as other:
@@ -1188,7 +1193,58 @@ def test_fromfd_of_a_held_fd_is_held() -> None:
             PYTHONPATH=str(RUNNING_HOOK_DIR),
             ZOCKET_HOOK_FDS=f"{fds[0]}:{os.fstat(fds[0]).st_ino}",
         )
-        data = run_direct(FROMFD_CODE, env, pass_fds=fds, args=[str(fd) for fd in fds])
+        data = run_direct(FROMFD_CODE, env, pass_fds=fds, args=[str(fd) for fd in fds], python=python)
     assert data["held_class"].startswith("Held"), data
     assert data["other_class"] == "socket", data
     assert data["same_socket"] and data["own_fd"], data
+
+
+NONBLOCKING_CODE = r"""
+import json, os, signal, socket, sys, threading
+signal.alarm(10)  # a regression blocks in accept(): bounded, and the test says why
+fd, port = int(sys.argv[1]), int(sys.argv[2])
+os.set_blocking(fd, False)  # as Twisted's adopted endpoints do before socket.fromfd
+made = {
+    "fromfd": socket.fromfd(fd, socket.AF_INET, socket.SOCK_STREAM),
+    "fileno": socket.socket(fileno=os.dup(fd)),
+}
+out = {}
+for how, s in made.items():
+    try:
+        s.accept()
+        out[how] = "accepted"
+    except BlockingIOError:
+        out[how] = ["EAGAIN", s.gettimeout(), s.getblocking()]
+# A socket the app made blocking (socket() + bind of the held address) stays blocking.
+if len(sys.argv) > 3:
+    b = socket.socket()
+    b.bind(("127.0.0.1", port))
+    waiting = threading.Thread(target=b.accept, daemon=True)
+    waiting.start()
+    waiting.join(0.3)
+    out["bound"] = [waiting.is_alive(), b.gettimeout(), b.getblocking()]
+out["shared_nonblocking"] = not os.get_blocking(fd)
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("python", PYTHONS)
+def test_a_socket_from_a_nonblocking_held_fd_does_not_block(python: str) -> None:
+    """Twisted (daphne, twist) sets the held fd non-blocking, takes it with socket.fromfd
+    and relies on accept() raising EAGAIN: under the hook it must, as without it."""
+    with listening_socket() as held:
+        fd, port = held.fileno(), held.getsockname()[1]
+        args = [str(fd), str(port)]
+        plain = run_direct(NONBLOCKING_CODE, child_env(), pass_fds=[fd], args=args, python=python)
+        env = child_env(
+            PYTHONPATH=str(RUNNING_HOOK_DIR), ZOCKET_HOOK_FDS=f"{fd}:{os.fstat(fd).st_ino}"
+        )
+        hooked = run_direct(
+            NONBLOCKING_CODE, env, pass_fds=[fd], args=[*args, "bind"], python=python
+        )
+    expected = ["EAGAIN", None, True]  # what plain Python says: blocking, and it is not
+    assert plain["fromfd"] == plain["fileno"] == expected, plain
+    assert hooked["fromfd"] == hooked["fileno"] == expected, hooked
+    assert hooked["bound"] == [True, None, True], hooked
+    assert hooked["shared_nonblocking"] is True, hooked
+

@@ -477,3 +477,312 @@ def test_a_reload_whose_spawn_fails_is_told_why() -> None:
         ("client",), False, "cannot start generation 2: command not found: app; "
         "generation 1 keeps serving",
     )]
+
+
+# --- copies (--copies N): one generation per copy slot, restarts roll slot by slot -------------
+
+
+def copies_world(copies: int = 3, **rules: object) -> World:
+    """Copies 1..N started (generations 1..N) and ready."""
+    world = World(Rules(copies=copies, **rules))  # type: ignore[arg-type]
+    world.begin()
+    for number in range(1, copies + 1):
+        world.ready(number)
+    world.take()
+    return world
+
+
+def serving_slots(world: World) -> dict[int, int]:
+    """copy -> the generation serving it."""
+    found: dict[int, int] = {}
+    for generation in world.lifecycle.generations.values():
+        if generation.state is State.SERVING:
+            assert generation.copy not in found, "two generations serve one slot"
+            found[generation.copy] = generation.number
+    return found
+
+
+def test_copies_the_first_start_spawns_every_copy_fatally_each_in_its_slot() -> None:
+    world = World(Rules(copies=3))
+    world.begin()
+    assert [a for a in world.actions if isinstance(a, Spawn)] == [
+        Spawn(1, fatal=True), Spawn(2, fatal=True), Spawn(3, fatal=True)
+    ]
+    assert [(g.number, g.copy) for g in world.lifecycle.generations.values()] == [
+        (1, 1), (2, 2), (3, 3)
+    ]
+    assert world.logs() == [
+        "holding http://127.0.0.1:8000 (http, fd 3); generation 1 (copy 1) started (pid 101)",
+        "generation 2 (copy 2) started (pid 102)",
+        "generation 3 (copy 3) started (pid 103)",
+    ]
+    world.take()
+    world.ready(2)
+    assert world.logs() == ["generation 2 (copy 2) ready in 0 ms (test)"]
+    assert world.signals() == []  # a first start replaces nothing
+    assert Notify("READY=1\nSTATUS=generation 2 serving") in world.actions
+
+
+def test_copies_a_restart_replaces_one_slot_at_a_time_each_new_copy_ready_first() -> None:
+    world = copies_world(3)
+    world.send(Restart(world.now, "control", waiter="client"))
+    assert world.spawns() == [4]  # slot 1 only
+    steps = [(4, 1, 5), (5, 2, 6), (6, 3, None)]
+    for new, old, next_spawn in steps:
+        assert world.signals() == []  # nothing stops before its replacement is ready
+        assert len(serving_slots(world)) == 3
+        assert world.lifecycle.generations[new].copy == old
+        world.take()
+        world.advance(0.1)
+        world.ready(new)
+        assert world.signals() == [(old, signal.SIGTERM)]  # the old copy of that slot only
+        assert world.spawns() == ([next_spawn] if next_spawn else [])
+        assert serving_slots(world)[old] == new
+        if next_spawn is not None:
+            assert outcomes(world) == []
+            assert not any(isinstance(a, Notify) for a in world.actions)  # still reloading
+        if next_spawn is not None:
+            world.take()
+    assert serving_slots(world) == {1: 4, 2: 5, 3: 6}
+    assert outcomes(world) == [Outcome(
+        ("client",), True,
+        "3 copies replaced in 300 ms: generations 4, 5, 6 ready; generations 1, 2, 3 told to stop",
+    )]
+    assert Notify("READY=1\nSTATUS=generations 4, 5, 6 serving") in world.actions
+    assert world.lifecycle.roll is None and world.lifecycle.restarts == 1
+
+
+def test_copies_a_new_copy_that_fails_before_ready_ends_the_roll_the_rest_serve_on() -> None:
+    world = copies_world(3)
+    world.send(Restart(world.now, "control", waiter="client"))
+    world.ready(4)
+    world.take()
+    world.exit(5, EXIT_1)  # slot 2's new copy
+    message = (
+        "generation 5 (copy 2) failed before ready: exit 1; "
+        "generations 4 (copy 1), 2 (copy 2), 3 (copy 3) keep serving"
+    )
+    assert world.logs() == [
+        message,
+        "the restart stops at copy 2 of 3; the copies after it keep the generations they had",
+    ]
+    assert outcomes(world) == [Outcome(("client",), False, message)]
+    assert world.spawns() == [] and world.signals() == []
+    assert serving_slots(world) == {1: 4, 2: 2, 3: 3}
+    assert world.lifecycle.roll is None
+    assert ("respawn", 2) not in world.timers  # slot 2 still has its old copy
+    world.take()
+    world.restart()  # the next change rolls from slot 1 again
+    assert world.spawns() == [6] and world.lifecycle.generations[6].copy == 1
+
+
+def test_copies_a_new_copy_not_ready_in_time_ends_the_roll() -> None:
+    world = copies_world(2, ready_timeout=5.0)
+    world.restart()
+    world.ready(3)
+    world.take()
+    world.advance(5.0)
+    assert world.logs()[0] == (
+        "generation 4 (copy 2) not ready after 5 s; stopping it; "
+        "generations 3 (copy 1), 2 (copy 2) keep serving"
+    )
+    assert world.signals() == [(4, signal.SIGTERM)]
+    world.take()
+    world.exit(4, TERMINATED)
+    assert world.spawns() == []  # its slot's old copy serves: nothing to respawn
+    assert serving_slots(world) == {1: 3, 2: 2}
+
+
+def test_copies_a_spawn_that_fails_during_a_roll_ends_it() -> None:
+    world = copies_world(2)
+    world.send(Restart(world.now, "control", waiter="client"))
+    world.spawn_fails.append("fork: resource temporarily unavailable")
+    world.ready(3)
+    assert [o.ok for o in outcomes(world)] == [False]
+    assert "cannot start generation 4 (copy 2): fork: resource temporarily unavailable" in world.logs()
+    assert world.lifecycle.started == 3  # the number is reused by the next start
+    assert serving_slots(world) == {1: 3, 2: 2}
+
+
+def test_copies_triggers_during_a_roll_make_one_more_full_roll() -> None:
+    world = copies_world(3)
+    world.send(Restart(world.now, "a.py changed", waiter="first"))
+    world.take()
+    world.ready(4)
+    world.send(Restart(world.now, "b.py changed", waiter="second"))
+    world.send(Restart(world.now, "c.py changed", waiter="third"))
+    world.ready(5)
+    world.ready(6)
+    assert [(o.waiters, o.ok) for o in outcomes(world)] == [(("first",), True)]
+    assert world.spawns() == [5, 6, 7]  # the second roll began at slot 1
+    assert "changed while starting: restarting" in world.logs()
+    world.take()
+    for number in (7, 8, 9):
+        world.ready(number)
+    assert world.spawns() == [8, 9]
+    assert [(o.waiters, o.ok) for o in outcomes(world)] == [(("second", "third"), True)]
+    assert serving_slots(world) == {1: 7, 2: 8, 3: 9}
+    assert world.lifecycle.restarts == 2
+
+
+def test_copies_a_restart_during_the_first_start_waits_for_every_copy() -> None:
+    world = World(Rules(copies=2))
+    world.begin()
+    world.ready(1)
+    world.restart()
+    assert world.spawns() == [1, 2]
+    world.take()
+    world.ready(2)
+    assert world.spawns() == [3]
+
+
+def test_copies_without_overlap_each_slot_stops_its_old_copy_first() -> None:
+    world = copies_world(2, overlap=False)
+    world.restart()
+    assert world.spawns() == [] and world.signals() == [(1, signal.SIGTERM)]
+    world.restart()  # before any new copy started: the copies to come see it too
+    assert not world.lifecycle.restart_pending
+    world.take()
+    world.exit(1, TERMINATED)
+    assert world.spawns() == [3]
+    assert serving_slots(world) == {2: 2}  # capacity N-1 while slot 1 changes
+    world.take()
+    world.ready(3)
+    assert world.signals() == [(2, signal.SIGTERM)] and world.spawns() == []
+    world.restart()  # copy 1 runs code older than this change: one more roll
+    assert world.lifecycle.restart_pending
+    world.take()
+    world.exit(2, TERMINATED)
+    world.ready(4)
+    assert "2 copies replaced in 0 ms: generations 3, 4 ready; generations 1, 2 told to stop" in (
+        world.logs()
+    )
+    assert world.signals() == [(3, signal.SIGTERM)]  # the next roll has begun
+    assert world.lifecycle.restarts == 2
+
+
+def test_copies_a_crashed_copy_is_replaced_in_its_slot_the_others_serve_on() -> None:
+    world = copies_world(3, stable_after=1.0, backoff_initial=0.5)
+    world.advance(3.0)
+    world.exit(2, KILLED)  # served 3 s: replaced at once
+    assert world.spawns() == [4]
+    assert world.lifecycle.generations[4].copy == 2
+    assert world.logs()[-2:] == [
+        ("no generation of copy 2 is serving; generation 2 (copy 2) had served 3.0 s, "
+         "so it is replaced at once"),
+        "generation 4 (copy 2) started (pid 104)",
+    ]
+    assert serving_slots(world) == {1: 1, 3: 3}
+    world.take()
+    world.ready(4)
+    world.exit(4, KILLED)  # at once after ready: a crash of slot 2, backed off
+    assert world.spawns() == []
+    assert world.logs()[-1] == (
+        "no generation of copy 2 is serving; starting again in 0.5 s (crash 1 in a row, 0.0 s "
+        "after ready)"
+    )
+    assert world.timers[("respawn", 2)] == world.now + 0.5
+    assert world.lifecycle.slot_crashes[2] == 1
+    assert serving_slots(world) == {1: 1, 3: 3}
+    world.take()
+    world.exit(3, EXIT_1)  # another slot: its own count (it had served long: at once)
+    assert (world.lifecycle.slot_crashes[2], world.lifecycle.slot_crashes[3]) == (1, 0)
+    world.advance(0.5)
+    assert world.spawns() == [5, 6]
+    assert [world.lifecycle.generations[n].copy for n in (5, 6)] == [3, 2]
+
+
+def test_copies_a_restart_fills_a_slot_waiting_out_its_backoff() -> None:
+    world = copies_world(2, backoff_initial=5.0)
+    world.exit(2, KILLED)
+    assert ("respawn", 2) in world.timers
+    world.take()
+    world.restart()
+    world.ready(3)
+    assert world.spawns() == [3, 4] and world.lifecycle.generations[4].copy == 2
+    assert ("respawn", 2) not in world.timers
+    world.ready(4)
+    assert world.signals() == [(1, signal.SIGTERM)]  # slot 2 had nothing to stop
+    assert serving_slots(world) == {1: 3, 2: 4}
+
+
+def test_copies_a_roll_takes_a_slot_replaced_since_it_began_as_done() -> None:
+    world = copies_world(3, stable_after=1.0)
+    world.advance(2.0)
+    world.send(Restart(world.now, "control", waiter="client"))
+    world.exit(3, KILLED)  # slot 3 crashes while slot 1 rolls: replaced at once (generation 5)
+    assert world.spawns() == [4, 5]
+    world.ready(5)
+    world.ready(4)
+    world.ready(6)
+    assert world.spawns() == [4, 5, 6]  # no copy is started for slot 3 again
+    assert serving_slots(world) == {1: 4, 2: 6, 3: 5}
+    assert [o.ok for o in outcomes(world)] == [True]
+
+
+def test_copies_a_roll_waits_for_a_slot_still_starting_since_it_began() -> None:
+    world = copies_world(2, stable_after=1.0)
+    world.advance(2.0)
+    world.send(Restart(world.now, "control", waiter="client"))
+    world.exit(2, KILLED)  # replaced at once: generation 4 starts in slot 2
+    world.ready(3)
+    assert world.spawns() == [3, 4]
+    assert outcomes(world) == []
+    world.exit(4, EXIT_1)  # the copy the roll waited for fails: the roll's outcome
+    assert [o.ok for o in outcomes(world)] == [False]
+
+
+def test_copies_without_respawn_zocket_exits_when_the_last_copy_has() -> None:
+    world = copies_world(2, respawn=False)
+    world.exit(1, EXIT_1)
+    assert not any(isinstance(a, Exit) for a in world.actions)
+    assert world.spawns() == []
+    world.exit(2, WaitStatus(3 << 8))
+    assert world.actions[-1] == Exit(3)
+
+
+def test_copies_a_shutdown_during_a_roll_stops_every_copy_and_tells_the_waiters() -> None:
+    world = copies_world(2, overlap=False)
+    world.send(Restart(world.now, "control", waiter="client"))
+    world.send(Shutdown(world.now, signal.SIGTERM))
+    assert outcomes(world) == [Outcome(("client",), False, "zocket is stopping")]
+    assert sorted(world.signals()) == [(1, signal.SIGTERM), (1, signal.SIGTERM),
+                                       (2, signal.SIGTERM)]
+    assert CancelTimer(("respawn", 1)) in world.actions
+    assert CancelTimer(("respawn", 2)) in world.actions
+    world.exit(1, TERMINATED)
+    assert world.spawns() == []
+    world.exit(2, TERMINATED)
+    assert isinstance(world.actions[-1], Exit)
+
+
+def test_copies_the_backoff_resets_per_slot_once_a_copy_served_stable_after() -> None:
+    world = copies_world(2, stable_after=1.0)
+    world.exit(2, KILLED)
+    world.advance(0.1)
+    assert world.lifecycle.crashes == 1
+    world.ready(3)
+    world.advance(1.0)
+    assert world.lifecycle.crashes == 0
+
+
+# --- across an upgrade -----------------------------------------------------------------------
+
+
+def test_the_state_survives_json_and_the_rules_carry_on_from_it() -> None:
+    import json
+
+    world = serving_world(copies=2)
+    world.advance(0.1)
+    world.ready(2)
+    world.restart()  # a roll under way: slot 1's new copy starts
+    world.exit(2, KILLED)  # and slot 2 crashed: its backoff is counting
+    saved = json.loads(json.dumps(world.lifecycle.to_state()))
+    restored = Lifecycle.from_state(world.lifecycle.rules, saved)
+    assert restored.to_state() == saved
+    assert restored.roll == world.lifecycle.roll
+    assert restored.slot_crashes == world.lifecycle.slot_crashes
+    world.lifecycle = restored
+    world.take()
+    world.ready(3)  # the roll goes on in the restored lifecycle
+    assert world.signals() == [(1, signal.SIGTERM)]

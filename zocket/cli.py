@@ -26,7 +26,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from . import control, libc
+from . import control, libc, upgrade
 from ._startup import release_interrupts
 from ._version import __version__
 from .activation import parse_listen_count
@@ -59,6 +59,9 @@ MAX_BACKLOG = 2**31 - 1
 #: The longest duration any option takes: a day. Longer means a typo, and the
 #: loop's timers must stay within what epoll_wait's millisecond int can wait.
 MAX_SECONDS = 86400.0
+#: The most --copies: each copy is a process group with its own fds and timers; more than
+#: this on one host is a typo, not a deployment (a multi-process server scales itself).
+MAX_COPIES = 64
 
 EPILOG = """\
 examples:
@@ -169,6 +172,25 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="a generation not ready by then is stopped; the old one keeps serving "
         f"(default {Config.ready_timeout:g})",
+    )
+    restarts.add_argument(
+        "--boot-nice",
+        action=_Once,
+        type=_boot_nice,
+        default=Config.boot_nice,
+        metavar="N",
+        help="boot a new generation at N more nice than zocket while the old one serves, "
+        "and restore its priority once it is ready (root or RLIMIT_NICE; default 0: off)",
+    )
+    restarts.add_argument(
+        "--copies",
+        action=_Once,
+        type=_copies,
+        default=Config.copies,
+        metavar="N",
+        help=f"run N processes of the command on the held sockets (1 to {MAX_COPIES}; "
+        f"default {Config.copies}), each with ZOCKET_COPY=1..N; a restart replaces them "
+        "one at a time, each new copy ready before the old one of its slot stops",
     )
     restarts.add_argument(
         "--no-overlap",
@@ -330,6 +352,7 @@ def parse_args(argv: Sequence[str]) -> Config:
         hook=args.hook,
         adopt=args.adopt,
         overlap=args.overlap,
+        copies=args.copies,
         ready=args.ready,
         ready_timeout=args.ready_timeout,
         watch=args.watch,
@@ -340,6 +363,7 @@ def parse_args(argv: Sequence[str]) -> Config:
         status_file=args.status_file,
         control=args.control,
         user=args.user,
+        boot_nice=args.boot_nice,
         pid_file=args.pid_file,
         unix_permissions=UnixPermissions(args.socket_mode, *(args.socket_owner or (-1, -1))),
     )
@@ -420,6 +444,16 @@ def _mode(text: str) -> int:
     return mode
 
 
+def _boot_nice(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 19:
+        raise argparse.ArgumentTypeError(f"invalid --boot-nice {text!r}: a number from 0 to 19")
+    return value
+
+
 def _user(text: str) -> User:
     try:
         return User.parse(text)
@@ -435,6 +469,16 @@ def _owner(text: str) -> tuple[int, int]:
     except KeyError as exc:
         raise argparse.ArgumentTypeError(f"unknown user or group in {text!r}: {exc}") from None
     return uid, gid
+
+
+def _copies(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of copies: {text!r}") from None
+    if not 1 <= value <= MAX_COPIES:
+        raise argparse.ArgumentTypeError(f"{text!r} copies is out of range (1 to {MAX_COPIES})")
+    return value
 
 
 def _seconds(text: str) -> float:
@@ -496,7 +540,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _ensure_standard_fds()
     try:
         config = parse_args(argv)
-        holder = Holder(config)
+        holder = Holder(config, resume=upgrade.take_state())
         holder.open()
         # SIGINT was held since __main__'s first line (see _startup): through the imports
         # and through open(), which would leave a Unix socket file behind if interrupted
@@ -508,7 +552,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_INTERRUPTED
         return holder.run()
     except (
-        UsageError, ListenError, SpawnError, CommandError, WatchError, SetupError, IdentityError
+        UsageError, ListenError, SpawnError, CommandError, WatchError, SetupError, IdentityError,
+        upgrade.UpgradeError,
     ) as exc:
         release_interrupts()
         _error(str(exc))

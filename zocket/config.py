@@ -38,6 +38,9 @@ class Config:
     stop_timeout: float = protocol.DEFAULT_STOP_TIMEOUT
     #: Start the new generation before stopping the old one.
     overlap: bool = True
+    #: How many processes of the command serve at once (each a generation of its own slot);
+    #: a restart replaces them one at a time.
+    copies: int = 1
     ready: ReadyMode = DEFAULT_READY
     ready_timeout: float = 60.0
     #: How often ``--ready auto`` looks at /proc while a generation boots: this often at
@@ -68,6 +71,9 @@ class Config:
     control: str | None = None
     #: Run the holder and every generation as this user once the sockets are held.
     user: User | None = None
+    #: Boot a generation that overlaps a serving one at this nice value (0: as zocket),
+    #: and give it zocket's priority once it is ready (only where zocket may raise it back).
+    boot_nice: int = 0
     pid_file: str | None = None
     unix_permissions: UnixPermissions = field(default_factory=UnixPermissions)
 
@@ -82,4 +88,5 @@ class Config:
             backoff_initial=self.backoff_initial,
             backoff_max=self.backoff_max,
             stable_after=self.stable_after,
+            copies=self.copies,
         )

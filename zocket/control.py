@@ -1,4 +1,7 @@
-"""The control socket: ``zocket reload``, ``zocket status`` and ``zocket stop``.
+"""The control socket: ``zocket reload``, ``zocket status``, ``zocket stop``, ``zocket upgrade``.
+
+The client's side imports nothing but the standard library, so that these
+commands still work when the rest of an install is broken.
 
 A running zocket listens on a Unix socket of its own, by default
 ``<dir>/<pid>.sock`` in a directory only its user can enter: ``$XDG_RUNTIME_DIR/zocket``,
@@ -35,8 +38,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-
-from .listeners import UnixPermissions
 
 _UCRED = struct.Struct("iII")
 MAX_REQUEST = 4096
@@ -129,8 +130,15 @@ class ControlServer:
     sock: socket.socket = field(init=False)
     clients: dict[int, Client] = field(default_factory=dict)
     _identity: tuple[int, int] | None = None
+    #: (fd, identity) of the socket this zocket had before its own re-exec.
+    resume: tuple[int, tuple[int, int] | None] | None = None
 
     def __post_init__(self) -> None:
+        if self.resume is not None:
+            fd, self._identity = self.resume
+            self.sock = socket.socket(fileno=fd)
+            self.sock.set_inheritable(False)
+            return
         directory = os.path.dirname(self.path) or "."
         if self.path.startswith(control_dir() + os.sep):
             ensure_private_dir(directory)
@@ -138,6 +146,8 @@ class ControlServer:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
         try:
             self.sock.bind(self.path)
+            from .listeners import UnixPermissions  # the holder's side only: see client_main
+
             # Before listen(): nobody connects while the mode is still the umask's.
             self._identity = UnixPermissions(mode=0o600).apply(self.path)
             self.sock.listen(16)
@@ -148,6 +158,10 @@ class ControlServer:
     @property
     def fd(self) -> int:
         return self.sock.fileno()
+
+    @property
+    def identity(self) -> tuple[int, int] | None:
+        return self._identity
 
     def accept(self) -> Client | None:
         try:
@@ -371,7 +385,7 @@ def _port_of(address: object) -> int | None:
 
 # --- `zocket reload|status|stop` ----------------------------------------------------------------
 
-COMMANDS = ("reload", "status", "stop")
+COMMANDS = ("reload", "status", "stop", "upgrade")
 
 
 def client_main(argv: list[str]) -> int:
@@ -406,11 +420,11 @@ def client_main(argv: list[str]) -> int:
         if command == "stop":
             reply = wait_closed(path, "stop", args.timeout)
         else:
-            reply = request(path, "reload", args.timeout)
+            reply = request(path, command, args.timeout)
         message = str(reply.get("message", ""))
         if not reply.get("ok"):
-            raise ControlError(message, EXIT_FAILED if command == "reload" else EXIT_NOT_FOUND)
-        print(message if command == "reload" else "zocket stopped")
+            raise ControlError(message, EXIT_NOT_FOUND if command == "stop" else EXIT_FAILED)
+        print("zocket stopped" if command == "stop" else message)
         return EXIT_OK
     except ControlError as exc:
         _error(str(exc))
@@ -424,6 +438,8 @@ _DESCRIPTIONS = {
     "new generation is ready (the old one told to stop), 1 with the reason if it failed.",
     "status": "Show the running zocket's sockets and generations.",
     "stop": "Stop the running zocket gracefully and wait until it has exited.",
+    "upgrade": "Replace the running zocket by the installed one in the same process (same pid, "
+    "same sockets, same generations) and wait for the outcome.",
 }
 
 
@@ -436,9 +452,11 @@ def describe_status(status: dict[str, Any]) -> str:
         started = time.strftime("%H:%M:%S", time.localtime(g["started"])) if g.get("started") else "?"
         ready = f", ready {g['ready'] - g['started']:.2f} s later" if g.get("ready") else ""
         ended = f", exit status {g['exit_status']}" if g.get("exit_status") is not None else ""
-        lines.append(f"  generation {g['number']}: {g['state']}, pid {g['pid']}, "
+        copy = f" (copy {g['copy']})" if status.get("copies", 1) > 1 else ""
+        lines.append(f"  generation {g['number']}{copy}: {g['state']}, pid {g['pid']}, "
                      f"started {started}{ready}{ended}")
-    lines.append(f"  restarts: {status.get('restarts')}, generations started: "
+    copies = f"copies: {status['copies']}, " if status.get("copies", 1) > 1 else ""
+    lines.append(f"  {copies}restarts: {status.get('restarts')}, generations started: "
                  f"{status.get('generations_started')}")
     if status.get("last_failure"):
         lines.append(f"  last failure: {status['last_failure']}")

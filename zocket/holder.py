@@ -18,14 +18,18 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
+import socket
 import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from . import libc, readiness
+from . import libc, readiness, upgrade
 from ._hook import _zocket_protocol as protocol
+from ._version import __version__
 from .activation import notify
 from .adoption import Adopter  # kernel adoption (issue 14)
 from .command import expand
@@ -44,6 +48,7 @@ from .lifecycle import (
     Log,
     Notify,
     Outcome,
+    Promote,
     Ready,
     Restart,
     SetTimer,
@@ -53,21 +58,25 @@ from .lifecycle import (
     Spawn,
     Spawned,
     SpawnFailed,
+    State,
     StopWatching,
     Timeout,
     WatchReadiness,
 )
-from .listeners import Listener, inherited_listeners, open_listeners
+from .listeners import Listener, inherited_listeners, open_listeners, resumed_listener
 from .loop import Loop
 from .notifications import NotifySocket, trusted
 from .sentry import Sentry
 from .spawn import Child, SpawnError, spawn
+from .upgrade import UpgradeError
 from .watch import Watcher, describe
 
 LogFn = Callable[[str], None]
 
 #: Signals zocket passes on to every generation's process group before exiting.
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT)
+#: Every signal the holder handles: SIGHUP restarts, SIGUSR2 upgrades zocket itself.
+HANDLED = (*FORWARDED, signal.SIGHUP, signal.SIGCHLD, signal.SIGUSR2)
 #: Put first on the PYTHONPATH of every generation: its sitecustomize loads the hook.
 HOOK_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_hook")
 
@@ -99,6 +108,8 @@ class Process:
     watch: readiness.Watch | None = None
     #: A message that failed the credential check was logged once.
     untrusted_logged: bool = False
+    #: Booting at --boot-nice: to be given zocket's own priority when ready.
+    niced: bool = False
 
 
 class Holder:
@@ -116,8 +127,11 @@ class Holder:
         *,
         listeners: Sequence[Listener] | None = None,
         log: LogFn = stderr_log,
+        resume: dict[str, Any] | None = None,
     ) -> None:
         self.config = config
+        #: The state an older zocket left when it re-executed into this one (upgrade).
+        self._resume = resume
         self.log = log
         self._own_listeners = listeners is None
         self.listeners: list[Listener] = list(listeners) if listeners is not None else []
@@ -145,6 +159,11 @@ class Holder:
 
     def open(self) -> list[Listener]:
         """Bind and listen every socket; raises ListenError. Idempotent."""
+        if not self.listeners and self._resume is not None:
+            self.listeners = [
+                resumed_listener(h["name"], h["fd"], _pair(h["unix_file"]))
+                for h in self._resume["listeners"]
+            ]
         if not self.listeners:
             if self.config.inherit:
                 self.listeners = inherited_listeners(self.config.backlog)
@@ -164,29 +183,164 @@ class Holder:
             self.lifecycle.holding = self._describe_listeners()
             if self.config.reap_orphans:
                 libc.prctl(libc.PR_SET_CHILD_SUBREAPER, 1)
-            if self.config.pid_file:
-                try:
-                    self._pid_file = write_atomically(self.config.pid_file, f"{os.getpid()}\n")
-                except OSError as exc:
-                    raise SetupError(
-                        f"cannot write pid file {self.config.pid_file}: {exc.strerror or exc}"
-                    ) from None
+            if self._resume is None:
+                self._set_up()
+            else:
+                self._restore(self._resume)
             if self.config.watch:
                 self._watcher = Watcher(self.config.watch, self.config.ignore)
                 loop.add_reader(self._watcher.fd, self._on_file_events)
-            if self.config.deathsig:
-                self._sentry = Sentry(self.config.deathsig, self.config.stop_timeout)
-            self._open_control()
-            if self.config.user is not None:
-                self.config.user.become()
-            with loop.signals(FORWARDED + (signal.SIGHUP, signal.SIGCHLD), self._on_signal):
-                self._carry_out(self.lifecycle.begin(loop.clock()))
+            with loop.signals(HANDLED, self._on_signal):
+                if self._resume is None:
+                    self._carry_out(self.lifecycle.begin(loop.clock()))
+                else:
+                    upgrade.unblock(HANDLED)
+                    self._resumed(self._resume)
+                    for signum in self._resume.get("signals", []):
+                        self._on_signal(signum)
                 while self._exit_status is None:
                     loop.step()
                     self._write_status()
                 return self._exit_status
         finally:
             self._shutdown()
+
+    def _set_up(self) -> None:
+        """A fresh start: the pid file, the sentry, the control socket, then the user."""
+        if self.config.pid_file:
+            try:
+                self._pid_file = write_atomically(self.config.pid_file, f"{os.getpid()}\n")
+            except OSError as exc:
+                raise SetupError(
+                    f"cannot write pid file {self.config.pid_file}: {exc.strerror or exc}"
+                ) from None
+        if self.config.deathsig:
+            self._sentry = Sentry(self.config.deathsig, self.config.stop_timeout)
+        self._open_control()
+        if self.config.user is not None:
+            self.config.user.become()
+
+    # --- upgrade: this process re-executes the installed zocket ------------------------------
+
+    def upgrade(self, client: Client | None = None) -> None:
+        """Exec the installed zocket in this process with the state; on failure, serve on."""
+        try:
+            if self.lifecycle.stopping:
+                raise UpgradeError("zocket is stopping")
+            upgrade.preflight()
+        except UpgradeError as exc:
+            self._upgrade_failed(exc, client)
+            return
+        assert self._loop is not None
+        self.log(f"upgrading: exec {' '.join(upgrade.command())}")
+        mask = upgrade.block(HANDLED)
+        caught = self._loop.take_signals()  # caught, not yet handled: they go along
+        try:
+            state, keep = self._snapshot(client)
+            state["signals"] = caught
+            upgrade.exec_new_image(state, keep)
+        except UpgradeError as exc:
+            upgrade.restore(mask)
+            self._upgrade_failed(exc, client)
+            for signum in caught:
+                self._on_signal(signum)
+
+    def _upgrade_failed(self, exc: UpgradeError, client: Client | None) -> None:
+        message = f"upgrade failed: {exc}; this zocket keeps running"
+        self.log(message)
+        if client is not None:
+            client.send({"ok": False, "message": message})
+            self._drop_client(client)
+
+    def _snapshot(self, client: Client | None) -> tuple[dict[str, Any], list[int]]:
+        """What the new image needs, and the fds it needs kept open across exec."""
+        assert self._loop is not None
+        processes = {
+            str(n): {"pid": p.child.pid, "notify": [p.notify.fd, p.notify.name],
+                     "started_wall": p.started_wall, "niced": p.niced}
+            for n, p in self.processes.items()
+        }
+        keep = [listener.fd for listener in self.listeners]
+        keep += [p.notify.fd for p in self.processes.values()]
+        state: dict[str, Any] = {
+            "listeners": [{"fd": h.fd, "name": h.name, "unix_file": h.unix_file}
+                          for h in self.listeners],
+            "lifecycle": self.lifecycle.to_state(),
+            "processes": processes,
+            "walls": {str(n): wall for n, wall in self._walls.items()},
+            "lingering": sorted(self._lingering),
+            "pid_file": self._pid_file,
+            "status_file": self._status_file,
+            # Lifecycle timers only: the probes start again, a debounce is dropped.
+            "timers": [[list(key), left] for key, left in self._loop.pending()
+                       if isinstance(key, tuple) and key[:1] != ("probe",)],
+            "sentry": None,
+            "control": None,
+            "client": None,
+        }
+        if self._sentry is not None:
+            state["sentry"] = [self._sentry.pid, self._sentry.fd]
+            keep.append(self._sentry.fd)
+        if self._control is not None:
+            state["control"] = [self._control.path, self._control.fd, self._control.identity]
+            keep.append(self._control.fd)
+        if client is not None:
+            state["client"] = client.fd
+            keep.append(client.fd)
+        return state, keep
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        """Take over what the old image left: the same generations, sockets and timers."""
+        assert self._loop is not None
+        self.lifecycle = Lifecycle.from_state(self.config.rules(), state["lifecycle"])
+        self._walls = {int(n): wall for n, wall in state["walls"].items()}
+        self._lingering = set(state["lingering"])
+        self._pid_file = _pair(state["pid_file"])
+        self._status_file = _pair(state["status_file"])
+        if state["sentry"] is not None:
+            pid, fd = state["sentry"]
+            self._sentry = Sentry(self.config.deathsig, self.config.stop_timeout, (pid, fd))
+        if state["control"] is not None:
+            path, fd, identity = state["control"]
+            self._control = ControlServer(
+                path, self._on_control_request, resume=(fd, _pair(identity))
+            )
+            self._loop.add_reader(self._control.fd, self._on_control_accept)
+        for text, saved in state["processes"].items():
+            number = int(text)
+            pid = saved["pid"]
+            notify_socket = NotifySocket(number, resume=(saved["notify"][0], saved["notify"][1]))
+            child = Child(pid, _pidfd(pid))
+            self.processes[number] = Process(
+                child, notify_socket, saved["started_wall"], niced=saved["niced"]
+            )
+            self._loop.add_reader(notify_socket.fd, self._notify_reader(number))
+            if child.pidfd is not None:
+                self._loop.add_reader(child.pidfd, self._on_child_exit)
+            generation = self.lifecycle.generations.get(number)
+            if generation is not None and generation.state is State.STARTING:
+                self._watch(number)
+        for key, left in state["timers"]:
+            self._do(SetTimer(tuple(key), left))
+
+    def _notify_reader(self, number: int) -> Callable[[int], None]:
+        return lambda _fd: self._on_notify(number)
+
+    def _resumed(self, state: dict[str, Any]) -> None:
+        """Say that the upgrade happened, to the log and to whoever asked for it."""
+        serving = self.lifecycle.serving
+        message = (
+            f"upgraded in place from zocket {state.get('from')} to {__version__} "
+            f"(pid {os.getpid()}); "
+            + (f"generation {serving.number} serving" if serving else "no generation serving")
+        )
+        self.log(message)
+        self._reap()  # anything that exited while the new image started
+        if state["client"] is not None and self._control is not None:
+            client = Client(socket.socket(fileno=state["client"]))
+            client.sock.set_inheritable(False)
+            client.send({"ok": True, "message": message})
+            client.sock.close()
 
     # --- events in ----------------------------------------------------------------------------
 
@@ -208,6 +362,8 @@ class Holder:
             self.handle(Shutdown(self._now(), signum))
         elif signum == signal.SIGCHLD:
             self._reap()
+        elif signum == signal.SIGUSR2:
+            self.upgrade()
 
     def _on_child_exit(self, _pidfd: int) -> None:
         self._reap()
@@ -297,6 +453,12 @@ class Holder:
             process = self.processes.get(action.number)
             if process is not None:
                 process.watch = None
+        elif isinstance(action, Promote):
+            generation = self.lifecycle.generations.get(action.number)
+            process = self.processes.get(action.number)
+            if generation is not None and process is not None and process.niced:
+                process.niced = False
+                _renice_group(process.child.pid, os.getpriority(os.PRIO_PROCESS, 0))
         elif isinstance(action, Signal):
             generation = self.lifecycle.generations.get(action.number)
             if generation is not None and generation.pid is not None:
@@ -355,6 +517,12 @@ class Holder:
             notify_socket.close()
             raise
         self.processes[number] = Process(child, notify_socket)
+        if self.config.boot_nice and self.lifecycle.serving is not None and _may_renice():
+            # The serving generation keeps the cores while this one boots (its workers,
+            # forked later, inherit the value); Promote gives the priority back.
+            self.processes[number].niced = _renice_group(
+                child.pid, os.getpriority(os.PRIO_PROCESS, 0) + self.config.boot_nice
+            )
         if self._sentry is not None:
             self._sentry.watch(child.pid)
         self._walls[number] = self.processes[number].started_wall
@@ -384,7 +552,11 @@ class Holder:
             self._probe(number)
 
     def _generation_env(self, notify_address: str, number: int) -> dict[str, str]:
-        env = {protocol.NOTIFY_SOCKET: notify_address, protocol.GENERATION: str(number)}
+        env = {
+            protocol.NOTIFY_SOCKET: notify_address,
+            protocol.GENERATION: str(number),
+            protocol.COPY: str(self.lifecycle.generations[number].copy),
+        }
         if self.config.user is not None:
             env.update(self.config.user.environment())
         if self.config.hook:
@@ -461,6 +633,8 @@ class Holder:
             self._drop_client(client)
         elif command == "reload":
             self.handle(Restart(self._now(), "reload requested", waiter=client))
+        elif command == "upgrade":
+            self.upgrade(client)
         elif command == "stop":
             client.send({"ok": True, "message": "stopping", "pid": os.getpid()})
             self.handle(Shutdown(self._now(), signal.SIGTERM))
@@ -543,6 +717,7 @@ class Holder:
             "generations": [
                 {
                     "number": g.number,
+                    "copy": g.copy,
                     "state": state(g),
                     "pid": g.pid,
                     "started": self._walls.get(g.number),
@@ -551,6 +726,7 @@ class Holder:
                 }
                 for g in sorted(shown, key=lambda g: g.number)
             ],
+            "copies": lifecycle.rules.copies,
             "restarts": lifecycle.restarts,
             "generations_started": lifecycle.started,
             "stopping": lifecycle.stopping,
@@ -597,6 +773,41 @@ def _signal_group(pgid: int, signum: int) -> None:
         libc.killpg(pgid, signum)
     except ProcessLookupError:
         pass  # already gone; it will be reaped
+
+
+def _pair(value: object) -> tuple[int, int] | None:
+    """A (st_dev, st_ino) identity back from JSON's list."""
+    if isinstance(value, (list, tuple)) and len(value) == 2:
+        return (int(value[0]), int(value[1]))
+    return None
+
+
+def _pidfd(pid: int) -> int | None:
+    try:
+        return libc.pidfd_open(pid)
+    except OSError:
+        return None
+
+
+def _may_renice() -> bool:
+    """Whether zocket may give a process its own priority back after lowering it.
+
+    Lowering a nice value needs CAP_SYS_NICE or an RLIMIT_NICE that allows it;
+    without either, a generation booted at a lower priority would keep it.
+    """
+    if os.geteuid() == 0:
+        return True
+    soft, _ = resource.getrlimit(resource.RLIMIT_NICE)
+    return soft == resource.RLIM_INFINITY or 20 - soft <= os.getpriority(os.PRIO_PROCESS, 0)
+
+
+def _renice_group(pgid: int, value: int) -> bool:
+    """Set every thread of a process group to nice ``value``; False if it could not."""
+    try:
+        os.setpriority(os.PRIO_PGRP, pgid, min(19, value))
+    except OSError:
+        return False
+    return True
 
 
 def _group_alive(pgid: int) -> bool:

@@ -24,6 +24,22 @@ Crashes: a generation that fails before it is ready, or that dies within
 ``stable_after`` of becoming ready, counts as a crash, and with nothing
 serving the next start waits out an exponential backoff. A generation that
 served longer than that is not a crash loop: it is replaced at once.
+
+Copies (``Rules.copies`` N > 1, for servers that are one process): N copy
+slots, each run by its own generation (own number, pid, readiness and
+timers), so every rule above applies per slot. The first start spawns copies
+1..N. A restart is a *roll*: the new generation of slot 1 starts; once it is
+ready, slot 1's old generation is told to stop and slot 2's new one starts;
+and so on. With overlap every slot has a ready copy throughout; without it
+(a slot's old copy stops before its new one starts) only the slot being
+replaced has none, so capacity never drops below N-1 ready copies. The
+restart's outcome comes when the last slot is ready, or at the first new
+copy that fails before ready: the roll ends there and the remaining slots
+keep their old copies. A roll that reaches a slot whose generation started
+after the roll began (a crash replacement: it runs the new code already)
+waits for it instead of replacing it. Triggers during a roll coalesce into
+one more full roll. The crash and backoff rules are per slot: the others
+serve on meanwhile.
 """
 
 from __future__ import annotations
@@ -32,6 +48,7 @@ import enum
 import signal
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from .libc import WaitStatus
 
@@ -53,6 +70,8 @@ class Generation:
 
     number: int
     started: float
+    #: The copy slot (1..Rules.copies) this generation runs in.
+    copy: int = 1
     state: State = State.STARTING
     pid: int | None = None
     ready_at: float | None = None
@@ -83,6 +102,8 @@ class Rules:
     backoff_initial: float = 0.1
     backoff_max: float = 10.0
     stable_after: float = 1.0
+    #: How many processes of the command run at once, each in its own copy slot.
+    copies: int = 1
 
 
 # --- events ---------------------------------------------------------------------------------
@@ -172,6 +193,13 @@ class StopWatching(Action):
 
 
 @dataclass(frozen=True)
+class Promote(Action):
+    """Generation ``number`` now serves: it gets everything a booting one was denied."""
+
+    number: int
+
+
+@dataclass(frozen=True)
 class Signal(Action):
     """Send ``signum`` to generation ``number``'s process group."""
 
@@ -247,6 +275,25 @@ RESPAWN_TIMER = ("respawn",)
 
 
 @dataclass
+class Roll:
+    """A restart under way: the slots are replaced one at a time, in order."""
+
+    #: The generations numbered above this one started after the roll began: they carry it.
+    base: int
+    began: float
+    #: The slot being replaced now, and the generation the roll waits on to be ready there.
+    copy: int = 1
+    number: int | None = None
+    #: Waiters of this roll while no generation carries them (an old copy making way).
+    waiters: list[Hashable] = field(default_factory=list)
+    #: The new generations that went live, and the old ones told to stop, for the outcome.
+    new: list[int] = field(default_factory=list)
+    replaced: list[int] = field(default_factory=list)
+    #: The last slot's ready message: a single copy's outcome is exactly that.
+    message: str = ""
+
+
+@dataclass
 class Lifecycle:
     """The generations and the holder-wide facts the rules need; :meth:`handle` is the API."""
 
@@ -256,12 +303,15 @@ class Lifecycle:
     generations: dict[int, Generation] = field(default_factory=dict)
     started: int = 0
     restarts: int = 0
-    crashes: int = 0
+    #: Crashes in a row, per copy slot (a stable generation resets its slot's count).
+    slot_crashes: dict[int, int] = field(default_factory=dict)
     stopping: bool = False
     #: A trigger came while a generation was starting: restart once it settles.
     restart_pending: bool = False
     #: No overlap: this generation is stopping so that the next one can start.
     making_way: int | None = None
+    #: The restart under way, slot by slot (see the module docstring).
+    roll: Roll | None = None
     #: The generation whose exit status zocket exits with.
     principal: int | None = None
     #: The generation that exited last: its status is zocket's if there is no principal.
@@ -271,6 +321,50 @@ class Lifecycle:
     #: What went wrong last, for the status: "generation 7 failed before ready: exit 1".
     last_failure: str = ""
     exit_status: int | None = None
+
+    # --- across an upgrade (zocket re-executing itself) ---------------------------------------
+
+    def to_state(self) -> dict[str, Any]:
+        """Everything but the rules and the waiters, as JSON-able data."""
+        return {
+            "holding": self.holding,
+            "generations": [
+                {
+                    **{k: v for k, v in vars(g).items() if k not in ("state", "exit_status",
+                                                                     "waiters")},
+                    "state": g.state.value,
+                    "exit_status": g.exit_status.raw if g.exit_status is not None else None,
+                }
+                for g in self.generations.values()
+            ],
+            "slot_crashes": {str(slot): n for slot, n in self.slot_crashes.items()},
+            "roll": (
+                {k: v for k, v in vars(self.roll).items() if k != "waiters"}
+                if self.roll is not None else None
+            ),
+            **{k: getattr(self, k) for k in (
+                "started", "restarts", "stopping", "restart_pending", "making_way",
+                "principal", "exit_status", "last_exited", "last_failure",
+            )},
+        }
+
+    @classmethod
+    def from_state(cls, rules: Rules, state: dict[str, Any]) -> Lifecycle:
+        """The lifecycle that :meth:`to_state` saved, under ``rules``."""
+        data = dict(state)
+        generations = {}
+        for g in data.pop("generations"):
+            g = dict(g)
+            status = g.pop("exit_status")
+            generation = Generation(**{**g, "state": State(g["state"])})
+            generation.exit_status = WaitStatus(status) if status is not None else None
+            generations[generation.number] = generation
+        crashes = {int(slot): n for slot, n in data.pop("slot_crashes").items()}
+        roll = data.pop("roll")
+        return cls(
+            rules, generations=generations, slot_crashes=crashes,
+            roll=Roll(**roll) if roll is not None else None, **data,
+        )
 
     # --- queries ---------------------------------------------------------------------------
 
@@ -290,6 +384,22 @@ class Lifecycle:
 
     def last(self) -> Generation | None:
         return self.generations[self.started] if self.started else None
+
+    @property
+    def crashes(self) -> int:
+        """Crashes in a row of the slot with the most (the only slot with one copy)."""
+        return max(self.slot_crashes.values(), default=0)
+
+    def in_slot(self, copy: int, state: State) -> Generation | None:
+        return next(
+            (g for g in self.generations.values() if g.copy == copy and g.state is state), None
+        )
+
+    def name(self, generation: Generation) -> str:
+        """How log lines call a generation: its number, and its copy when there are several."""
+        if self.rules.copies == 1:
+            return f"generation {generation.number}"
+        return f"generation {generation.number} (copy {generation.copy})"
 
     # --- the transition function -------------------------------------------------------------
 
@@ -321,9 +431,11 @@ class Lifecycle:
         return actions
 
     def begin(self, now: float) -> list[Action]:
-        """The first generation; a failure to start it is fatal (nothing ever served)."""
+        """The first generation of every copy slot; a failure to start one is fatal (nothing
+        ever served)."""
         actions: list[Action] = []
-        self._start(now, actions, fatal=True)
+        for copy in range(1, self.rules.copies + 1):
+            self._start(copy, now, actions, fatal=True)
         return actions
 
     # --- rules -----------------------------------------------------------------------------
@@ -335,28 +447,100 @@ class Lifecycle:
             self.restart_pending = True
             return
         if self.making_way is not None:
-            return  # the generation about to start will see this change too
+            assert self.roll is not None
+            if self.roll.new:  # copies already replaced did not see this change
+                self.restart_pending = True
+            else:  # the generations about to start will see this change too
+                self.roll.waiters += self.waiters
+                self.waiters = []
+            return
         actions.append(Log(f"{reason}: restarting"))
         self.restarts += 1
         actions.append(Notify(f"RELOADING=1\nMONOTONIC_USEC={int(now * 1_000_000)}"))
-        actions.append(CancelTimer(RESPAWN_TIMER))
-        old = self.serving
+        self.roll = Roll(self.started, now, waiters=self.waiters)
+        self.waiters = []
+        self._roll_slot(1, now, actions)
+
+    def _roll_slot(self, copy: int, now: float, actions: list[Action]) -> None:
+        """Replace slot ``copy``: start its new generation, or stop the old one first."""
+        roll = self.roll
+        assert roll is not None
+        roll.copy = copy
+        roll.number = None
+        starting = self.in_slot(copy, State.STARTING)
+        if starting is not None:  # a crash replacement, begun since the roll: it carries it
+            roll.number = starting.number
+            starting.waiters += roll.waiters
+            roll.waiters = []
+            return
+        old = self.in_slot(copy, State.SERVING)
+        if old is not None and old.number > roll.base:
+            self._roll_next(now, actions)  # replaced since the roll began: new already
+            return
+        actions.append(CancelTimer(self._respawn_timer(copy)))
         if not self.rules.overlap and old is not None:
             self.making_way = old.number
+            roll.replaced.append(old.number)
             self._stop(old, self.rules.stop_signal, "making way", now, actions)
             return
-        self._start(now, actions)
+        self._start(copy, now, actions)
 
-    def _start(self, now: float, actions: list[Action], fatal: bool = False) -> None:
+    def _roll_next(self, now: float, actions: list[Action]) -> None:
+        """The roll's slot is done: on to the next one, or the restart is over."""
+        roll = self.roll
+        assert roll is not None
+        if roll.copy < self.rules.copies:
+            self._roll_slot(roll.copy + 1, now, actions)
+            return
+        self.roll = None
+        actions.append(Notify(f"READY=1\nSTATUS={self._serving_status()}"))
+        if self.rules.copies == 1:
+            message = roll.message
+        else:
+            message = (
+                f"{self.rules.copies} copies replaced in {_ms(now - roll.began)} ms: "
+                f"{_numbers(roll.new)} ready"
+            )
+            if roll.replaced:
+                message += f"; {_numbers(roll.replaced)} told to stop"
+            actions.append(Log(message))
+        if roll.waiters:
+            actions.append(Outcome(tuple(roll.waiters), True, message))
+        self._next_if_pending(now, actions)
+
+    def _end_roll(self, generation: Generation, actions: list[Action]) -> None:
+        """A new copy failed before ready: the roll ends, the slots after it keep their copies."""
+        roll = self.roll
+        if roll is None or roll.number != generation.number:
+            return
+        self.roll = None
+        if self.rules.copies > 1:
+            actions.append(Log(
+                f"the restart stops at copy {roll.copy} of {self.rules.copies}; "
+                "the copies after it keep the generations they had"
+            ))
+
+    def _start(
+        self, copy: int, now: float, actions: list[Action], fatal: bool = False
+    ) -> None:
         self.started += 1
-        generation = self.generations[self.started] = Generation(self.started, now)
-        generation.waiters, self.waiters = self.waiters, []
+        generation = self.generations[self.started] = Generation(self.started, now, copy)
+        roll = self.roll
+        if roll is not None and roll.copy == copy and roll.number is None:
+            roll.number = generation.number
+            generation.waiters, roll.waiters = roll.waiters, []
+        elif roll is None and not self.restart_pending:
+            # Waiters of a restart that a respawn absorbed: this generation carries it.
+            generation.waiters, self.waiters = self.waiters, []
         actions.append(Spawn(self.started, fatal))
+
+    def _respawn_timer(self, copy: int) -> tuple[str] | tuple[str, int]:
+        return RESPAWN_TIMER if self.rules.copies == 1 else ("respawn", copy)
 
     def _spawned(self, event: Spawned, actions: list[Action]) -> None:
         generation = self.generations[event.number]
         generation.pid = event.pid
-        started = f"generation {generation.number} started (pid {event.pid})"
+        started = f"{self.name(generation)} started (pid {event.pid})"
         if generation.number == 1 and self.holding:
             started = f"holding {self.holding}; {started}"
         actions.append(Log(started))
@@ -366,12 +550,14 @@ class Lifecycle:
     def _spawn_failed(self, event: SpawnFailed, actions: list[Action]) -> None:
         # A generation that never ran leaves no record; the next try gets its number.
         generation = self.generations.pop(event.number)
-        self.started -= 1
-        message = f"cannot start generation {event.number}: {event.message}"
+        if event.number == self.started:
+            self.started -= 1
+        message = f"cannot start {self.name(generation)}: {event.message}"
         self.last_failure = message
         actions.append(Log(message))
         self._answer(generation, False, f"{message}; {self._who_serves()}", actions)
-        self._after_failure(None, event.now, actions)
+        self._end_roll(generation, actions)
+        self._after_failure(None, generation.copy, event.now, actions)
 
     def _ready(self, event: Ready, actions: list[Action]) -> None:
         generation = self.generations.get(event.number)
@@ -381,32 +567,44 @@ class Lifecycle:
         generation.ready_at = event.now
         actions.append(StopWatching(generation.number))
         actions.append(CancelTimer(_ready_timer(generation.number)))
+        actions.append(Promote(generation.number))
         elapsed = _ms(event.now - generation.started)
-        actions.append(Log(f"generation {generation.number} ready in {elapsed} ms ({event.how})"))
+        name = self.name(generation)
+        actions.append(Log(f"{name} ready in {elapsed} ms ({event.how})"))
         actions.append(SetTimer(_stable_timer(generation.number), self.rules.stable_after))
         replaced = []
         for old in self.generations.values():
-            if old.state is State.SERVING and old is not generation:
+            if old.state is State.SERVING and old is not generation and old.copy == generation.copy:
                 self._stop(old, self.rules.stop_signal, "replaced", event.now, actions)
-                replaced.append(f"; generation {old.number} was told to stop")
-        actions.append(Notify(f"READY=1\nSTATUS=generation {generation.number} serving"))
-        self._answer(
-            generation, True,
-            f"generation {generation.number} ready in {elapsed} ms{''.join(replaced)}", actions,
+                replaced.append(old)
+        message = f"{name} ready in {elapsed} ms" + "".join(
+            f"; {self.name(old)} was told to stop" for old in replaced
         )
+        roll = self.roll
+        if roll is not None and roll.number == generation.number:
+            roll.new.append(generation.number)
+            roll.replaced += [old.number for old in replaced]
+            roll.waiters, generation.waiters = roll.waiters + generation.waiters, []
+            roll.message = message
+            self._roll_next(event.now, actions)
+            return
+        if roll is None:  # during a roll, systemd hears READY=1 when the roll is over
+            actions.append(Notify(f"READY=1\nSTATUS={self._serving_status()}"))
+        self._answer(generation, True, message, actions)
         self._next_if_pending(event.now, actions)
 
     def _not_ready(self, generation: Generation, now: float, actions: list[Action]) -> None:
         actions.append(StopWatching(generation.number))
         message = (
-            f"generation {generation.number} not ready after "
+            f"{self.name(generation)} not ready after "
             f"{self.rules.ready_timeout:g} s; stopping it; {self._who_serves()}"
         )
         actions.append(Log(message))
         self.last_failure = message
         self._answer(generation, False, message, actions)
+        self._end_roll(generation, actions)
         self._reload_done(actions)
-        generation.respawn_on_exit = self.serving is None
+        generation.respawn_on_exit = self.in_slot(generation.copy, State.SERVING) is None
         self._stop(generation, self.rules.stop_signal, "not ready", now, actions)
         self._next_if_pending(now, actions)
 
@@ -432,6 +630,8 @@ class Lifecycle:
         generation.exit_status = event.status
         generation.exited_at = event.now
         number = generation.number
+        name = self.name(generation)
+        copy = generation.copy
         self.last_exited = number
         how = describe_exit(event.status)
         if was is State.STOPPING:
@@ -442,66 +642,78 @@ class Lifecycle:
             actions.append(StopWatching(number))
             actions.append(CancelTimer(_ready_timer(number)))
         if generation.reason == "shutdown":
-            actions.append(Log(f"generation {number} stopped ({how})"))
+            actions.append(Log(f"{name} stopped ({how})"))
         elif was is State.STARTING:
-            message = f"generation {number} failed before ready: {how}; {self._who_serves()}"
+            message = f"{name} failed before ready: {how}; {self._who_serves()}"
             self.last_failure = message
             actions.append(Log(message))
             self._answer(generation, False, message, actions)
+            self._end_roll(generation, actions)
             self._reload_done(actions)
-            self._after_failure(generation, event.now, actions)
+            self._after_failure(generation, copy, event.now, actions)
         elif was is State.SERVING:
             ran = event.now - generation.started
-            self.last_failure = f"generation {number} exited unexpectedly ({how}) after {ran:.1f} s"
+            self.last_failure = f"{name} exited unexpectedly ({how}) after {ran:.1f} s"
             actions.append(Log(self.last_failure))
-            if self.starting is None:
-                self._after_failure(generation, event.now, actions)
+            if self.in_slot(copy, State.STARTING) is None:  # else that one takes over
+                self._after_failure(generation, copy, event.now, actions)
         else:
             since = generation.stop_requested or generation.started
-            actions.append(Log(
-                f"generation {number} stopped ({how}) after {_ms(event.now - since)} ms"
-            ))
+            actions.append(Log(f"{name} stopped ({how}) after {_ms(event.now - since)} ms"))
             if self.making_way == number:
                 self.making_way = None
                 if not self.stopping:
-                    self._start(event.now, actions)
-            elif generation.respawn_on_exit and self.serving is None and self.starting is None:
-                self._after_failure(generation, event.now, actions)
+                    self._start(copy, event.now, actions)
+            elif (
+                generation.respawn_on_exit
+                and self.in_slot(copy, State.SERVING) is None
+                and self.in_slot(copy, State.STARTING) is None
+            ):
+                self._after_failure(generation, copy, event.now, actions)
         if self.stopping and not self.alive():
             self._finish(actions)
 
     def _after_failure(
-        self, generation: Generation | None, now: float, actions: list[Action]
+        self, generation: Generation | None, copy: int, now: float, actions: list[Action]
     ) -> None:
-        """A generation died (or could not start) with nothing to take over from it."""
+        """A generation of slot ``copy`` died (or could not start) with nothing to take over."""
         if self.stopping:
             return
-        if self.serving is not None:
+        if self.in_slot(copy, State.SERVING) is not None:
             self._next_if_pending(now, actions)  # the old one serves on; a later change retries
             return
+        others = self.serving is not None or self.starting is not None  # other slots
         if not self.rules.respawn:
+            if others:
+                return  # the other copies serve on; zocket exits with the last of them
             status = generation.exit_status if generation is not None else None
             self.exit_status = status.shell_status if status is not None else 127
             actions.append(Exit(self.exit_status))
             return
-        self.restart_pending = False
+        if not others:
+            self.restart_pending = False  # what starts now runs the latest code anyway
+        nothing = (
+            "no generation is serving" if self.rules.copies == 1
+            else f"no generation of copy {copy} is serving"
+        )
         served = _served(generation, now)
-        if served is not None and served >= self.rules.stable_after:
-            self.crashes = 0
+        if generation is not None and served is not None and served >= self.rules.stable_after:
+            self.slot_crashes[copy] = 0
             actions.append(Log(
-                f"no generation is serving; generation {generation.number} "  # type: ignore[union-attr]
+                f"{nothing}; {self.name(generation)} "
                 f"had served {served:.1f} s, so it is replaced at once"
             ))
-            self._start(now, actions)
+            self._start(copy, now, actions)
             return
-        self.crashes += 1
-        delay = min(self.rules.backoff_max, self.rules.backoff_initial * 2 ** (self.crashes - 1))
+        crashes = self.slot_crashes[copy] = self.slot_crashes.get(copy, 0) + 1
+        delay = min(self.rules.backoff_max, self.rules.backoff_initial * 2 ** (crashes - 1))
         why = "before ready" if served is None else f"{served:.1f} s after ready"
         actions.append(Log(
-            f"no generation is serving; starting again in {delay:.1f} s "
-            f"(crash {self.crashes} in a row, {why})"
+            f"{nothing}; starting again in {delay:.1f} s "
+            f"(crash {crashes} in a row, {why})"
         ))
-        actions.append(SetTimer(RESPAWN_TIMER, delay))
+        actions.append(SetTimer(self._respawn_timer(copy), delay))
+        self._next_if_pending(now, actions)  # with other copies serving, a roll may go on
 
     def _shutdown(self, event: Shutdown, actions: list[Action]) -> None:
         """Pass a stop signal to every live generation; exit once they are all gone."""
@@ -510,14 +722,19 @@ class Lifecycle:
             actions.append(Notify("STOPPING=1"))
             principal = self.serving or self.starting
             self.principal = principal.number if principal is not None else None
-            actions.append(CancelTimer(RESPAWN_TIMER))
+            for copy in range(1, self.rules.copies + 1):
+                actions.append(CancelTimer(self._respawn_timer(copy)))
         live = self.alive()
         for generation in live:
             self._answer(generation, False, "zocket is stopping", actions)
             self._stop(generation, event.signum, "shutdown", event.now, actions)
-        if self.waiters:
-            actions.append(Outcome(tuple(self.waiters), False, "zocket is stopping"))
-            self.waiters = []
+        waiting = self.waiters
+        if self.roll is not None:
+            waiting = self.roll.waiters + waiting
+            self.roll = None
+        if waiting:
+            actions.append(Outcome(tuple(waiting), False, "zocket is stopping"))
+        self.waiters = []
         actions.append(SignalLingering(event.signum))
         if not live:
             self._finish(actions)
@@ -530,11 +747,13 @@ class Lifecycle:
         actions.append(Exit(self.exit_status))
 
     def _timeout(self, event: Timeout, actions: list[Action]) -> None:
-        if event.key == RESPAWN_TIMER:
-            if not self.stopping and self.starting is None:
-                self._start(event.now, actions)
+        assert isinstance(event.key, tuple)
+        if event.key[0] == "respawn":
+            copy: int = event.key[1] if len(event.key) > 1 else 1
+            if not self.stopping and self.in_slot(copy, State.STARTING) is None:
+                self._start(copy, event.now, actions)
             return
-        assert isinstance(event.key, tuple) and len(event.key) == 2
+        assert len(event.key) == 2
         kind: str = event.key[0]
         number: int = event.key[1]
         generation = self.generations.get(number)
@@ -544,19 +763,21 @@ class Lifecycle:
         elif kind == "stop-timeout":
             if generation is not None and generation.alive:
                 actions.append(Log(
-                    f"generation {number} did not stop within "
+                    f"{self.name(generation)} did not stop within "
                     f"{self.rules.stop_timeout:g} s: sending SIGKILL"
                 ))
                 actions.append(Signal(number, signal.SIGKILL))
             else:
                 actions.append(KillLeftovers(number, self.rules.stop_timeout))
         elif kind == "stable" and generation is not None and generation.state is State.SERVING:
-            self.crashes = 0
+            self.slot_crashes[generation.copy] = 0
 
     # --- helpers -----------------------------------------------------------------------------
 
     def _next_if_pending(self, now: float, actions: list[Action]) -> None:
-        if self.restart_pending and not self.stopping:
+        """The coalesced restart, once nothing starts and no roll is under way."""
+        busy = self.roll is not None or self.starting is not None or self.making_way is not None
+        if self.restart_pending and not self.stopping and not busy:
             self.restart_pending = False
             self._restart("changed while starting", now, actions)
 
@@ -569,14 +790,25 @@ class Lifecycle:
 
     def _reload_done(self, actions: list[Action]) -> None:
         """A reload that failed still ends (sd_notify): the old generation serves on."""
-        serving = self.serving
-        if serving is not None:
-            actions.append(Notify(f"READY=1\nSTATUS=generation {serving.number} serving"))
+        if self.serving is not None:
+            actions.append(Notify(f"READY=1\nSTATUS={self._serving_status()}"))
+
+    def _serving(self) -> list[Generation]:
+        return sorted(
+            (g for g in self.generations.values() if g.state is State.SERVING),
+            key=lambda g: g.copy,
+        )
+
+    def _serving_status(self) -> str:
+        """The sd_notify STATUS: "generation 5 serving", "generations 4, 6, 7 serving"."""
+        return f"{_numbers(g.number for g in self._serving())} serving"
 
     def _who_serves(self) -> str:
-        serving = self.serving
-        if serving is not None:
-            return f"generation {serving.number} keeps serving"
+        serving = self._serving()
+        if len(serving) == 1:
+            return f"{self.name(serving[0])} keeps serving"
+        if serving:
+            return f"generations {', '.join(_copy_of(g) for g in serving)} keep serving"
         return "no generation is serving (connections wait in the backlog)"
 
     def _forget_old(self) -> None:
@@ -599,6 +831,16 @@ def describe_exit(status: WaitStatus) -> str:
         assert status.signal is not None
         return signal.Signals(status.signal).name
     return f"exit {status.exit_code}"
+
+
+def _numbers(numbers: Iterable[int]) -> str:
+    """``generation 5`` or ``generations 4, 6, 7``."""
+    listed = [str(n) for n in numbers]
+    return f"generation{'s' if len(listed) != 1 else ''} {', '.join(listed)}"
+
+
+def _copy_of(generation: Generation) -> str:
+    return f"{generation.number} (copy {generation.copy})"
 
 
 def _ms(seconds: float) -> int:

@@ -52,6 +52,11 @@ class Listener:
         return url(self.address)
 
     @property
+    def unix_file(self) -> tuple[int, int] | None:
+        """The identity of the Unix socket file zocket made, if it made one."""
+        return self._unix_file
+
+    @property
     def port(self) -> int | None:
         return self.address.port if isinstance(self.address, InetAddress) else None
 
@@ -144,6 +149,17 @@ def inherited_listeners(backlog: int) -> list[Listener]:
             libc.listen(fd, backlog)
         listeners.append(Listener(name, fd, sock.family, address, address))
     return listeners
+
+
+def resumed_listener(name: str, fd: int, unix_file: tuple[int, int] | None) -> Listener:
+    """A held socket that came through zocket's own re-exec (``zocket upgrade``)."""
+    probe = _socket.socket(fileno=libc.dup(fd))
+    try:
+        address, family = _address_of(probe), probe.family
+    finally:
+        probe.close()
+    libc.set_cloexec(fd)
+    return Listener(name, fd, family, address, address, unix_file)
 
 
 def _address_of(sock: _socket.socket) -> Address:

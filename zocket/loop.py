@@ -48,9 +48,26 @@ class Loop:
         self._heap: list[_Timer] = []
         self._timers: dict[Hashable, _Timer] = {}
         self._seq = itertools.count()
+        self._signal_fd = -1
 
     def close(self) -> None:
         self._selector.close()
+
+    def take_signals(self) -> list[int]:
+        """Signals caught but not yet handled, taken without handling them."""
+        return self._read_signals(self._signal_fd) if self._signal_fd >= 0 else []
+
+    @staticmethod
+    def _read_signals(fd: int) -> list[int]:
+        taken: list[int] = []
+        while True:
+            try:
+                data = os.read(fd, 512)
+            except BlockingIOError:
+                return taken
+            if not data:
+                return taken
+            taken.extend(data)
 
     # --- fds ----------------------------------------------------------------------------------
 
@@ -80,6 +97,11 @@ class Loop:
 
     def has_timer(self, key: Hashable) -> bool:
         return key in self._timers
+
+    def pending(self) -> list[tuple[Hashable, float]]:
+        """Every timer set, with the seconds left until it is due."""
+        now = self.clock()
+        return [(key, max(0.0, t.deadline - now)) for key, t in self._timers.items()]
 
     def _next_timeout(self) -> float | None:
         while self._heap and self._heap[0].cancelled:
@@ -115,17 +137,15 @@ class Loop:
         old_wakeup = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
 
         def drain(fd: int) -> None:
-            try:
-                data = os.read(fd, 512)
-            except BlockingIOError:
-                return
-            for signum in data:
+            for signum in self._read_signals(fd):
                 callback(signum)
 
         self.add_reader(read_end, drain)
+        self._signal_fd = read_end
         try:
             yield
         finally:
+            self._signal_fd = -1
             self.remove_reader(read_end)
             signal.set_wakeup_fd(old_wakeup)
             for signum, handler in previous.items():

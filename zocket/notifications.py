@@ -31,7 +31,12 @@ class Message:
 class NotifySocket:
     """The datagram socket one generation's processes report to."""
 
-    def __init__(self, number: int) -> None:
+    def __init__(self, number: int, resume: tuple[int, str] | None = None) -> None:
+        if resume is not None:  # the same socket, through zocket's own re-exec
+            fd, self.name = resume
+            self._sock = socket.socket(fileno=fd)
+            self._sock.set_inheritable(False)
+            return
         self.name = f"zocket/{os.getpid()}/{number}/{os.urandom(4).hex()}"
         # Python's socket objects are close-on-exec: only NOTIFY_SOCKET's name reaches a child.
         self._sock = socket.socket(

@@ -33,7 +33,13 @@ _RECORD = struct.Struct("=i")
 class Sentry:
     """The holder's end of the sentry's pipe."""
 
-    def __init__(self, deathsig: int, timeout: float) -> None:
+    def __init__(
+        self, deathsig: int, timeout: float, resume: tuple[int, int] | None = None
+    ) -> None:
+        if resume is not None:  # the same sentry, through zocket's own re-exec
+            self.pid, self._write_end = resume
+            libc.set_cloexec(self._write_end)
+            return
         read_end, self._write_end = libc.pipe2(libc.O_CLOEXEC)
         try:
             pid = lib.zocket_sentry(read_end, deathsig, int(timeout * 1000))
@@ -45,6 +51,10 @@ class Sentry:
         finally:
             libc.close(read_end)
         self.pid = int(pid)
+
+    @property
+    def fd(self) -> int:
+        return self._write_end
 
     def watch(self, pgid: int) -> None:
         """Stop this process group should the holder die."""

@@ -1,17 +1,19 @@
-"""granian binds in Rust: hand it the held socket where it makes its own; standard library only.
+"""The adapter for granian, which binds in Rust: hand it the handed-over socket where it makes its own.
+
+Standard library only.
 
 granian (its CLI and its ``Granian(...).serve()`` API alike) never calls
 Python's ``bind()``. Every server class of it (processes, threads, embedded)
 makes its listener in ``AbstractServer._init_shared_socket``: on Linux it
 only records an address there, and each worker binds a SO_REUSEPORT socket
-of its own, which the held socket's port refuses (EADDRINUSE). Elsewhere it
+of its own, which the handed-over socket's port refuses (EADDRINUSE). Elsewhere it
 builds one socket, a ``SocketHolder``, and the workers share it.
 
 So when ``granian.server.common`` is imported, that method is wrapped: for an
-address a held socket serves (the hook's own rule for ``bind()``), the server
-gets a ``SocketHolder`` on a copy of the held fd, as on the shared-socket
+address a handed-over socket serves (the hook's own rule for ``bind()``), the server
+gets a ``SocketHolder`` on a copy of the handed-over fd, as on the shared-socket
 path, and every worker accepts from it. granian's workers call ``listen()``
-on it again with the holder's backlog, so the holder gets the held socket's
+on it again with the holder's backlog, so the holder gets the handed-over socket's
 own backlog (read from TCP_INFO) and the queue every generation shares stays
 as zocket made it. A worker's listener owns the holder's fd and closes it
 when the worker stops: worker processes each have their own copy, and
@@ -22,13 +24,16 @@ the new one's fd.
 
 A worker told to stop stops accepting at once: its copy of the fd is made to
 name a listener nobody connects to (``dup2``), so its accept loop, woken by
-new connections on the held socket, finds nothing, and they wait in the
+new connections on the handed-over socket, finds nothing, and they wait in the
 kernel for the other generation. A worker still loading the app when the
 stop comes runs its parent's handler, which means nothing to it: the signal
-is sent again once it has installed its own. Its shutdown then runs
-``GRACE`` later (``_zocket_signals``), after it has read the requests of the
-connections it took just before; granian's graceful shutdown would otherwise close those as
-idle. Workers started by ``spawn`` (granian's choice where multiprocessing's
+is sent again once it has installed its own (``resend``). Its shutdown then
+runs ``GRACE`` later, after it has read the requests of the connections it
+took just before; granian's graceful shutdown would otherwise close those as
+idle. The moment is taken in the signal handler itself, whatever the loop:
+granian's threads read the requests whatever this thread and its event loop
+do, and uvloop and rloop act on a signal on their own, which cannot be put
+off. Workers started by ``spawn`` (granian's choice where multiprocessing's
 default is not ``fork``) get their holder through ``_rebuild_holder``. A
 process that left SIGTERM at its default (the embedded server in an app that
 sets no handler) stops accepting and lets the connections granian took
@@ -43,34 +48,30 @@ import os
 import socket
 import struct
 import sys
+import time
 import weakref
 
-import _zocket_native
+import _zocket_adapters
+import _zocket_asyncio
+import _zocket_held
 import _zocket_signals
 
-_match = [None]  # _zocket_hook's rule: (family, address) -> held entry or None
-_adopted = {}  # fd -> inode: this process's copies of held sockets that granian uses
+_copies = {}  # fd -> inode: this process's copies of handed-over sockets that granian uses
 _stopped = []  # the listener nobody connects to, once the adopted fds name it
-_held_ports = [frozenset()]  # the ports of the held sockets granian was given here
-_embedded = weakref.WeakSet()  # embedded granian servers on a held socket, to stop
-
-
-def install(match):
-    """Patch granian's server modules when (if ever) this process imports them."""
-    _match[0] = match
-    _zocket_native.when_imported(_PATCHES)
+_handed_ports = [frozenset()]  # the ports of the handed-over sockets granian was given here
+_embedded = weakref.WeakSet()  # embedded granian servers on a handed-over socket, to stop
 
 
 def _patch_common(module):
     def make(original):
         def _init_shared_socket(self):
-            if not _adopt(self):
+            if not _give_holder(self):
                 original(self)
 
         return _init_shared_socket
 
     server = getattr(module, "AbstractServer", None)
-    if not _zocket_native.wrap(server, "_init_shared_socket", make):
+    if not _zocket_adapters.wrap(server, "_init_shared_socket", make):
         _warn("granian's server module has no AbstractServer._init_shared_socket")
 
 
@@ -80,17 +81,17 @@ def _patch_in_process(class_name):
     def patch(module):
         def make(original):
             def _spawn_worker(self, *args, **kwargs):
-                held = getattr(self, "_zocket_held", None)
-                if held is not None:
-                    if self._zocket_fresh:  # the copy _adopt made: no worker has it yet
+                spec = getattr(self, "_zocket_spec", None)
+                if spec is not None:
+                    if self._zocket_fresh:  # _give_holder's copy: no worker has it yet
                         self._zocket_fresh = False
                     else:
-                        _new_holder(self, held)
+                        _new_holder(self, spec)
                 return original(self, *args, **kwargs)
 
             return _spawn_worker
 
-        if not _zocket_native.wrap(getattr(module, class_name, None), "_spawn_worker", make):
+        if not _zocket_adapters.wrap(getattr(module, class_name, None), "_spawn_worker", make):
             _warn(f"granian's {module.__name__} has no {class_name}._spawn_worker")
 
     return patch
@@ -101,8 +102,8 @@ _PATCHES = {"granian.server.common": _patch_common}
 _PATCHES.update({name: _patch_in_process(cls) for name, cls in _IN_PROCESS.items()})
 
 
-def _adopt(server):
-    """Give ``server`` a SocketHolder on the held socket its address asks for, if any."""
+def _give_holder(server):
+    """Give ``server`` a SocketHolder on the handed-over socket its address asks for, if any."""
     if getattr(server, "bind_uds", None):
         return False
     try:
@@ -110,8 +111,8 @@ def _adopt(server):
     except (AttributeError, TypeError, ValueError):
         return False
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    held = _match[0](family, (host, port))
-    if held is None:
+    handed = _zocket_held.match_address(family, (host, port))
+    if handed is None:
         return False
     try:
         from granian._granian import SocketHolder
@@ -119,30 +120,30 @@ def _adopt(server):
         _warn(f"no SocketHolder in granian ({exc})")
         return False
     spawn_worker = getattr(type(server), "_spawn_worker", None)
-    if type(server).__module__ in _IN_PROCESS and not _zocket_native.wrapped(spawn_worker):
+    if type(server).__module__ in _IN_PROCESS and not _zocket_adapters.wrapped(spawn_worker):
         _warn(f"{type(server).__name__}'s workers could not get a copy of the fd each")
         return False
-    fd, inode = held[0], held[5]
+    fd, inode = handed[0], handed[5]
     spec = (SocketHolder, fd, inode, _backlog(fd))
     try:
         _new_holder(server, spec)
     except TypeError as exc:  # another granian: its holder takes other arguments
         _warn(f"granian's SocketHolder is not the one this hook knows ({exc})")
         return False
-    server._zocket_held = spec
+    server._zocket_spec = spec
     server._zocket_fresh = True
-    _held_ports[0] |= {held[3]}
+    _handed_ports[0] |= {handed[3]}
     if type(server).__module__ == "granian.server.embed":
         _embedded.add(server)
     _pickle_for_spawn(SocketHolder)
     # The embedded server in an app that leaves SIGTERM at its default would die of
     # zocket's SIGTERM with the requests granian is serving.
-    _zocket_signals.default_term_on_hold()
+    _zocket_signals.default_term_drains()
     return True
 
 
 def _new_holder(server, spec):
-    """Hand ``server`` a holder on a new copy of the held fd (the listener built from
+    """Hand ``server`` a holder on a new copy of the handed-over fd (the listener built from
     it owns the copy: granian closes it when that worker stops)."""
     holder_class, fd, inode, backlog = spec
     copy = os.dup(fd)
@@ -151,7 +152,7 @@ def _new_holder(server, spec):
     except BaseException:
         os.close(copy)
         raise
-    _adopted[copy] = inode
+    _copies[copy] = inode
     server._ssp = None
     server._shd = holder
     server._sfd = holder.get_fd()
@@ -168,7 +169,7 @@ def _pickle_for_spawn(holder_class):
 
     def reduce(holder):
         state = holder.__getstate__()
-        if state[0] not in _adopted:
+        if state[0] not in _copies:
             return holder_class, state  # granian's own pickling
         return _rebuild_holder, tuple(state)
 
@@ -176,42 +177,42 @@ def _pickle_for_spawn(holder_class):
 
 
 def _rebuild_holder(fd, *state):
-    """In a spawned worker, whose hook found no held fd at start-up (spawn passes none)."""
-    import _zocket_hook
+    """In a spawned worker, whose hook found no fd handed over at start-up (spawn passes
+    none); its stop signals are wrapped in any case."""
     from granian._granian import SocketHolder
 
-    _adopted[fd] = os.fstat(fd).st_ino
-    _zocket_hook.wrap_stop_signals()
+    _copies[fd] = os.fstat(fd).st_ino
+    _zocket_signals.install()  # imported above: installed already, said for the reader
     return SocketHolder(fd, *state)
 
 
 def _live():
-    """The adopted fds still naming what they were made for (granian closes a worker's
-    copy when it stops, and the number may be reused for anything)."""
+    """The copies still naming what they were made for (granian closes a worker's copy
+    when it stops, and the number may be reused for anything)."""
     live = []
-    for fd, inode in list(_adopted.items()):
+    for fd, inode in list(_copies.items()):
         try:
             if os.fstat(fd).st_ino == inode:
                 live.append(fd)
                 continue
         except OSError:
             pass
-        _adopted.pop(fd, None)
+        _copies.pop(fd, None)
     return live
 
 
-def adopted():
-    """Whether granian accepts (or did until a stop signal) from a held socket here."""
+def serving():
+    """Whether granian accepts (or did until a stop signal) from a handed-over socket here."""
     return bool(_stopped) or bool(_live())
 
 
 def stop_accepting():
-    """Make this process's adopted fds name a listener nobody connects to; whether any.
+    """Make this process's copies name a listener nobody connects to; whether any.
 
-    The held socket's file stays registered in the worker's epoll under the same
+    The handed-over socket's file stays registered in the worker's epoll under the same
     fd number, so the worker still wakes when a connection arrives, and its accept
     on that number finds nothing (EAGAIN, edge-triggered: no spin). Nothing is
-    closed: granian goes on using a valid fd, and the held socket is untouched.
+    closed: granian goes on using a valid fd, and the handed-over socket is untouched.
     """
     live = _live()
     if not live:
@@ -247,17 +248,12 @@ def _nobody():
         return nobody
 
 
-def busy():
-    """Whether a connection granian took from a held socket is still open in this process."""
-    return _zocket_native.connections_open(_held_ports[0])
-
-
 def stop_embedded():
     """Ask each embedded granian of this process to stop, as its app would."""
     for server in list(_embedded):
         try:
             server.stop()
-        except Exception as exc:  # the process dies of SIGTERM anyway, by the deadline
+        except Exception as exc:  # noqa: BLE001 (the process dies of SIGTERM by the deadline anyway)
             sys.stderr.write(f"zocket hook: granian's stop failed: {exc}\n")
 
 
@@ -281,3 +277,43 @@ def _backlog(fd):
 
 def _warn(why):
     sys.stderr.write(f"zocket hook: granian keeps its own sockets: {why}\n")
+
+
+class _Granian(_zocket_adapters.Adapter):
+    order = 10  # before the asyncio adapter: an embedded granian may run in any loop
+
+    def stop_accepting(self):
+        return stop_accepting()
+
+    def busy(self):
+        return _zocket_adapters.connections_open(_handed_ports[0])
+
+    def resend(self):
+        return serving()
+
+    def defer(self, handler, signum, frame, own, deferrable):
+        if not own or not serving():
+            return False
+        time.sleep(_zocket_signals.GRACE)
+        handler(signum, frame)
+        return True
+
+    def finish(self, signum, deadline):
+        """Nothing else tells an embedded granian to stop: its graceful stop closes idle
+        keep-alive connections and finishes the requests in flight, in the loop that
+        runs the app's code, which must go on running while the connections close."""
+        if not serving():
+            return False
+        loop = _zocket_asyncio.running_loop()
+        if loop is None:
+            return False
+        try:
+            loop.call_soon_threadsafe(loop.call_later, _zocket_signals.GRACE, stop_embedded)
+            loop.call_soon_threadsafe(_zocket_signals.die_when_idle, loop, signum, deadline)
+        except RuntimeError:  # the loop is closing: nothing will answer through it
+            return False
+        return True
+
+
+_zocket_adapters.register(_Granian())
+_zocket_adapters.when_imported(_PATCHES)

@@ -13,6 +13,8 @@ From the holder to every process of a generation, in the environment:
 - ``ZOCKET_STOP_SIGNAL``: the number of ``--stop-signal``.
 - ``ZOCKET_STOP_TIMEOUT``: ``--stop-timeout`` in seconds; after it, SIGKILL.
 - ``ZOCKET_GENERATION``: the generation's number, for the app's own logs.
+- ``ZOCKET_COPY``: which of the ``--copies`` slots the generation runs in
+  (1 to N; always 1 without ``--copies``), for a copy's own logs or ports.
 
 From a generation's process to the holder, a datagram on ``NOTIFY_SOCKET``
 (the sd_notify socket, one per generation): ``ZOCKET_WAITING=FD`` says the
@@ -28,6 +30,7 @@ HELD_FDS = "ZOCKET_HOOK_FDS"
 STOP_SIGNAL = "ZOCKET_STOP_SIGNAL"
 STOP_TIMEOUT = "ZOCKET_STOP_TIMEOUT"
 GENERATION = "ZOCKET_GENERATION"
+COPY = "ZOCKET_COPY"
 NOTIFY_SOCKET = "NOTIFY_SOCKET"
 
 #: Seconds an old generation has between the stop signal and SIGKILL.

@@ -1,50 +1,44 @@
-"""A process told to stop takes no new connection, and its event loop hears of it a moment later.
+"""A process told to stop takes no new connection, and its server hears of it once that is safe.
 
-Standard library only: this runs inside the user's interpreter.
+Standard library only: this runs inside the user's interpreter. It names no
+server: what differs between servers is asked of the adapters
+(``_zocket_adapters``).
 
 zocket stops an old generation with a signal while the new one already accepts
-on the same socket. An asyncio server (uvicorn, hypercorn, aiohttp) that gets
-the signal goes on taking connections until its shutdown begins, and its
-shutdown closes the connections it has accepted but not read a request from
-yet, as if they were idle keep-alive connections: their clients see a reset
-(measured before this module: about one request in forty restarts under load).
+on the same socket. A server that gets the signal may go on taking connections
+until its shutdown begins, and a shutdown may close the connections it has
+accepted but not read a request from yet, as if they were idle keep-alive
+connections: their clients would see a reset.
 
 So in a process that holds a zocket socket, a stop signal (SIGTERM, SIGINT,
-SIGQUIT and zocket's --stop-signal) first stops the held sockets from accepting
-(what is queued waits in the kernel for the other generation), and where an
-asyncio loop that accepted from a held socket is running, the server's own
-handler runs in it GRACE seconds later, by which time the loop has read the
-requests of the connections it took just before: they are in progress, and a
-graceful shutdown finishes them. Anywhere else (no loop, or a loop run for a
-moment that may be gone by then) the handler runs at once, as before. Where
-granian's native threads read the connections (``_zocket_granian``), the
-signal handler itself waits GRACE before the server's, whatever its loop:
-uvloop and rloop act on a signal on their own, which cannot be put off.
+SIGQUIT and zocket's --stop-signal) first makes every adapter stop accepting
+(what is queued waits in the kernel for the other generation); then the first
+adapter that can puts the server's own handler off until what it took has
+been read (``defer``: an event loop that serves a held socket runs it GRACE
+seconds later); anywhere else the handler runs at once.
 
-Handlers are wrapped where they are installed: ``signal.signal`` (uvicorn,
-gunicorn, Django's reloader, asyncio.run) and asyncio's ``add_signal_handler``
-(hypercorn, aiohttp). ``signal.signal`` and ``signal.getsignal`` still give the
-app its own handlers back. uvloop's loop is compiled: there the held
-sockets' servers are closed instead (``_zocket_uvloop``).
+Handlers are wrapped where they are installed, ``signal.signal`` (which
+asyncio's ``add_signal_handler`` calls too); ``signal.signal`` and
+``signal.getsignal`` still give the app its own handlers back.
 
 SIGTERM left at its default would kill a process with the requests it is
-serving: hypercorn's workers, which leave their stop to their parent, get
-zocket's SIGTERM too (it goes to the generation's process group). So where a
+serving (hypercorn's workers leave their stop to their parent, yet get
+zocket's SIGTERM too: it goes to the generation's process group). So where a
 held socket is made while SIGTERM is at its default, SIGTERM becomes: stop
 accepting, let the connections taken so far close (the server's own shutdown,
 or the requests simply ending), for at most ZOCKET_STOP_TIMEOUT seconds (zocket
-kills the generation then anyway), then die of SIGTERM as before; its fork
-children die at once. The app still sees SIG_DFL, and a handler it installs
-replaces this one.
+kills the generation then anyway), then die of SIGTERM. Its fork children die
+at once. The app still sees SIG_DFL, and a handler it installs replaces this one.
 """
 
 import os
 import signal
-import sys
 import time
-import weakref
 
-#: How long an event loop's stop handler waits: a few loop turns under load.
+import _zocket_adapters
+import _zocket_protocol
+
+#: How long a stop handler is put off: a few loop turns under load.
 GRACE = 0.1
 #: How often a default SIGTERM looks whether the connections taken so far are closed.
 _POLL = 0.02
@@ -52,37 +46,38 @@ _POLL = 0.02
 _original_signal = signal.signal
 _original_getsignal = signal.getsignal
 _stop_signals = set()
-_hold = [None]  # install()'s: what the hook does for this process's held sockets
-#: Event loops that accepted from a held socket: only there is a stop handler deferred
-#: (a loop run for a moment elsewhere, asyncio.run in a sync view, may be gone by then).
-serving_loops = weakref.WeakSet()
 
 
-def install(stop_signals, hold):
-    """Wrap stop-signal handlers from now on.
+def install():
+    """Wrap stop-signal handlers from now on (once: later calls do nothing).
 
-    ``hold`` is the hook's side: ``stop_accepting()`` (whether this process holds
-    a socket), ``busy()`` (whether a connection it took is still open),
-    ``drain()`` (wait, bounded, until none is), ``reads_natively()`` (whether
-    native threads, granian's, read from the connections it takes) and
-    ``stop_natively()`` (ask an embedded granian to stop gracefully). Called at
-    start-up and again when a held socket reaches a multiprocessing child: once
-    is enough.
+    Importing this module does it: the hook imports it when the process imports
+    ``signal``, or when a held socket is made, whichever comes first (this
+    module's own ``import signal`` may be the first one).
     """
     if signal.signal is _signal:
         return
-    _stop_signals.update(stop_signals)
-    _hold[0] = hold
+    _stop_signals.update(_read_stop_signals())
     signal.signal = _signal
     signal.getsignal = _getsignal
 
 
-def _stop_accepting():
-    hold = _hold[0]
-    return hold is not None and hold.stop_accepting()
+def _read_stop_signals():
+    """The signals that tell a generation to stop: zocket's --stop-signal, and the ones
+    zocket passes on when it stops itself."""
+    signals = {signal.SIGTERM, signal.SIGINT, signal.SIGQUIT}
+    try:
+        signals.add(int(os.environ.get(_zocket_protocol.STOP_SIGNAL, "")))
+    except ValueError:
+        pass
+    return signals
 
 
-def default_term_on_hold():
+def is_stop_signal(signum):
+    return signum in _stop_signals
+
+
+def default_term_drains():
     """A held socket was just made here: if SIGTERM is at its default, make it drain first."""
     try:
         if _original_getsignal(signal.SIGTERM) == signal.SIG_DFL:
@@ -130,51 +125,29 @@ def _child_term():
 _term_owner = [0]  # the process whose connections a default SIGTERM waits for
 
 
-def running_loop():
-    """The asyncio loop running in this thread, or None (asyncio never imported: None)."""
-    asyncio = sys.modules.get("asyncio")
-    if asyncio is None:
-        return None
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
-
-
 class _Stopping:
     """An app's handler for a stop signal, run once the held sockets stopped accepting."""
 
-    __slots__ = ("defer", "handler", "owner")
+    __slots__ = ("deferrable", "handler", "owner")
 
-    def __init__(self, handler, defer):
+    def __init__(self, handler, deferrable):
         self.handler = handler
-        self.defer = defer
+        self.deferrable = deferrable
         self.owner = os.getpid()
 
     def __call__(self, signum, frame):
         own = os.getpid() == self.owner
-        if not own and _hold[0].reads_natively():
-            # A fork child still running its parent's handler: a granian worker loading
-            # the app. That handler means nothing here and the stop would be lost (the
-            # worker would then serve): it is signalled again once it has its own.
+        adapters = _zocket_adapters.registered()
+        if not own and any(adapter.resend() for adapter in adapters):
+            # A fork child still running its parent's handler: the stop would be lost
+            # (the child would then serve). It is signalled again once it has its own.
             _pending[signum] = os.getpid()
-        if not _stop_accepting():
+        if not _zocket_adapters.stop_accepting():
             return self.handler(signum, frame)
-        if own and _hold[0].reads_natively():
-            # granian's threads read the requests of what they took whatever this thread
-            # and its event loop (asyncio, uvloop, rloop) do: the moment is taken here.
-            time.sleep(GRACE)
-            return self.handler(signum, frame)
-        loop = running_loop() if self.defer else None
-        if loop is None or loop not in serving_loops:
-            return self.handler(signum, frame)
-        try:
-            # Through the loop's thread-safe entry: a signal handler may run between
-            # any two bytecodes of the loop itself.
-            loop.call_soon_threadsafe(loop.call_later, GRACE, self.handler, signum, None)
-        except RuntimeError:  # the loop is closing: nothing left to read
-            return self.handler(signum, frame)
-        return None
+        for adapter in adapters:
+            if adapter.defer(self.handler, signum, frame, own, self.deferrable):
+                return None
+        return self.handler(signum, frame)
 
 
 #: Stop signals a fork child got while it still ran its parent's handler: signal -> pid.
@@ -183,10 +156,8 @@ _pending = {}
 
 def _signal(signalnum, handler):
     if signalnum in _stop_signals and callable(handler) and not isinstance(handler, _Stopping):
-        asyncio_noop = _is_asyncio_noop(handler)
-        if asyncio_noop:
-            _patch_asyncio_loops()
-        handler = _Stopping(handler, defer=not asyncio_noop)
+        answers = [adapter.may_defer(handler) for adapter in _zocket_adapters.registered()]
+        handler = _Stopping(handler, deferrable=all(answers))
     previous = _unwrap(_original_signal(signalnum, handler))
     if _pending.get(signalnum) == os.getpid() and isinstance(handler, _Stopping):
         del _pending[signalnum]
@@ -209,31 +180,22 @@ def _default_term(signum, frame):
         # A fork child (a multiprocessing worker, a helper), maybe signalled before it
         # could even reset its handlers: the parent's connections are not its to wait for.
         _die(signum)
-    _stop_accepting()
+    _zocket_adapters.stop_accepting()
     deadline = time.monotonic() + _stop_timeout()
-    loop = running_loop()
-    # A loop that accepted, or one that granian's embedded server runs app code in:
-    # either way it must go on running while the connections close.
-    if loop is not None and (loop in serving_loops or _hold[0].reads_natively()):
-        try:
-            if _hold[0].reads_natively():
-                # Nothing else tells an embedded granian to stop: its graceful stop
-                # closes idle keep-alive connections and finishes the requests in flight.
-                loop.call_soon_threadsafe(loop.call_later, GRACE, _hold[0].stop_natively)
-            loop.call_soon_threadsafe(_die_when_idle, loop, signum, deadline)
+    # An adapter whose event loop must go on running while the connections close.
+    for adapter in _zocket_adapters.registered():
+        if adapter.finish(signum, deadline):
             return
-        except RuntimeError:  # the loop is closing: nothing will answer through it
-            pass
     try:
-        _hold[0].drain(deadline)  # other threads serve meanwhile
+        _zocket_adapters.drain(deadline)  # other threads serve meanwhile
     finally:  # even if another signal's exception cuts the wait short
         _die(signum)
 
 
-def _die_when_idle(loop, signum, deadline):
-    """In the loop, which serves on meanwhile: die once no connection taken is open."""
-    if _hold[0].busy() and time.monotonic() < deadline:
-        loop.call_later(_POLL, _die_when_idle, loop, signum, deadline)
+def die_when_idle(loop, signum, deadline):
+    """In ``loop``, which serves on meanwhile: die once no connection taken is open."""
+    if _zocket_adapters.busy() and time.monotonic() < deadline:
+        loop.call_later(_POLL, die_when_idle, loop, signum, deadline)
     else:
         _die(signum)
 
@@ -246,35 +208,9 @@ def _die(signum):
 
 def _stop_timeout():
     try:
-        return float(os.environ.get("ZOCKET_STOP_TIMEOUT", ""))
+        return float(os.environ.get(_zocket_protocol.STOP_TIMEOUT, ""))
     except ValueError:
-        return 10.0
+        return _zocket_protocol.DEFAULT_STOP_TIMEOUT
 
 
-def _is_asyncio_noop(handler):
-    """asyncio's add_signal_handler installs a do-nothing handler and acts in the loop."""
-    return (
-        getattr(handler, "__module__", None) == "asyncio.unix_events"
-        and getattr(handler, "__name__", None) == "_sighandler_noop"
-    )
-
-
-def _patch_asyncio_loops():
-    """Defer the callbacks of add_signal_handler for stop signals, in every selector loop."""
-    unix_events = sys.modules.get("asyncio.unix_events")
-    cls = getattr(unix_events, "_UnixSelectorEventLoop", None)
-    if cls is None or "_zocket_handle_signal" in cls.__dict__:
-        return
-    original = cls._handle_signal
-
-    def _handle_signal(self, sig):
-        # The signal's Python-level handler (the wrapped no-op) already ran, in the main
-        # thread, before the loop read the signal from its wake-up fd: the held sockets
-        # accept nothing more. Give the loop GRACE to read what it accepted before.
-        if sig in _stop_signals and _stop_accepting() and self in serving_loops:
-            self.call_later(GRACE, original, self, sig)
-        else:
-            original(self, sig)
-
-    cls._zocket_handle_signal = original
-    cls._handle_signal = _handle_signal
+install()

@@ -27,11 +27,13 @@ def _chain() -> None:
     spec.loader.exec_module(module)
 
 
-if os.environ.get("ZOCKET_HOOK_FDS"):
+import _zocket_protocol
+
+if os.environ.get(_zocket_protocol.HELD_FDS):
     try:
         import _zocket_hook
 
         _zocket_hook.install()
-    except Exception as exc:  # the app must start even if the hook cannot
+    except Exception as exc:  # noqa: BLE001 (the app must start even if the hook cannot)
         sys.stderr.write(f"zocket hook: disabled: {exc}\n")
 _chain()

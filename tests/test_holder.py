@@ -1,0 +1,73 @@
+"""The holder in-process, as a tool built on zocket would use it: Config in, exit status out.
+
+Everything the CLI does goes through :class:`zocket.holder.Holder`; here it runs in
+the test's own main thread (signal handlers must be installed there), with a real
+server, while a helper thread plays the operator.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+from support import http_get, write_responder
+from zocket.addresses import parse_listen
+from zocket.config import Config
+from zocket.holder import Holder
+from zocket.lifecycle import State
+
+
+def wait_line(lines: list[str], text: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not any(text in line for line in lines):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no log line with {text!r}: {lines}")
+        time.sleep(0.01)
+
+
+def test_a_holder_runs_restarts_and_stops_in_process(tmp_path: Path) -> None:
+    responder = write_responder(tmp_path)
+    lines: list[str] = []
+    config = Config(
+        listen=[parse_listen("127.0.0.1:0")],
+        command=[sys.executable, str(responder)],
+        control="",
+        hook=False,
+    )
+    holder = Holder(config, log=lines.append)
+    (listener,) = holder.open()
+    port = listener.port
+    assert port
+    seen: dict[str, object] = {}
+
+    def operator() -> None:
+        try:
+            wait_line(lines, "generation 1 ready in")
+            seen["first"] = http_get(port)[0]
+            os.kill(os.getpid(), signal.SIGHUP)
+            wait_line(lines, "generation 2 ready in")
+            wait_line(lines, "generation 1 stopped")
+            seen["states"] = {n: g.state for n, g in holder.lifecycle.generations.items()}
+            seen["status"] = holder.status()
+        finally:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    thread = threading.Thread(target=operator)
+    thread.start()
+    status = holder.run()
+    thread.join(10)
+    assert status == 128 + signal.SIGTERM, lines
+    assert seen["first"] == 200
+    assert seen["states"] == {1: State.STOPPED, 2: State.SERVING}, seen
+    record = seen["status"]
+    assert isinstance(record, dict)
+    assert [g["number"] for g in record["generations"] if g["state"] == "serving"] == [2]
+    assert lines[0].startswith(f"holding http://127.0.0.1:{port} (http, fd 3); generation 1")
+    assert "SIGHUP: restarting" in lines
+    assert lines[-1] == "generation 2 stopped (SIGTERM)"
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
+    assert listener.fd == -1  # the holder closes the sockets it opened

@@ -1,0 +1,133 @@
+"""``zocket upgrade`` (or SIGUSR2): the installed zocket replaces the running one, in place.
+
+execve(2) keeps the process: its pid, its children (every generation stays
+zocket's child, so it can still be signalled, reaped and watched), and every
+fd not marked close-on-exec. So the holder clears close-on-exec on what it
+must keep (the held sockets, each generation's notify socket, the sentry's
+pipe, the control socket and the connection that asked), writes the rest of
+its state (the lifecycle, the timers left, which fd is which) as JSON to a
+memfd, and execs ``python -m zocket`` with its own arguments. The new image
+finds ``ZOCKET_UPGRADE_FD`` in its environment, reads the state and carries
+on: no socket is closed, no generation restarted, and connections wait in the
+kernel's queue the ~100 ms the new interpreter takes to start.
+
+Two things would make that window dangerous, and both are closed:
+
+- a new install that cannot start would leave a process with no holder in
+  it: before exec, a child interpreter imports the installed zocket, and the
+  upgrade is refused (the old image serves on and says why) unless it can;
+- a SIGTERM or SIGHUP arriving before the new image has installed its
+  handlers would kill zocket outright: the signals zocket handles are
+  blocked from the snapshot on, across exec (the mask survives it), and
+  unblocked by the new image once its handlers are in place, so they wait
+  instead; those already caught but not yet handled travel in the state.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterable
+from typing import Any
+
+from ._version import __version__
+
+#: The environment variable that names the memfd holding the state.
+STATE_FD = "ZOCKET_UPGRADE_FD"
+#: The state's layout; a new image refuses one it does not know.
+FORMAT = 1
+#: How long the installed zocket may take to import before the upgrade is refused.
+PREFLIGHT_TIMEOUT = 30.0
+
+
+class UpgradeError(Exception):
+    """The upgrade did not happen; this image runs on. One line."""
+
+    exit_status = 1
+
+
+def command() -> list[str]:
+    """How the installed zocket is started again with this one's arguments."""
+    return [sys.executable, "-m", "zocket", *sys.argv[1:]]
+
+
+def preflight() -> None:
+    """Refuse an install that cannot even import, before anything is given up."""
+    try:
+        result = subprocess.run(
+            [sys.executable, "-c", "import zocket.cli, zocket.holder, zocket.libc"],
+            capture_output=True, text=True, timeout=PREFLIGHT_TIMEOUT, check=False,
+            stdin=subprocess.DEVNULL,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise UpgradeError(f"the installed zocket does not start: {exc}") from None
+    if result.returncode != 0:
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        why = lines[-1].strip() if lines else f"exit status {result.returncode}"
+        raise UpgradeError(f"the installed zocket does not start: {why}")
+
+
+def exec_new_image(state: dict[str, Any], keep: Iterable[int]) -> None:
+    """Exec the installed zocket with ``state``; returns only by raising UpgradeError.
+
+    The caller blocks the signals it handles first (see :func:`blocked`).
+    """
+    keep = list(keep)
+    memfd = os.memfd_create("zocket-upgrade", 0)  # not close-on-exec: the new image reads it
+    try:
+        os.write(memfd, json.dumps({"format": FORMAT, "from": __version__, **state}).encode())
+        os.lseek(memfd, 0, os.SEEK_SET)
+        env = {**os.environ, STATE_FD: str(memfd)}
+        for fd in keep:
+            os.set_inheritable(fd, True)
+        try:
+            os.execve(sys.executable, command(), env)
+        except OSError as exc:
+            raise UpgradeError(f"cannot exec {sys.executable}: {exc.strerror}") from None
+        finally:
+            # Only reached if execve failed: this image carries on as before.
+            for fd in keep:
+                os.set_inheritable(fd, False)
+    finally:
+        os.close(memfd)
+
+
+def take_state() -> dict[str, Any] | None:
+    """The state an old image left for this one, if this process is an upgrade."""
+    text = os.environ.pop(STATE_FD, None)
+    if text is None:
+        return None
+    fd = int(text)
+    chunks = []
+    try:
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    state = json.loads(b"".join(chunks))
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise UpgradeError(f"an upgrade state of an unknown format: {state.get('format')!r}")
+    return state
+
+
+def block(handled: Iterable[int]) -> set[int]:
+    """Hold ``handled`` signals from here to the new image's handlers; the old mask."""
+    return {int(s) for s in signal.pthread_sigmask(signal.SIG_BLOCK, set(handled))}
+
+
+def restore(mask: Iterable[int]) -> None:
+    signal.pthread_sigmask(signal.SIG_SETMASK, set(mask))
+
+
+def unblock(handled: Iterable[int]) -> None:
+    """The new image's handlers are in place: signals that waited across exec arrive now."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, set(handled))
+
+
+def keep_inherited(fds: Iterable[int]) -> None:
+    """What came through exec is this image's now: not to be passed on to a generation."""
+    for fd in fds:
+        os.set_inheritable(fd, False)
