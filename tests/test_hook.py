@@ -934,9 +934,10 @@ def bind_probe_args(flags: list[str], port: int) -> list[object]:
 
 
 def test_no_hook_leaves_the_app_its_own_bind() -> None:
-    """--no-hook: the app's bind to the held port fails (address in use); without, adopted."""
+    """--no-hook (and --no-adopt, else the kernel adopts it): the app's bind to the held port
+    fails (address in use); without, adopted."""
     results = {}
-    for flag in (["--no-hook"], []):
+    for flag in (["--no-hook", "--no-adopt"], []):
         _, result = run_on_free_port(partial(bind_probe_args, flag))
         assert result.returncode == 0, result.stderr
         results[bool(flag)] = json.loads(result.stdout)

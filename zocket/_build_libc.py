@@ -279,9 +279,14 @@ int WSTOPSIG(int);
 #define ZOCKET_STAGE_PDEATHSIG ...
 #define ZOCKET_STAGE_FDS ...
 #define ZOCKET_STAGE_CHDIR ...
+#define ZOCKET_STAGE_ADOPT ...
+#define ZOCKET_STAGE_ADOPT_LISTENER ...
+#define ZOCKET_STAGE_ADOPT_UNAVAILABLE ...
+struct sock_fprog;
 pid_t zocket_spawn(char *const paths[], char *const argv[], char *envp[],
                    int listen_pid_slot, const int fds[], int nfds,
-                   int errpipe, int new_group, int deathsig, const char *cwd);
+                   int errpipe, int new_group, int deathsig, const char *cwd,
+                   const struct sock_fprog *filter);
 """,
     source=r"""
 #ifdef SYS_pidfd_open
@@ -321,6 +326,12 @@ static int zocket_pidfd_send_signal(int pidfd, int sig, unsigned int flags)
 #define ZOCKET_STAGE_PDEATHSIG 2
 #define ZOCKET_STAGE_FDS 3
 #define ZOCKET_STAGE_CHDIR 4
+/* Sending the seccomp listener to the parent failed: fatal, since a filter
+   nobody answers would leave the server's bind() waiting forever. */
+#define ZOCKET_STAGE_ADOPT 5
+/* Not failures: the listener fd rides along (SCM_RIGHTS), or why there is none. */
+#define ZOCKET_STAGE_ADOPT_LISTENER 6
+#define ZOCKET_STAGE_ADOPT_UNAVAILABLE 7
 
 /* Tell the parent which step failed and why, then die. Only async-signal-safe
    calls from here on: the child of a threaded, allocating parent may not touch
@@ -349,10 +360,66 @@ static void zocket_put_pid(char *slot, pid_t pid)
     *p = '\0';
 }
 
+/* Install the parent's seccomp filter with a notification listener and send
+   the listener to the parent over the report channel (a socket then). A filter
+   that cannot be installed is reported and is no failure: the server runs
+   without adoption. Without CAP_SYS_ADMIN the kernel takes a filter only from
+   a process with no_new_privs, so that is set only when the first try says
+   EACCES: a holder with CAP_SYS_ADMIN leaves setuid programs working. */
+static void zocket_child_adopt(int channel, const struct sock_fprog *filter)
+{
+    int report[2];
+    int listener = -1;
+    struct msghdr msg;
+    struct iovec iov;
+    union {
+        char buf[CMSG_SPACE(sizeof(int))];
+        struct cmsghdr align;
+    } control;
+    struct cmsghdr *cmsg;
+
+#if ZOCKET_HAS_SECCOMP_ADOPT
+    listener = (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER,
+                            SECCOMP_FILTER_FLAG_NEW_LISTENER, filter);
+    if (listener < 0 && errno == EACCES
+        && prctl(PR_SET_NO_NEW_PRIVS, 1UL, 0UL, 0UL, 0UL) == 0)
+        listener = (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER,
+                                SECCOMP_FILTER_FLAG_NEW_LISTENER, filter);
+#else
+    (void)filter;
+    errno = ENOSYS;
+#endif
+    if (listener < 0) {
+        report[0] = ZOCKET_STAGE_ADOPT_UNAVAILABLE;
+        report[1] = errno;
+        (void)!write(channel, report, sizeof report);
+        return;
+    }
+    report[0] = ZOCKET_STAGE_ADOPT_LISTENER;
+    report[1] = 0;
+    memset(&msg, 0, sizeof msg);
+    memset(&control, 0, sizeof control);
+    iov.iov_base = report;
+    iov.iov_len = sizeof report;
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.buf;
+    msg.msg_controllen = sizeof control.buf;
+    cmsg = CMSG_FIRSTHDR(&msg);
+    cmsg->cmsg_level = SOL_SOCKET;
+    cmsg->cmsg_type = SCM_RIGHTS;
+    cmsg->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(cmsg), &listener, sizeof(int));
+    if (sendmsg(channel, &msg, MSG_NOSIGNAL) < 0)
+        zocket_child_fail(channel, ZOCKET_STAGE_ADOPT, errno);
+    (void)close(listener);
+}
+
 static void zocket_child(char *const paths[], char *const argv[], char *envp[],
                          int listen_pid_slot, const int fds[], int nfds,
                          int errpipe, int new_group, int deathsig,
-                         const char *cwd, pid_t parent)
+                         const char *cwd, pid_t parent,
+                         const struct sock_fprog *filter)
 {
     struct sigaction dfl;
     int high[ZOCKET_SPAWN_MAX_FDS];
@@ -424,6 +491,11 @@ static void zocket_child(char *const paths[], char *const argv[], char *envp[],
         (void)sigprocmask(SIG_SETMASK, &none, NULL);
     }
 
+    /* Last before exec: from here on this process's bind() and listen() wait
+       for the holder's answer. */
+    if (filter != NULL)
+        zocket_child_adopt(errpipe, filter);
+
     /* execvp's search, over candidates the parent built: keep looking past
        ENOENT/ENOTDIR, remember EACCES, stop at anything else. Unlike execvp, a
        file without a #! line is not handed to /bin/sh (ENOEXEC is reported). */
@@ -439,11 +511,13 @@ static void zocket_child(char *const paths[], char *const argv[], char *envp[],
 }
 
 /* fork, then in the child: reset signals, own process group, parent-death
-   signal, LISTEN_PID, held fds on 3.., close-on-exec everything else, exec.
+   signal, LISTEN_PID, held fds on 3.., close-on-exec everything else, the
+   seccomp filter if one is given (see zocket_child_adopt), exec.
    Returns the child's pid, or -1 with errno set if fork failed. */
 static pid_t zocket_spawn(char *const paths[], char *const argv[], char *envp[],
                           int listen_pid_slot, const int fds[], int nfds,
-                          int errpipe, int new_group, int deathsig, const char *cwd)
+                          int errpipe, int new_group, int deathsig, const char *cwd,
+                          const struct sock_fprog *filter)
 {
     sigset_t all, old;
     pid_t parent = getpid();
@@ -461,7 +535,7 @@ static pid_t zocket_spawn(char *const paths[], char *const argv[], char *envp[],
     pid = fork();
     if (pid == 0)
         zocket_child(paths, argv, envp, listen_pid_slot, fds, nfds, errpipe,
-                     new_group, deathsig, cwd, parent);
+                     new_group, deathsig, cwd, parent, filter);
     err = errno;
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     errno = err;
@@ -507,6 +581,161 @@ struct inotify_event { int wd; uint32_t mask; uint32_t cookie; uint32_t len; ...
 int inotify_init1(int flags);
 int inotify_add_watch(int fd, const char *pathname, uint32_t mask);
 int inotify_rm_watch(int fd, int wd);
+""",
+)
+
+
+# Seccomp user notification: a filter turns chosen syscalls of a process into
+# messages on a listener fd; the holder reads them and answers each one (a
+# return value, an fd installed into the caller, or "let the kernel do it").
+# The rest is what an answer needs: the caller's socket (pidfd_getfd).
+SECCOMP = Area(
+    "seccomp",
+    includes="""
+#include <stddef.h>
+#include <sys/ioctl.h>
+#include <sys/syscall.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+""",
+    cdef="""
+#define SECCOMP_SET_MODE_FILTER ...
+#define SECCOMP_FILTER_FLAG_NEW_LISTENER ...
+#define SECCOMP_RET_ALLOW ...
+#define SECCOMP_RET_ERRNO ...
+#define SECCOMP_RET_USER_NOTIF ...
+#define SECCOMP_RET_KILL_PROCESS ...
+#define SECCOMP_USER_NOTIF_FLAG_CONTINUE ...
+#define SECCOMP_ADDFD_FLAG_SETFD ...
+#define SECCOMP_ADDFD_FLAG_SEND ...
+#define PR_SET_NO_NEW_PRIVS ...
+#define PR_GET_NO_NEW_PRIVS ...
+#define BPF_LD ...
+#define BPF_W ...
+#define BPF_ABS ...
+#define BPF_JMP ...
+#define BPF_JEQ ...
+#define BPF_K ...
+#define BPF_RET ...
+
+/* This architecture's AUDIT_ARCH_* (what seccomp_data.arch holds), 0 if unknown. */
+static const unsigned int ZOCKET_AUDIT_ARCH;
+static const long ZOCKET_SYS_bind;
+static const long ZOCKET_SYS_listen;
+static const long ZOCKET_SYS_shutdown;
+static const long ZOCKET_SYS_seccomp;
+
+/* 1 where the headers have user notification with ADDFD/SETFD (Linux 5.14). */
+static const int HAS_SECCOMP_ADOPT;
+static const int HAS_PIDFD_GETFD;
+
+struct sock_filter { uint16_t code; uint8_t jt; uint8_t jf; uint32_t k; };
+struct sock_fprog { unsigned short len; struct sock_filter *filter; ...; };
+struct seccomp_data {
+    int nr;
+    uint32_t arch;
+    uint64_t instruction_pointer;
+    unsigned long long args[6];  /* __u64, which is not uint64_t on x86_64 */
+};
+struct seccomp_notif {
+    uint64_t id;
+    uint32_t pid;
+    uint32_t flags;
+    struct seccomp_data data;
+};
+struct seccomp_notif_resp { uint64_t id; int64_t val; int32_t error; uint32_t flags; };
+struct seccomp_notif_addfd {
+    uint64_t id;
+    uint32_t flags;
+    uint32_t srcfd;
+    uint32_t newfd;
+    uint32_t newfd_flags;
+};
+
+int zocket_seccomp_set_mode_filter(unsigned int flags, const struct sock_fprog *prog);
+int zocket_notif_recv(int listener, struct seccomp_notif *notif);
+int zocket_notif_send(int listener, struct seccomp_notif_resp *resp);
+int zocket_notif_id_valid(int listener, uint64_t id);
+int zocket_notif_addfd(int listener, struct seccomp_notif_addfd *addfd);
+int zocket_pidfd_getfd(int pidfd, int targetfd, unsigned int flags);
+""",
+    source=r"""
+#if defined(__x86_64__)
+static const unsigned int ZOCKET_AUDIT_ARCH = AUDIT_ARCH_X86_64;
+#elif defined(__aarch64__)
+static const unsigned int ZOCKET_AUDIT_ARCH = AUDIT_ARCH_AARCH64;
+#else
+static const unsigned int ZOCKET_AUDIT_ARCH = 0;
+#endif
+#ifndef SECCOMP_ADDFD_FLAG_SEND
+#define SECCOMP_ADDFD_FLAG_SEND (1UL << 1)
+#endif
+#if defined(SYS_seccomp) && defined(SECCOMP_IOCTL_NOTIF_ADDFD) \
+    && defined(SECCOMP_ADDFD_FLAG_SETFD) && defined(SECCOMP_USER_NOTIF_FLAG_CONTINUE)
+#define ZOCKET_HAS_SECCOMP_ADOPT 1
+#else
+#define ZOCKET_HAS_SECCOMP_ADOPT 0
+#endif
+static const int HAS_SECCOMP_ADOPT = ZOCKET_HAS_SECCOMP_ADOPT;
+#ifdef SYS_pidfd_getfd
+static const int HAS_PIDFD_GETFD = 1;
+#else
+static const int HAS_PIDFD_GETFD = 0;
+#endif
+static const long ZOCKET_SYS_bind = SYS_bind;
+static const long ZOCKET_SYS_listen = SYS_listen;
+static const long ZOCKET_SYS_shutdown = SYS_shutdown;
+#ifdef SYS_seccomp
+static const long ZOCKET_SYS_seccomp = SYS_seccomp;
+#else
+static const long ZOCKET_SYS_seccomp = -1;
+#endif
+
+/* seccomp(2) and the notification ioctls: glibc wraps neither. */
+static int zocket_seccomp_set_mode_filter(unsigned int flags, const struct sock_fprog *prog)
+{
+#ifdef SYS_seccomp
+    return (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, flags, prog);
+#else
+    errno = ENOSYS;
+    return -1;
+#endif
+}
+
+#if ZOCKET_HAS_SECCOMP_ADOPT
+static int zocket_notif_recv(int listener, struct seccomp_notif *notif)
+{
+    return ioctl(listener, SECCOMP_IOCTL_NOTIF_RECV, notif);
+}
+static int zocket_notif_send(int listener, struct seccomp_notif_resp *resp)
+{
+    return ioctl(listener, SECCOMP_IOCTL_NOTIF_SEND, resp);
+}
+static int zocket_notif_id_valid(int listener, uint64_t id)
+{
+    return ioctl(listener, SECCOMP_IOCTL_NOTIF_ID_VALID, &id);
+}
+static int zocket_notif_addfd(int listener, struct seccomp_notif_addfd *addfd)
+{
+    return ioctl(listener, SECCOMP_IOCTL_NOTIF_ADDFD, addfd);
+}
+#else
+static int zocket_notif_recv(int l, struct seccomp_notif *n) { errno = ENOSYS; return -1; }
+static int zocket_notif_send(int l, struct seccomp_notif_resp *r) { errno = ENOSYS; return -1; }
+static int zocket_notif_id_valid(int l, uint64_t id) { errno = ENOSYS; return -1; }
+static int zocket_notif_addfd(int l, struct seccomp_notif_addfd *a) { errno = ENOSYS; return -1; }
+#endif
+
+static int zocket_pidfd_getfd(int pidfd, int targetfd, unsigned int flags)
+{
+#ifdef SYS_pidfd_getfd
+    return (int)syscall(SYS_pidfd_getfd, pidfd, targetfd, flags);
+#else
+    errno = ENOSYS;
+    return -1;
+#endif
+}
 """,
 )
 
@@ -660,7 +889,8 @@ VERSION = Area(
     source="",  # filled in by make_ffi(): the package version the module was built for
 )
 
-AREAS = (SOCKET, FCNTL, SIGNAL, PROCESS, INOTIFY, SYSCALLS, SENTRY)
+# SECCOMP before PROCESS: the child path uses its headers and ZOCKET_HAS_SECCOMP_ADOPT.
+AREAS = (SOCKET, FCNTL, SIGNAL, SECCOMP, PROCESS, INOTIFY, SYSCALLS, SENTRY)
 
 
 # What a tool built on zocket.libc reaches for beyond zocket's own needs: who is at the

@@ -222,6 +222,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="do not make Python servers that bind the held address adopt the held socket",
     )
     parser.add_argument(
+        "--no-adopt",
+        dest="adopt",
+        action="store_false",
+        help="do not answer the server's own bind() of the held address with the held "
+        "socket at the kernel boundary (seccomp user notification)",
+    )
+    parser.add_argument(
         "--no-respawn",
         dest="respawn",
         action="store_false",
@@ -343,6 +350,7 @@ def parse_args(argv: Sequence[str]) -> Config:
         stop_signal=args.stop_signal,
         respawn=args.respawn,
         hook=args.hook,
+        adopt=args.adopt,
         overlap=args.overlap,
         copies=args.copies,
         ready=args.ready,

@@ -57,6 +57,9 @@ class Config:
     debounce: float = 0.02
     #: Make Python servers that bind the held address adopt the held socket (zocket/_hook).
     hook: bool = True
+    #: Answer each generation's bind()/listen() of a held address with the held socket, at
+    #: the kernel boundary (seccomp user notification; zocket/adoption.py).
+    adopt: bool = True
     #: Hold the sockets zocket was itself given through LISTEN_FDS instead of binding.
     inherit: bool = False
     #: Become a child subreaper and reap every orphan (what PID 1 in a container must do).

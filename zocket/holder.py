@@ -31,6 +31,7 @@ from . import libc, readiness, upgrade
 from ._hook import _zocket_protocol as protocol
 from ._version import __version__
 from .activation import notify
+from .adoption import Adopter  # kernel adoption (issue 14)
 from .command import expand
 from .config import Config
 from .control import Client, ControlServer, control_dir
@@ -504,6 +505,7 @@ class Holder:
                 extra_env=self._generation_env(notify_socket.address, number),
                 cwd=self.config.cwd,
                 deathsig=self.config.deathsig,
+                adopt=self.config.adopt,  # kernel adoption (issue 14)
             )
         except SpawnError as exc:
             notify_socket.close()
@@ -528,6 +530,16 @@ class Holder:
         self._loop.add_reader(notify_socket.fd, lambda _fd: self._on_notify(number))
         if child.pidfd is not None:
             self._loop.add_reader(child.pidfd, self._on_child_exit)
+        # --- kernel adoption (issue 14): the generation's bind()/listen() wait on this fd.
+        if child.seccomp_listener is not None:
+            adopter = Adopter(self.listeners, self.log, number)
+            self._loop.add_reader(child.seccomp_listener, adopter.handle)
+        elif self.config.adopt:
+            self.log(
+                f"adoption: seccomp user notification unavailable ({os.strerror(child.adopt_error)}"
+                f"): generation {number} runs without it"
+            )
+        # --- end of kernel adoption
         self.handle(Spawned(self._now(), number, child.pid))
 
     def _watch(self, number: int) -> None:
@@ -573,6 +585,8 @@ class Holder:
             self._loop.remove_reader(process.notify.fd)
             if process.child.pidfd is not None:
                 self._loop.remove_reader(process.child.pidfd)
+            if process.child.seccomp_listener is not None:  # kernel adoption (issue 14)
+                self._loop.remove_reader(process.child.seccomp_listener)
         process.child.close()
         process.notify.close()
 

@@ -4,7 +4,8 @@ zocket is built on this module, and it is public so that another tool of the
 same kind (a socket holder, a process supervisor, an fd-passing helper) can be
 too: sockets and their options, SCM_RIGHTS fd passing, peer credentials, fds
 and their flags, poll, processes (fork, exec, wait, signals, process groups,
-sessions, prctl, pidfds) and inotify. The reference is ``docs/libc.md``.
+sessions, prctl, pidfds), inotify, and seccomp user notification (a
+filter whose listener answers another process's syscalls). The reference is ``docs/libc.md``.
 
 Each function keeps the C call's name and meaning but speaks Python: fds are
 ints, addresses are the values the ``socket`` module uses, and a failure
@@ -42,7 +43,7 @@ import socket as _socket
 import struct
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -70,6 +71,7 @@ from .constants import (
     PR_GET_PDEATHSIG,
     PR_SET_NAME,
     SCM_RIGHTS,
+    SHUT_WR,
     SO_PEERCRED,
     SOCK_CLOEXEC,
     SOL_SOCKET,
@@ -159,6 +161,39 @@ __all__ = [  # noqa: RUF022 - grouped as docs/libc.md is
     "SPAWN_MAX_FDS",
     "SPAWN_STAGES",
     "SPAWN_REPORT_SIZE",
+    "SPAWN_ADOPT_LISTENER",
+    "SPAWN_ADOPT_UNAVAILABLE",
+    # seccomp user notification
+    "SeccompProgram",
+    "seccomp_program",
+    "adoption_program",
+    "seccomp_set_mode_filter",
+    "Notification",
+    "notif_recv",
+    "notif_id_valid",
+    "notif_addfd",
+    "notif_respond",
+    "pidfd_getfd",
+    "read_process_memory",
+    "parse_sockaddr",
+    "HAS_SECCOMP_ADOPT",
+    "HAS_PIDFD_GETFD",
+    "SECCOMP_SET_MODE_FILTER",
+    "SECCOMP_FILTER_FLAG_NEW_LISTENER",
+    "SECCOMP_RET_ALLOW",
+    "SECCOMP_RET_ERRNO",
+    "SECCOMP_RET_USER_NOTIF",
+    "SECCOMP_RET_KILL_PROCESS",
+    "SECCOMP_USER_NOTIF_FLAG_CONTINUE",
+    "SECCOMP_ADDFD_FLAG_SETFD",
+    "SECCOMP_ADDFD_FLAG_SEND",
+    "PR_SET_NO_NEW_PRIVS",
+    "PR_GET_NO_NEW_PRIVS",
+    "AUDIT_ARCH",
+    "SYS_BIND",
+    "SYS_LISTEN",
+    "SYS_SHUTDOWN",
+    "SYS_SECCOMP",
     # inotify
     "InotifyEvent",
     "inotify_init1",
@@ -183,6 +218,9 @@ HAS_CLOSE_RANGE: bool = bool(lib.HAS_CLOSE_RANGE)
 HAS_PIDFD_OPEN: bool = bool(lib.HAS_PIDFD_OPEN)
 HAS_PIDFD_SEND_SIGNAL: bool = bool(lib.HAS_PIDFD_SEND_SIGNAL)
 SPAWN_MAX_FDS: int = lib.ZOCKET_SPAWN_MAX_FDS
+#: Seccomp user notification with ADDFD and SETFD in the headers (it also needs Linux 5.14).
+HAS_SECCOMP_ADOPT: bool = bool(lib.HAS_SECCOMP_ADOPT)
+HAS_PIDFD_GETFD: bool = bool(lib.HAS_PIDFD_GETFD)
 
 
 # --- errors: the one place where -1 and errno become exceptions -------------------------------
@@ -458,6 +496,30 @@ def unpack_sockaddr(addr: Any, length: int) -> SockAddr:
             return raw
         return os.fsdecode(raw.split(b"\0", 1)[0])
     raise ValueError(f"unsupported address family {family}")
+
+
+def parse_sockaddr(data: bytes) -> tuple[int, SockAddr]:
+    """(family, address) of a sockaddr's raw bytes, as read from another process's memory.
+
+    Raises ValueError for a family other than AF_INET, AF_INET6 and AF_UNIX, or
+    bytes too short for the family's fixed part.
+    """
+    storage = ffi.new("struct sockaddr_storage *")
+    size = min(len(data), ffi.sizeof(storage[0]))
+    if size < ffi.sizeof("sa_family_t"):
+        raise ValueError(f"a sockaddr of {len(data)} bytes has no family")
+    ffi.memmove(storage, data[:size], size)
+    family = int(storage.ss_family)
+    needed = {
+        AF_INET: ffi.sizeof("struct sockaddr_in"),
+        AF_INET6: ffi.sizeof("struct sockaddr_in6"),
+        AF_UNIX: _SUN_PATH_OFFSET,
+    }.get(family)
+    if needed is None:
+        raise ValueError(f"unsupported address family {family}")
+    if size < needed:
+        raise ValueError(f"a sockaddr of family {family} needs {needed} bytes, not {size}")
+    return family, unpack_sockaddr(storage, size)
 
 
 def _interface_index(name: str) -> int:
@@ -1048,8 +1110,13 @@ SPAWN_STAGES = {
     lib.ZOCKET_STAGE_PDEATHSIG: "prctl(PR_SET_PDEATHSIG)",
     lib.ZOCKET_STAGE_FDS: "placing the inherited fds",
     lib.ZOCKET_STAGE_CHDIR: "chdir",
+    lib.ZOCKET_STAGE_ADOPT: "sending the seccomp listener",
 }
 """What `spawn`'s child reports it was doing when it failed, by stage number."""
+#: Reports of the child that are no failure: the seccomp listener comes with the first
+#: (as SCM_RIGHTS), the second says why the filter could not be installed (its errno).
+SPAWN_ADOPT_LISTENER: int = lib.ZOCKET_STAGE_ADOPT_LISTENER
+SPAWN_ADOPT_UNAVAILABLE: int = lib.ZOCKET_STAGE_ADOPT_UNAVAILABLE
 SPAWN_REPORT_SIZE = 2 * ffi.sizeof("int")
 """The size of that report on the error pipe: (stage, errno) as two C ints."""
 
@@ -1068,6 +1135,7 @@ def spawn(
     new_group: bool = True,
     deathsig: int = 0,
     cwd: bytes | None = None,
+    seccomp_filter: SeccompProgram | None = None,
 ) -> int:
     """fork and exec with the held ``fds`` on 3, 4, ... and nothing else inherited.
 
@@ -1081,6 +1149,13 @@ def spawn(
     exec fails the child writes (stage, errno) as two ints on ``errpipe``
     (which must be close-on-exec) and exits 127; a successful exec closes it.
     Returns the child's pid.
+
+    With ``seccomp_filter`` the child installs it just before exec with a notification
+    listener (seccomp_set_mode_filter, setting PR_SET_NO_NEW_PRIVS only if the
+    kernel asks for it) and sends the listener over ``errpipe``, which must then be
+    a SOCK_SEQPACKET socket: a (SPAWN_ADOPT_LISTENER, 0) report with the fd attached.
+    If the filter cannot be installed the report is (SPAWN_ADOPT_UNAVAILABLE, errno)
+    and the child execs all the same.
     """
     if len(fds) > SPAWN_MAX_FDS:
         raise ArgumentError(
@@ -1097,12 +1172,14 @@ def spawn(
     c_env, keep_env = _cstrings(env_items)
     c_fds = ffi.new("int[]", list(fds) or [0])
     c_cwd = ffi.new("char[]", cwd) if cwd is not None else ffi.NULL
+    c_filter = seccomp_filter.fprog if seccomp_filter is not None else ffi.NULL
     pid = lib.zocket_spawn(
-        c_paths, c_argv, c_env, slot, c_fds, len(fds), errpipe, int(new_group), deathsig, c_cwd
+        c_paths, c_argv, c_env, slot, c_fds, len(fds), errpipe, int(new_group), deathsig, c_cwd,
+        c_filter,
     )
     if pid == -1:
         raise error("fork")
-    del keep_paths, keep_argv, keep_env
+    del keep_paths, keep_argv, keep_env, c_filter
     return int(pid)
 
 
@@ -1152,6 +1229,224 @@ def peercred(fd: int) -> tuple[int, int, int]:
     size = ffi.new("socklen_t *", ffi.sizeof("struct ucred"))
     _check("getsockopt", lib.getsockopt(_fd("getsockopt", fd), SOL_SOCKET, SO_PEERCRED, cred, size))
     return int(cred.pid), int(cred.uid), int(cred.gid)
+
+# --- seccomp user notification ----------------------------------------------------------------
+#
+# A filter installed with SECCOMP_FILTER_FLAG_NEW_LISTENER returns a listener fd; each syscall
+# the filter answers with SECCOMP_RET_USER_NOTIF then waits in the kernel until the holder of
+# the listener reads it (notif_recv) and answers (notif_respond, after notif_addfd if it wants
+# an fd in the caller). The listener is readable (POLLIN) while a notification waits and hangs
+# up (POLLHUP) once no process uses the filter any more. notif_recv blocks when nothing waits:
+# poll first. ENOENT from any of these calls means the caller is gone, or its syscall was
+# interrupted by a signal: the notification is void.
+
+SECCOMP_SET_MODE_FILTER: int = lib.SECCOMP_SET_MODE_FILTER
+SECCOMP_FILTER_FLAG_NEW_LISTENER: int = lib.SECCOMP_FILTER_FLAG_NEW_LISTENER
+SECCOMP_RET_ALLOW: int = lib.SECCOMP_RET_ALLOW
+SECCOMP_RET_ERRNO: int = lib.SECCOMP_RET_ERRNO
+SECCOMP_RET_USER_NOTIF: int = lib.SECCOMP_RET_USER_NOTIF
+SECCOMP_RET_KILL_PROCESS: int = lib.SECCOMP_RET_KILL_PROCESS
+SECCOMP_USER_NOTIF_FLAG_CONTINUE: int = lib.SECCOMP_USER_NOTIF_FLAG_CONTINUE
+SECCOMP_ADDFD_FLAG_SETFD: int = lib.SECCOMP_ADDFD_FLAG_SETFD
+SECCOMP_ADDFD_FLAG_SEND: int = lib.SECCOMP_ADDFD_FLAG_SEND
+PR_SET_NO_NEW_PRIVS: int = lib.PR_SET_NO_NEW_PRIVS
+PR_GET_NO_NEW_PRIVS: int = lib.PR_GET_NO_NEW_PRIVS
+#: This architecture's AUDIT_ARCH_* value, the one seccomp_data.arch holds; 0 if unknown.
+AUDIT_ARCH: int = lib.ZOCKET_AUDIT_ARCH
+SYS_BIND: int = lib.ZOCKET_SYS_bind
+SYS_LISTEN: int = lib.ZOCKET_SYS_listen
+SYS_SHUTDOWN: int = lib.ZOCKET_SYS_shutdown
+#: -1 where this architecture has no seccomp syscall.
+SYS_SECCOMP: int = lib.ZOCKET_SYS_seccomp
+
+_SECCOMP_DATA_NR = ffi.offsetof("struct seccomp_data", "nr")
+_SECCOMP_DATA_ARCH = ffi.offsetof("struct seccomp_data", "arch")
+_SECCOMP_DATA_ARGS = ffi.offsetof("struct seccomp_data", "args")
+
+
+@dataclass(frozen=True)
+class SeccompProgram:
+    """A classic BPF program for seccomp, kept alive with the C memory it lives in.
+
+    ``fprog`` is the ``struct sock_fprog *`` the kernel reads; ``actions`` says
+    what it does, for messages and tests.
+    """
+
+    fprog: Any
+    instructions: Any
+    actions: tuple[tuple[int, int], ...]
+    default: int
+
+
+def seccomp_program(
+    actions: Mapping[int, int],
+    default: int = SECCOMP_RET_ALLOW,
+    arch: int = AUDIT_ARCH,
+    unless: Mapping[int, tuple[int, int]] | None = None,
+) -> SeccompProgram:
+    """A filter: syscall number -> SECCOMP_RET_* action, everything else ``default``.
+
+    ``unless`` maps a syscall number to (argument index, value): when that argument's
+    low 32 bits equal the value, the syscall gets ``default`` instead of its action
+    (how shutdown(fd, SHUT_WR), every connection's half-close, stays at full speed).
+    A syscall made under another architecture's convention (i386 code on x86_64)
+    gets ``default`` too: its numbers mean other calls. Built in the parent, so the
+    fork-to-exec child only hands a pointer to the kernel.
+    """
+    if not arch:
+        raise ValueError("this architecture's AUDIT_ARCH value is unknown to zocket")
+    unless = dict(unless or {})
+    pairs = tuple(sorted(actions.items()))
+    if len(pairs) > 40:
+        raise ValueError("at most 40 syscalls in one program")
+    ld = lib.BPF_LD | lib.BPF_W | lib.BPF_ABS
+    jeq = lib.BPF_JMP | lib.BPF_JEQ | lib.BPF_K
+    ret = lib.BPF_RET | lib.BPF_K
+    code: list[tuple[int, int, int, int]] = [
+        (ld, 0, 0, _SECCOMP_DATA_ARCH),
+        (jeq, 1, 0, arch),  # the right arch: skip the next instruction
+        (ret, 0, 0, default),
+        (ld, 0, 0, _SECCOMP_DATA_NR),
+    ]
+    for nr, action in pairs:
+        if nr in unless:
+            index, value = unless[nr]
+            if not 0 <= index < 6:
+                raise ValueError(f"a syscall has arguments 0 to 5, not {index}")
+            low = _SECCOMP_DATA_ARGS + 8 * index + (0 if sys.byteorder == "little" else 4)
+            code.append((jeq, 0, 4, nr & 0xFFFFFFFF))  # not this call: on to the next one
+            code.append((ld, 0, 0, low))
+            code.append((jeq, 1, 0, value & 0xFFFFFFFF))
+            code.append((ret, 0, 0, action))
+            code.append((ret, 0, 0, default))
+        else:
+            code.append((jeq, 0, 1, nr & 0xFFFFFFFF))
+            code.append((ret, 0, 0, action))
+    code.append((ret, 0, 0, default))
+    instructions = ffi.new("struct sock_filter[]", len(code))
+    for slot, (op, jt, jf, k) in zip(instructions, code):
+        slot.code, slot.jt, slot.jf, slot.k = op, jt, jf, k
+    fprog = ffi.new("struct sock_fprog *")
+    fprog.len = len(code)
+    fprog.filter = instructions
+    return SeccompProgram(fprog, instructions, pairs, default)
+
+
+def adoption_program() -> SeccompProgram:
+    """What zocket installs in a generation: bind(), listen() and shutdown() go to the holder.
+
+    shutdown(SHUT_RD or SHUT_RDWR) of a listening socket stops it listening, for
+    every process that shares it: WEBrick does that to its listeners when it stops,
+    which would refuse every connection until the next bind. shutdown(SHUT_WR), a
+    connection's half-close that node and Go make for every response, is let
+    through in the kernel: it cannot stop a listener.
+    """
+    notify = SECCOMP_RET_USER_NOTIF
+    return seccomp_program(
+        {SYS_BIND: notify, SYS_LISTEN: notify, SYS_SHUTDOWN: notify},
+        unless={SYS_SHUTDOWN: (1, SHUT_WR)},
+    )
+
+
+def seccomp_set_mode_filter(program: SeccompProgram, flags: int = 0) -> int:
+    """seccomp(SECCOMP_SET_MODE_FILTER): install ``program`` in this thread, for good.
+
+    Returns the listener fd (close-on-exec) with SECCOMP_FILTER_FLAG_NEW_LISTENER,
+    else 0. Without CAP_SYS_ADMIN, set PR_SET_NO_NEW_PRIVS first (EACCES otherwise).
+    """
+    return _check("seccomp", lib.zocket_seccomp_set_mode_filter(flags, program.fprog))
+
+
+@dataclass(frozen=True)
+class Notification:
+    """One syscall waiting for an answer: ``pid`` is the calling *thread*'s id."""
+
+    id: int
+    pid: int
+    nr: int
+    arch: int
+    args: tuple[int, ...]
+
+
+def notif_recv(listener: int) -> Notification:
+    """SECCOMP_IOCTL_NOTIF_RECV: the next waiting syscall. Blocks if none waits."""
+    notif = ffi.new("struct seccomp_notif *")  # zeroed, as the kernel requires
+    _retry("ioctl(SECCOMP_IOCTL_NOTIF_RECV)", lib.zocket_notif_recv, listener, notif)
+    data = notif.data
+    return Notification(
+        int(notif.id), int(notif.pid), int(data.nr), int(data.arch), tuple(int(a) for a in data.args)
+    )
+
+
+def notif_id_valid(listener: int, id: int) -> bool:
+    """SECCOMP_IOCTL_NOTIF_ID_VALID: is the caller still waiting in that syscall?
+
+    Check it after reading the caller's memory: a pid read from the notification
+    may have been recycled by the time the memory was read.
+    """
+    if lib.zocket_notif_id_valid(listener, id) == 0:
+        return True
+    err = ffi.errno
+    if err == _errno.ENOENT:
+        return False
+    raise error("ioctl(SECCOMP_IOCTL_NOTIF_ID_VALID)", err)
+
+
+def notif_addfd(
+    listener: int, id: int, srcfd: int, newfd: int | None = None, cloexec: bool = False
+) -> int:
+    """SECCOMP_IOCTL_NOTIF_ADDFD: install a copy of our ``srcfd`` in the caller.
+
+    With ``newfd`` it goes at that number (SECCOMP_ADDFD_FLAG_SETFD; what was there is
+    closed, as dup2 does), else at the lowest free one. Returns the caller's fd number.
+    """
+    addfd = ffi.new("struct seccomp_notif_addfd *")
+    addfd.id = id
+    addfd.srcfd = srcfd
+    if newfd is not None:
+        addfd.flags = SECCOMP_ADDFD_FLAG_SETFD
+        addfd.newfd = newfd
+    addfd.newfd_flags = O_CLOEXEC if cloexec else 0
+    return _check("ioctl(SECCOMP_IOCTL_NOTIF_ADDFD)", lib.zocket_notif_addfd(listener, addfd))
+
+
+def notif_respond(
+    listener: int, id: int, value: int = 0, error: int = 0, continue_: bool = False
+) -> None:
+    """SECCOMP_IOCTL_NOTIF_SEND: the syscall returns ``value``, or fails with ``error``.
+
+    ``continue_`` lets the kernel run the syscall as if no filter had stopped it
+    (SECCOMP_USER_NOTIF_FLAG_CONTINUE); ``value`` and ``error`` must be 0 then.
+    """
+    resp = ffi.new("struct seccomp_notif_resp *")
+    resp.id = id
+    resp.val = value
+    resp.error = -error if error > 0 else error
+    resp.flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE if continue_ else 0
+    _check("ioctl(SECCOMP_IOCTL_NOTIF_SEND)", lib.zocket_notif_send(listener, resp))
+
+
+def pidfd_getfd(pidfd: int, targetfd: int) -> int:
+    """pidfd_getfd(2): a copy (close-on-exec) of another process's fd ``targetfd``."""
+    return _check("pidfd_getfd", lib.zocket_pidfd_getfd(pidfd, targetfd, 0))
+
+
+def read_process_memory(pid: int, address: int, size: int) -> bytes:
+    """``size`` bytes at ``address`` in process (or thread) ``pid``, from /proc/PID/mem.
+
+    Needs the right to ptrace it (a parent of the same user may, under Yama's
+    default). A short read (the range ends in unmapped memory) returns fewer bytes.
+    """
+    try:
+        fd = os.open(f"/proc/{pid}/mem", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise error("open(/proc/PID/mem)", exc.errno or _errno.EIO) from None
+    try:
+        return os.pread(fd, size, address)
+    except OSError as exc:
+        raise error("pread(/proc/PID/mem)", exc.errno or _errno.EIO) from None
+    finally:
+        os.close(fd)
 
 
 # --- inotify -------------------------------------------------------------------------------------
