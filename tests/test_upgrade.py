@@ -193,3 +193,43 @@ def test_signals_that_arrive_during_the_exec_wait_for_the_new_image(
         assert running.stop() == 128 + signal.SIGTERM
     finally:
         running.kill_all()
+
+
+#: Binds the port itself once the gate file exists (only kernel adoption can answer it).
+LATE_BINDER = r"""
+import http.server, os, sys, time
+gate, port = sys.argv[1], int(sys.argv[2])
+while not os.path.exists(gate):
+    time.sleep(0.01)
+http.server.HTTPServer(("127.0.0.1", port), http.server.SimpleHTTPRequestHandler).serve_forever()
+"""
+
+
+def test_a_bind_made_after_an_upgrade_is_adopted_by_the_new_image(
+    installed: Path, tmp_path: Path, short_dir: Path
+) -> None:
+    import socket as socket_module
+
+    probe = socket_module.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    gate = tmp_path / "gate"
+    script = tmp_path / "late.py"
+    script.write_text(LATE_BINDER)
+    control = short_dir / "ctl.sock"
+    running = Running(installed, tmp_path, [
+        "--port", str(port), "--control", str(control), "--no-hook", "--",
+        sys.executable, str(script), str(gate), str(port),
+    ])
+    try:
+        running.wait_line(r"generation 1 started")
+        result = running.ctl("upgrade", "--control", control)
+        assert result.returncode == 0, (result.stderr, running.text())
+        gate.touch()  # generation 1 binds now, with the new image answering
+        running.wait_line(r"bind\(.*\) adopted the held socket")
+        running.wait_line(r"generation 1 ready in")
+        assert http_get(port)[0] == 200
+        assert running.stop() in (0, 128 + signal.SIGTERM)
+    finally:
+        running.kill_all()

@@ -31,7 +31,7 @@ from . import libc, readiness, upgrade
 from ._hook import _zocket_protocol as protocol
 from ._version import __version__
 from .activation import notify
-from .adoption import Adopter  # kernel adoption (issue 14)
+from .adoption import Adopter
 from .command import expand
 from .config import Config
 from .control import Client, ControlServer, control_dir
@@ -257,11 +257,15 @@ class Holder:
         assert self._loop is not None
         processes = {
             str(n): {"pid": p.child.pid, "notify": [p.notify.fd, p.notify.name],
+                     "seccomp": p.child.seccomp_listener,
                      "started_wall": p.started_wall, "niced": p.niced}
             for n, p in self.processes.items()
         }
         keep = [listener.fd for listener in self.listeners]
         keep += [p.notify.fd for p in self.processes.values()]
+        # Without its listener a generation's next bind() would fail (ENOSYS): it goes along.
+        keep += [p.child.seccomp_listener for p in self.processes.values()
+                 if p.child.seccomp_listener is not None]
         state: dict[str, Any] = {
             "listeners": [{"fd": h.fd, "name": h.name, "unix_file": h.unix_file}
                           for h in self.listeners],
@@ -310,7 +314,12 @@ class Holder:
             number = int(text)
             pid = saved["pid"]
             notify_socket = NotifySocket(number, resume=(saved["notify"][0], saved["notify"][1]))
-            child = Child(pid, _pidfd(pid))
+            seccomp = saved.get("seccomp")
+            if seccomp is not None:
+                libc.set_cloexec(seccomp)
+            child = Child(pid, _pidfd(pid), seccomp_listener=seccomp)
+            if seccomp is not None:
+                self._answer_binds(number, seccomp)
             self.processes[number] = Process(
                 child, notify_socket, saved["started_wall"], niced=saved["niced"]
             )
@@ -505,7 +514,7 @@ class Holder:
                 extra_env=self._generation_env(notify_socket.address, number),
                 cwd=self.config.cwd,
                 deathsig=self.config.deathsig,
-                adopt=self.config.adopt,  # kernel adoption (issue 14)
+                adopt=self.config.adopt,
             )
         except SpawnError as exc:
             notify_socket.close()
@@ -530,17 +539,19 @@ class Holder:
         self._loop.add_reader(notify_socket.fd, lambda _fd: self._on_notify(number))
         if child.pidfd is not None:
             self._loop.add_reader(child.pidfd, self._on_child_exit)
-        # --- kernel adoption (issue 14): the generation's bind()/listen() wait on this fd.
         if child.seccomp_listener is not None:
-            adopter = Adopter(self.listeners, self.log, number)
-            self._loop.add_reader(child.seccomp_listener, adopter.handle)
+            self._answer_binds(number, child.seccomp_listener)
         elif self.config.adopt:
             self.log(
                 f"adoption: seccomp user notification unavailable ({os.strerror(child.adopt_error)}"
                 f"): generation {number} runs without it"
             )
-        # --- end of kernel adoption
         self.handle(Spawned(self._now(), number, child.pid))
+
+    def _answer_binds(self, number: int, listener: int) -> None:
+        """The generation's bind()/listen() calls wait on ``listener`` for adoption's answer."""
+        assert self._loop is not None
+        self._loop.add_reader(listener, Adopter(self.listeners, self.log, number).handle)
 
     def _watch(self, number: int) -> None:
         generation = self.lifecycle.generations[number]
@@ -585,7 +596,7 @@ class Holder:
             self._loop.remove_reader(process.notify.fd)
             if process.child.pidfd is not None:
                 self._loop.remove_reader(process.child.pidfd)
-            if process.child.seccomp_listener is not None:  # kernel adoption (issue 14)
+            if process.child.seccomp_listener is not None:
                 self._loop.remove_reader(process.child.seccomp_listener)
         process.child.close()
         process.notify.close()
