@@ -14,7 +14,10 @@ each boot time of the run: the yardstick for "trigger → new code answers".
 from __future__ import annotations
 
 import os
+import re
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -26,16 +29,25 @@ from typing import Any
 from .load import KeepAliveResult, OpenLoopLoad, keep_alive_load, run_wrk, wrk_path
 from .scenarios import (
     GUNICORN_ARGS,
+    ZOCKET,
     Plain,
     Scenario,
     ZocketGunicorn,
+    base_env,
     free_port,
     gunicorn_options,
     installed,
     wait_first_ok,
 )
 
-__all__ = ["measure_cold_starts", "measure_cost", "proc_cpu_seconds", "proc_rss_kib"]
+__all__ = [
+    "measure_cold_starts",
+    "measure_cost",
+    "measure_hook_import",
+    "parse_importtime",
+    "proc_cpu_seconds",
+    "proc_rss_kib",
+]
 
 #: gunicorn with keep-alive: the sync worker closes every connection after one response.
 KEEP_ALIVE_GUNICORN = (
@@ -207,6 +219,7 @@ def measure_cold_starts(
     rounds: int = 3,
     load_rate: float | None = None,
     log: Callable[[str], None] = lambda line: None,
+    server: type[Scenario] = Plain,
 ) -> dict[str, Any]:
     """Cold starts per boot time, as JSON-ready data; {"status": "skipped: ..."} without gunicorn.
 
@@ -217,22 +230,28 @@ def measure_cold_starts(
     what a restart under load competes with for the cores (the serving
     generation and the load), so that "new code live" is compared like with
     like. Each round measures every boot time once, so the samples of one boot
-    time are spread over the rounds; medians decide.
+    time are spread over the rounds; medians decide. ``server`` is another
+    server that binds its own port (scenarios.NodeAlone for the node scenarios).
     """
-    if not installed("gunicorn"):
-        return {"status": "skipped: gunicorn not installed"}
+    reason = server.skip_reason()
+    if reason is not None:
+        return {"status": reason}
     gunicorn_options()  # asks ``gunicorn --help`` once: not a part of any cold start
     idle: dict[float, list[float]] = {boot: [] for boot in boots}
     loaded: dict[float, list[float]] = {boot: [] for boot in boots}
     for number in range(rounds):
         for boot in idle:
-            log(f"cold start: round {number + 1}/{rounds}, boot {boot:g} s")
-            idle[boot].append(_cold_start(root, boot))
+            log(f"cold start ({server.name}): round {number + 1}/{rounds}, boot {boot:g} s")
+            idle[boot].append(_cold_start(root, boot, server))
             if load_rate is not None:
-                log(f"cold start: round {number + 1}/{rounds}, boot {boot:g} s, under load")
-                loaded[boot].append(_cold_start_under_load(root, boot, load_rate))
+                log(
+                    f"cold start ({server.name}): round {number + 1}/{rounds}, boot {boot:g} s,"
+                    " under load"
+                )
+                loaded[boot].append(_cold_start_under_load(root, boot, load_rate, server))
     return {
         "status": "ok",
+        "server": server.description if server is not Plain else "gunicorn",
         "gunicorn_args": list(GUNICORN_ARGS),
         "rounds": rounds,
         "load_rate": load_rate,
@@ -250,21 +269,91 @@ def measure_cold_starts(
     }
 
 
-def _cold_start(root: Path, boot: float) -> float:
-    figures = _with_server(partial(Plain, boot=boot), root, lambda _: {}, "cold-")
+def _cold_start(root: Path, boot: float, server: type[Scenario] = Plain) -> float:
+    figures = _with_server(partial(server, boot=boot), root, lambda _: {}, "cold-")
     return float(figures["start_to_first_response_s"])
 
 
-def _cold_start_under_load(root: Path, boot: float, rate: float) -> float:
-    """A cold start while a gunicorn of the same app, already up, serves ``rate``."""
+def _cold_start_under_load(
+    root: Path, boot: float, rate: float, server: type[Scenario] = Plain
+) -> float:
+    """A cold start while a server of the same app, already up, serves ``rate``."""
 
     def measure(serving: Scenario) -> dict[str, Any]:
         load = OpenLoopLoad(serving.port, rate, max_duration=boot + 120).start()
         try:
             load.wait_for(lambda record: record.ok, timeout=10)
-            return {"cold_start_s": _cold_start(root, boot)}
+            return {"cold_start_s": _cold_start(root, boot, server)}
         finally:
             load.stop()
 
-    figures = _with_server(partial(Plain, boot=0.0), root, measure, "serving-")
+    figures = _with_server(partial(server, boot=0.0), root, measure, "serving-")
     return float(figures["cold_start_s"])
+
+
+# --- the hook's import time ---------------------------------------------------------------
+
+_IMPORTTIME = re.compile(r"^import time:\s+(\d+) \|\s+(\d+) \|( +)(\S+)\s*$")
+
+
+def parse_importtime(stderr: str) -> dict[str, Any]:
+    """``python -X importtime`` output: the total of the top-level imports' cumulative
+    times, and sitecustomize's cumulative time (None when none was imported), in seconds."""
+    total_us = 0
+    sitecustomize_us: int | None = None
+    modules = 0
+    for line in stderr.splitlines():
+        match = _IMPORTTIME.match(line)
+        if not match:
+            continue
+        modules += 1
+        cumulative, indent, name = int(match[2]), len(match[3]), match[4]
+        if indent == 1:  # one space after the bar: imported by nobody but the interpreter
+            total_us += cumulative
+        if name == "sitecustomize" and sitecustomize_us is None:
+            sitecustomize_us = cumulative
+    return {
+        "imports_s": total_us / 1e6,
+        "sitecustomize_s": None if sitecustomize_us is None else sitecustomize_us / 1e6,
+        "modules": modules,
+    }
+
+
+def _importtime_once(under_zocket: bool) -> dict[str, Any]:
+    argv = [sys.executable, "-X", "importtime", "-c", "pass"]
+    if under_zocket:
+        # The generation's environment exactly as zocket makes it: the held fd, the hook on
+        # PYTHONPATH and its variables. --no-respawn: zocket exits once the process has.
+        argv = [*ZOCKET, "--port", "0", "--no-respawn", "--", *argv]
+    began = time.monotonic()
+    result = subprocess.run(
+        argv, capture_output=True, text=True, timeout=60, check=False, env=base_env()
+    )
+    figures = parse_importtime(result.stderr)
+    figures["wall_s"] = time.monotonic() - began
+    if not figures["modules"]:
+        raise RuntimeError(f"no -X importtime output from {argv}: {result.stderr[-500:]}")
+    return figures
+
+
+def measure_hook_import(
+    rounds: int = 7, log: Callable[[str], None] = lambda line: None
+) -> dict[str, Any]:
+    """What the hook adds to every Python process zocket starts: ``python -X importtime -c
+    pass`` with and without the generation's environment (alternating), medians."""
+    log(f"cost: hook import time, {rounds} rounds")
+    runs: dict[str, list[dict[str, Any]]] = {"without": [], "with_hook": []}
+    for number in range(rounds):
+        order = [("without", False), ("with_hook", True)]
+        for key, under in order if number % 2 == 0 else order[::-1]:
+            runs[key].append(_importtime_once(under))
+    summary: dict[str, Any] = {"status": "ok", "rounds": rounds, "command": "python -X importtime -c pass"}
+    for key, found in runs.items():
+        summary[key] = {
+            "imports_s": _median([r["imports_s"] for r in found]),
+            "sitecustomize_s": _median([r["sitecustomize_s"] for r in found]),
+        }
+    without, with_hook = summary["without"], summary["with_hook"]
+    summary["added_s"] = with_hook["imports_s"] - without["imports_s"]
+    summary["runs"] = runs
+    return summary
