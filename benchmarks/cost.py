@@ -80,6 +80,38 @@ def proc_rss_kib(pid: int) -> int:
     raise ValueError(f"no VmRSS for pid {pid}")
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and every live descendant of it, from /proc."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        parents.setdefault(ppid, []).append(int(entry))
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        tree.append(current)
+        todo.extend(parents.get(current, ()))
+    return tree
+
+
+def _tree_figures(pids: Sequence[int]) -> tuple[float, int]:
+    """(CPU s, RSS KiB) summed over ``pids``, skipping those that exited meanwhile."""
+    cpu, rss = 0.0, 0
+    for pid in pids:
+        try:
+            cpu += proc_cpu_seconds(pid)
+            rss += proc_rss_kib(pid)
+        except (OSError, ValueError):
+            continue
+    return cpu, rss
+
+
 def _keep_alive(port: int, duration: float, connections: int) -> KeepAliveResult:
     if wrk_path() is not None:
         return run_wrk(port, connections=connections, duration=duration)
@@ -171,11 +203,18 @@ def measure_cost(
             def action(scenario: Scenario, last: bool = last_zocket) -> dict[str, Any]:
                 pid = scenario.holder_pid()
                 cpu = proc_cpu_seconds(pid) if pid is not None else 0.0
+                # The server's own processes (gunicorn's arbiter and workers), for comparison:
+                # under zocket, its descendants but the small sentry (no RSS of note).
+                server = [p for p in process_tree(scenario.main_proc.pid) if p != pid]
+                server_cpu, _ = _tree_figures(server)
                 figures: dict[str, Any] = {
                     "keep_alive": asdict(
                         _keep_alive(scenario.port, keep_alive_duration, connections)
                     )
                 }
+                server_cpu_after, server_rss = _tree_figures(server)
+                figures["server_cpu_s_under_load"] = server_cpu_after - server_cpu
+                figures["server_rss_kib"] = server_rss
                 if pid is not None:
                     figures["holder_cpu_s_under_load"] = proc_cpu_seconds(pid) - cpu
                 if last:
@@ -194,6 +233,8 @@ def measure_cost(
             "p99_ms": _median([k["p99_ms"] for k in loads]),
             "max_ms": max((k["max_ms"] for k in loads if k["max_ms"] is not None), default=None),
             "errors": sum(k["errors"] for k in loads),
+            "server_cpu_s_under_load": _median([r["server_cpu_s_under_load"] for r in found]),
+            "server_rss_kib": _median([r["server_rss_kib"] for r in found]),
         }
     summary["zocket"]["holder_cpu_s_under_load"] = max(
         run["holder_cpu_s_under_load"] for run in runs["zocket"]

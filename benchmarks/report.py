@@ -484,16 +484,37 @@ def _cost_table(cost: Mapping[str, Any]) -> list[str]:
                 _ms(zocket["start_to_first_response_s"]),
             ]
         ),
+        _row(
+            [
+                "zocket's own start-up ms (the difference)",
+                "–",
+                _signed_ms(
+                    _minus(zocket["start_to_first_response_s"], alone["start_to_first_response_s"])
+                ),
+            ]
+        ),
         _row([f"holder CPU idle over {_num(idle['seconds'])} s", "–", idle_cpu]),
         _row(
             [
-                "holder CPU during a keep-alive load",
-                "–",
+                "CPU during the keep-alive load: the server's processes / zocket",
+                f"{_num(alone.get('server_cpu_s_under_load'), 2)} s",
+                f"{_num(zocket.get('server_cpu_s_under_load'), 2)} s / "
                 f"{_num(zocket['holder_cpu_s_under_load'], 2)} s",
             ]
         ),
-        _row(["holder RSS", "–", f"{_num(zocket['rss_kib'] / 1024, 1)} MiB"]),
+        _row(
+            [
+                "RSS: the server's processes / zocket",
+                f"{_num(_or_none(alone.get('server_rss_kib'), 1 / 1024), 1)} MiB",
+                f"{_num(_or_none(zocket.get('server_rss_kib'), 1 / 1024), 1)} MiB / "
+                f"{_num(zocket['rss_kib'] / 1024, 1)} MiB",
+            ]
+        ),
     ]
+
+
+def _minus(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a - b
 
 
 def write_json(path: Path, results: Mapping[str, Any]) -> None:
