@@ -388,7 +388,11 @@ def measure_hook_import(
         order = [("without", False), ("with_hook", True)]
         for key, under in order if number % 2 == 0 else order[::-1]:
             runs[key].append(_importtime_once(under))
-    summary: dict[str, Any] = {"status": "ok", "rounds": rounds, "command": "python -X importtime -c pass"}
+    summary: dict[str, Any] = {
+        "status": "ok",
+        "rounds": rounds,
+        "command": "python -X importtime -c pass",
+    }
     for key, found in runs.items():
         summary[key] = {
             "imports_s": _median([r["imports_s"] for r in found]),

@@ -405,6 +405,7 @@ def _cold_start_table(
     """What each boot time's cold start took, then per scenario: live, cold start, difference."""
     if cold_start.get("status") != "ok":
         return [f"cold start: {cold_start.get('status')}"]
+
     def listed(key: str) -> str:
         return "; ".join(
             f"boot {_num(b['boot_s'], 1)} s: {', '.join(_ms(v) for v in b.get(key) or ())}"
@@ -647,9 +648,7 @@ def headline_figure(results: Mapping[str, Any]) -> Any:
     strip_axes = axes[:, 2]
     for ax in strip_axes[1:]:
         ax.sharey(strip_axes[0])
-    worst_failed = max(
-        [1.0] + [b["failed_per_restart"] or 0 for row in rows for b in row["boots"]]
-    )
+    worst_failed = max([1.0] + [b["failed_per_restart"] or 0 for row in rows for b in row["boots"]])
     worst_stall = max([0.05] + [b["longest_stall_s"] or 0 for row in rows for b in row["boots"]])
     for index, row in enumerate(rows):
         failed_ax, stall_ax, strip_ax = axes[index]
@@ -737,7 +736,8 @@ def headline_figure(results: Mapping[str, Any]) -> Any:
         color="0.3",
         wrap=True,
     )
-    fig.subplots_adjust(left=0.16, right=0.955, top=1 - 0.55 / fig.get_figheight(), bottom=0.9 / fig.get_figheight())
+    height = fig.get_figheight()
+    fig.subplots_adjust(left=0.16, right=0.955, top=1 - 0.55 / height, bottom=0.9 / height)
     return fig
 
 
@@ -756,3 +756,24 @@ def plot_headline(path: Path, results: Mapping[str, Any]) -> str:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return f"headline picture written to {path}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m benchmarks.report RESULTS.json [--headline PNG]``: the tables again, and the
+    headline picture, from a run's JSON (the detailed picture needs the run's records)."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.report", description=main.__doc__)
+    parser.add_argument("results", type=Path, help="the JSON a run wrote with --out")
+    parser.add_argument("--headline", type=Path, help="draw the headline picture to this PNG")
+    args = parser.parse_args(argv)
+    results = json.loads(args.results.read_text())
+    sys.stdout.write(markdown(results))
+    if args.headline is not None:
+        print(plot_headline(args.headline, results), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -918,7 +918,7 @@ class Circus(Scenario):
     """
 
     name = "circus"
-    description = "circusd, use_sockets + gunicorn --bind fd://N; restart = SIGHUP (graceful reload)"
+    description = "circusd, use_sockets + gunicorn --bind fd://N; restart = SIGHUP (its reload)"
     needs = ("gunicorn", "circus")
     generation_source = "file"
 

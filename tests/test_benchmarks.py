@@ -486,8 +486,6 @@ def synthetic_run(
     }  # fmt: skip
 
 
-
-
 @pytest.fixture
 def peer_results() -> dict[str, Any]:
     runs = [
