@@ -162,11 +162,18 @@ def run_stamp(results: Mapping[str, Any]) -> str:
             f"load average {results['load_average']} at the start"
             if results.get("load_average")
             else None,
+            _busiest(results),
         )
         if part
     )
     command = " ".join(_short_command(results.get("command", [])))
     return f"{results.get('started', '?')}; {machine}; {command}"
+
+
+def _busiest(results: Mapping[str, Any]) -> str | None:
+    """The highest 1-minute load average at the start of a scenario, if it was recorded."""
+    loads = [r["load_average_1m"] for r in results.get("scenarios", ()) if "load_average_1m" in r]
+    return f"up to {max(loads):.2f} during the scenarios" if loads else None
 
 
 def _short_command(argv: Sequence[str]) -> list[str]:
@@ -665,6 +672,10 @@ def headline_figure(results: Mapping[str, Any]) -> Any:
                 failed + worst_failed * 0.02, position, f"{failed:.0f}", va="center", fontsize=7
             )
             stall_ax.barh(position, stall_ms, color=colours[boot], height=0.8)
+            if b.get("median_stall_s") is not None:  # the typical restart, inside the worst
+                stall_ax.plot(
+                    [b["median_stall_s"] * 1000], [position], marker="|", color="black", ms=9
+                )
             stall_ax.text(
                 stall_ms + worst_stall * 1000 * 0.02,
                 position,
@@ -705,6 +716,8 @@ def headline_figure(results: Mapping[str, Any]) -> Any:
                 va="top",
                 fontsize=7,
                 color="0.35",
+                bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.85, "pad": 1},
+                zorder=5,
             )
         strip_ax.set_ylim(0, top_ms)
         strip_ax.yaxis.tick_right()
@@ -713,11 +726,10 @@ def headline_figure(results: Mapping[str, Any]) -> Any:
             ax.tick_params(axis="x", labelsize=7)
     axes[0, 0].set_xlim(0, worst_failed * 1.3)
     axes[0, 1].set_xlim(0, worst_stall * 1000 * 1.35)
-    axes[0, 0].set_title("failed requests per restart", fontsize=9)
-    axes[0, 1].set_title("longest stall: no success for (ms)", fontsize=9)
+    axes[0, 0].set_title("failed per restart", fontsize=9)
+    axes[0, 1].set_title("longest stall ms (|: median restart)", fontsize=9)
     axes[0, 2].set_title(
-        "slowest response per 100 ms, in ms (one axis for every row); "
-        "red: failed; green: restart",
+        "slowest response per 100 ms, ms (one axis for all rows); red: failed; green: restart",
         fontsize=9,
     )
     axes[-1, 1].set_xlabel("ms", fontsize=8)

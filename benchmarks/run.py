@@ -215,6 +215,8 @@ def run_scenario(cls: type[Scenario], boot: float, options: Options, root: Path)
         "description": cls.description,
         "boot_s": boot,
         "generation_source": cls.generation_source,
+        # The machine may be shared: how busy it was when this scenario began (1 minute).
+        "load_average_1m": os.getloadavg()[0],
     }
     reason = cls.skip_reason()
     if reason is not None:

@@ -496,6 +496,7 @@ def peer_results() -> dict[str, Any]:
         synthetic_run("circus", 1.5, stall=1.6, live=1.6),
         {"scenario": "nodemon", "boot_s": 0.3, "status": "skipped: nodemon not installed"},
     ]
+    runs[0]["load_average_1m"] = 1.7
     return {
         "started": "2026-12-01T21:00:00+0000",
         "command": ["/venv/bin/python", "/src/benchmarks/run.py", "--boot", "0.3", "1.5"],
@@ -535,7 +536,7 @@ def test_comparison_puts_zocket_first_with_ratios_to_it(peer_results: dict[str, 
     assert any(line.startswith("| `plain` | 0.3 | 14.0 | 7") for line in table)
     stamp = report.run_stamp(peer_results)
     assert stamp.startswith("2026-12-01T21:00:00+0000; 2 CPUs, Test CPU")
-    assert "load average 0.50" in stamp
+    assert "load average 0.50" in stamp and "up to 1.70 during the scenarios" in stamp
     assert stamp.endswith("python benchmarks/run.py --boot 0.3 1.5")
 
 
