@@ -593,7 +593,7 @@ def plot(
     axes[-1, 0].set_xlabel("seconds since the load started (green: restart trigger and window)")
     fig.tight_layout(rect=(0, 0.25 / fig.get_figheight() if stamp else 0, 1, 1))
     if stamp:
-        fig.text(0.01, 0.004, f"Run: {stamp}", fontsize=6.5, color="0.3")
+        fig.text(0.01, 0.004, f"Run: {stamp}", fontsize=6.5, color="0.3", wrap=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return f"plot written to {path}"

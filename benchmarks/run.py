@@ -41,7 +41,16 @@ from benchmarks.cost import (
     proc_rss_kib,
 )
 from benchmarks.load import OpenLoopLoad, Record, wrk_path
-from benchmarks.scenarios import SCENARIOS, NodeAlone, Scenario, run_zocket, wait_first_ok
+from benchmarks.scenarios import (
+    SCENARIOS,
+    NodeAlone,
+    Nodemon,
+    Scenario,
+    node_path,
+    run_zocket,
+    tool_path,
+    wait_first_ok,
+)
 
 T = TypeVar("T")
 
@@ -315,6 +324,19 @@ def _version(distribution: str) -> str | None:
         return None
 
 
+def _tool_version(argv: Sequence[str | None]) -> str | None:
+    if argv[0] is None:
+        return None
+    try:
+        done = subprocess.run(
+            [str(a) for a in argv], capture_output=True, text=True, timeout=30, check=False
+        )
+    except OSError:
+        return None
+    lines = (done.stdout or done.stderr).strip().splitlines()
+    return lines[0] if lines else None
+
+
 def versions() -> dict[str, Any]:
     """The version of every tool that may have run, and of the machine."""
     found: dict[str, Any] = {
@@ -323,8 +345,16 @@ def versions() -> dict[str, Any]:
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
     }
-    for name in ("gunicorn", "uvicorn", "Django", "zocket", "matplotlib"):
+    for name in ("gunicorn", "uvicorn", "Django", "granian", "circus", "zocket", "matplotlib"):
         found[name.lower()] = _version(name)
+    # The peers that are not Python packages: the first line of their --version, or None.
+    for key, argv in (
+        ("node", [node_path(), "--version"]),
+        ("nodemon", [Nodemon.nodemon(), "--version"]),
+        ("start_server", [tool_path("start_server"), "--version"]),
+        ("systemd_socket_activate", [tool_path("systemd-socket-activate"), "--version"]),
+    ):
+        found[key] = _tool_version(argv)
     checkout = run_zocket("--version")
     found["zocket_checkout"] = checkout.stdout.strip() or checkout.stderr.strip()
     wrk = wrk_path()

@@ -1028,7 +1028,7 @@ class NodeAlone(NodeScenario):
     """node binding the port itself, never restarted: the node cold start's server."""
 
     name = "node-alone"
-    description = "node app.js --port P (the cold start of the node scenarios)"
+    description = "node app.js --port P"
     generation_source = "env:BENCH_GENERATION"
 
     def start(self) -> int:
