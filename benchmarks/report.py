@@ -122,6 +122,13 @@ COMPARISON_COLUMNS = (
 )
 
 
+def _count(value: float | None) -> str:
+    """A count per restart: whole when it is, else one decimal (1 failure in 5 is 0.2)."""
+    if value is None:
+        return "–"
+    return f"{value:.0f}" if value == int(value) else f"{value:.1f}"
+
+
 def comparison_table(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     """The short table the README leads with: one line per method, each cell giving every
     boot time's figure in order ("0 / 0" for boots 0.3 and 1.5 s), above a line saying so."""
@@ -156,7 +163,7 @@ def comparison_table(rows: Sequence[Mapping[str, Any]]) -> list[str]:
             _row(
                 [
                     f"`{row['scenario']}`",
-                    cells(lambda b: _num(b["failed_per_restart"], 0)),
+                    cells(lambda b: _count(b["failed_per_restart"])),
                     cells(lambda b: _ms(b["longest_stall_s"])),
                     cells(lambda b: _x(b["stall_vs_zocket"])),
                     cells(live),
