@@ -126,7 +126,7 @@ def _count(value: float | None) -> str:
     """A count per restart: whole when it is, else one decimal (1 failure in 5 is 0.2)."""
     if value is None:
         return "–"
-    return f"{value:.0f}" if value == int(value) else f"{value:.1f}"
+    return f"{value:.0f}" if value == int(value) or value >= 10 else f"{value:.1f}"
 
 
 def comparison_table(rows: Sequence[Mapping[str, Any]]) -> list[str]:
