@@ -14,6 +14,7 @@ each boot time of the run: the yardstick for "trigger → new code answers".
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import statistics
@@ -30,9 +31,11 @@ from typing import Any
 from .load import KeepAliveResult, OpenLoopLoad, keep_alive_load, run_wrk, wrk_path
 from .scenarios import (
     GUNICORN_ARGS,
+    ZOCKET,
     Plain,
     Scenario,
     ZocketGunicorn,
+    base_env,
     free_port,
     gunicorn_options,
     installed,
@@ -42,7 +45,9 @@ from .scenarios import (
 __all__ = [
     "measure_cold_starts",
     "measure_cost",
+    "measure_hook_import",
     "measure_hook_import_cost",
+    "parse_importtime",
     "proc_cpu_seconds",
     "proc_rss_kib",
 ]
@@ -76,6 +81,38 @@ def proc_rss_kib(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     raise ValueError(f"no VmRSS for pid {pid}")
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and every live descendant of it, from /proc."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        parents.setdefault(ppid, []).append(int(entry))
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        tree.append(current)
+        todo.extend(parents.get(current, ()))
+    return tree
+
+
+def _tree_figures(pids: Sequence[int]) -> tuple[float, int]:
+    """(CPU s, RSS KiB) summed over ``pids``, skipping those that exited meanwhile."""
+    cpu, rss = 0.0, 0
+    for pid in pids:
+        try:
+            cpu += proc_cpu_seconds(pid)
+            rss += proc_rss_kib(pid)
+        except (OSError, ValueError):
+            continue
+    return cpu, rss
 
 
 def _keep_alive(port: int, duration: float, connections: int) -> KeepAliveResult:
@@ -169,11 +206,18 @@ def measure_cost(
             def action(scenario: Scenario, last: bool = last_zocket) -> dict[str, Any]:
                 pid = scenario.holder_pid()
                 cpu = proc_cpu_seconds(pid) if pid is not None else 0.0
+                # The server's own processes (gunicorn's arbiter and workers), for comparison:
+                # under zocket, its descendants but the small sentry (no RSS of note).
+                server = [p for p in process_tree(scenario.main_proc.pid) if p != pid]
+                server_cpu, _ = _tree_figures(server)
                 figures: dict[str, Any] = {
                     "keep_alive": asdict(
                         _keep_alive(scenario.port, keep_alive_duration, connections)
                     )
                 }
+                server_cpu_after, server_rss = _tree_figures(server)
+                figures["server_cpu_s_under_load"] = server_cpu_after - server_cpu
+                figures["server_rss_kib"] = server_rss
                 if pid is not None:
                     figures["holder_cpu_s_under_load"] = proc_cpu_seconds(pid) - cpu
                 if last:
@@ -192,6 +236,8 @@ def measure_cost(
             "p99_ms": _median([k["p99_ms"] for k in loads]),
             "max_ms": max((k["max_ms"] for k in loads if k["max_ms"] is not None), default=None),
             "errors": sum(k["errors"] for k in loads),
+            "server_cpu_s_under_load": _median([r["server_cpu_s_under_load"] for r in found]),
+            "server_rss_kib": _median([r["server_rss_kib"] for r in found]),
         }
     summary["zocket"]["holder_cpu_s_under_load"] = max(
         run["holder_cpu_s_under_load"] for run in runs["zocket"]
@@ -217,6 +263,7 @@ def measure_cold_starts(
     rounds: int = 3,
     load_rate: float | None = None,
     log: Callable[[str], None] = lambda line: None,
+    server: type[Scenario] = Plain,
 ) -> dict[str, Any]:
     """Cold starts per boot time, as JSON-ready data; {"status": "skipped: ..."} without gunicorn.
 
@@ -227,22 +274,28 @@ def measure_cold_starts(
     what a restart under load competes with for the cores (the serving
     generation and the load), so that "new code live" is compared like with
     like. Each round measures every boot time once, so the samples of one boot
-    time are spread over the rounds; medians decide.
+    time are spread over the rounds; medians decide. ``server`` is another
+    server that binds its own port (scenarios.NodeAlone for the node scenarios).
     """
-    if not installed("gunicorn"):
-        return {"status": "skipped: gunicorn not installed"}
+    reason = server.skip_reason()
+    if reason is not None:
+        return {"status": reason}
     gunicorn_options()  # asks ``gunicorn --help`` once: not a part of any cold start
     idle: dict[float, list[float]] = {boot: [] for boot in boots}
     loaded: dict[float, list[float]] = {boot: [] for boot in boots}
     for number in range(rounds):
         for boot in idle:
-            log(f"cold start: round {number + 1}/{rounds}, boot {boot:g} s")
-            idle[boot].append(_cold_start(root, boot))
+            log(f"cold start ({server.name}): round {number + 1}/{rounds}, boot {boot:g} s")
+            idle[boot].append(_cold_start(root, boot, server))
             if load_rate is not None:
-                log(f"cold start: round {number + 1}/{rounds}, boot {boot:g} s, under load")
-                loaded[boot].append(_cold_start_under_load(root, boot, load_rate))
+                log(
+                    f"cold start ({server.name}): round {number + 1}/{rounds}, boot {boot:g} s,"
+                    " under load"
+                )
+                loaded[boot].append(_cold_start_under_load(root, boot, load_rate, server))
     return {
         "status": "ok",
+        "server": server.description if server is not Plain else "gunicorn",
         "gunicorn_args": list(GUNICORN_ARGS),
         "rounds": rounds,
         "load_rate": load_rate,
@@ -260,23 +313,25 @@ def measure_cold_starts(
     }
 
 
-def _cold_start(root: Path, boot: float) -> float:
-    figures = _with_server(partial(Plain, boot=boot), root, lambda _: {}, "cold-")
+def _cold_start(root: Path, boot: float, server: type[Scenario] = Plain) -> float:
+    figures = _with_server(partial(server, boot=boot), root, lambda _: {}, "cold-")
     return float(figures["start_to_first_response_s"])
 
 
-def _cold_start_under_load(root: Path, boot: float, rate: float) -> float:
-    """A cold start while a gunicorn of the same app, already up, serves ``rate``."""
+def _cold_start_under_load(
+    root: Path, boot: float, rate: float, server: type[Scenario] = Plain
+) -> float:
+    """A cold start while a server of the same app, already up, serves ``rate``."""
 
     def measure(serving: Scenario) -> dict[str, Any]:
         load = OpenLoopLoad(serving.port, rate, max_duration=boot + 120).start()
         try:
             load.wait_for(lambda record: record.ok, timeout=10)
-            return {"cold_start_s": _cold_start(root, boot)}
+            return {"cold_start_s": _cold_start(root, boot, server)}
         finally:
             load.stop()
 
-    figures = _with_server(partial(Plain, boot=0.0), root, measure, "serving-")
+    figures = _with_server(partial(server, boot=0.0), root, measure, "serving-")
     return float(figures["cold_start_s"])
 
 
@@ -348,6 +403,78 @@ def _start_up(python: str, env: dict[str, str], fd: int) -> tuple[int, set[str]]
         if len(fields) == 3 and fields[2].strip() == "sitecustomize":
             micros = int(fields[1])
     return micros, set(result.stdout.split())
+
+
+# --- the hook's import time ---------------------------------------------------------------
+
+_IMPORTTIME = re.compile(r"^import time:\s+(\d+) \|\s+(\d+) \|( +)(\S+)\s*$")
+
+
+def parse_importtime(stderr: str) -> dict[str, Any]:
+    """``python -X importtime`` output: the total of the top-level imports' cumulative
+    times, and sitecustomize's cumulative time (None when none was imported), in seconds."""
+    total_us = 0
+    sitecustomize_us: int | None = None
+    modules = 0
+    for line in stderr.splitlines():
+        match = _IMPORTTIME.match(line)
+        if not match:
+            continue
+        modules += 1
+        cumulative, indent, name = int(match[2]), len(match[3]), match[4]
+        if indent == 1:  # one space after the bar: imported by nobody but the interpreter
+            total_us += cumulative
+        if name == "sitecustomize" and sitecustomize_us is None:
+            sitecustomize_us = cumulative
+    return {
+        "imports_s": total_us / 1e6,
+        "sitecustomize_s": None if sitecustomize_us is None else sitecustomize_us / 1e6,
+        "modules": modules,
+    }
+
+
+def _importtime_once(under_zocket: bool) -> dict[str, Any]:
+    argv = [sys.executable, "-X", "importtime", "-c", "pass"]
+    if under_zocket:
+        # The generation's environment exactly as zocket makes it: the held fd, the hook on
+        # PYTHONPATH and its variables. --no-respawn: zocket exits once the process has.
+        argv = [*ZOCKET, "--port", "0", "--no-respawn", "--", *argv]
+    began = time.monotonic()
+    result = subprocess.run(
+        argv, capture_output=True, text=True, timeout=60, check=False, env=base_env()
+    )
+    figures = parse_importtime(result.stderr)
+    figures["wall_s"] = time.monotonic() - began
+    if not figures["modules"]:
+        raise RuntimeError(f"no -X importtime output from {argv}: {result.stderr[-500:]}")
+    return figures
+
+
+def measure_hook_import(
+    rounds: int = 7, log: Callable[[str], None] = lambda line: None
+) -> dict[str, Any]:
+    """What the hook adds to every Python process zocket starts: ``python -X importtime -c
+    pass`` with and without the generation's environment (alternating), medians."""
+    log(f"cost: hook import time, {rounds} rounds")
+    runs: dict[str, list[dict[str, Any]]] = {"without": [], "with_hook": []}
+    for number in range(rounds):
+        order = [("without", False), ("with_hook", True)]
+        for key, under in order if number % 2 == 0 else order[::-1]:
+            runs[key].append(_importtime_once(under))
+    summary: dict[str, Any] = {
+        "status": "ok",
+        "rounds": rounds,
+        "command": "python -X importtime -c pass",
+    }
+    for key, found in runs.items():
+        summary[key] = {
+            "imports_s": _median([r["imports_s"] for r in found]),
+            "sitecustomize_s": _median([r["sitecustomize_s"] for r in found]),
+        }
+    without, with_hook = summary["without"], summary["with_hook"]
+    summary["added_s"] = with_hook["imports_s"] - without["imports_s"]
+    summary["runs"] = runs
+    return summary
 
 
 if __name__ == "__main__":  # python -m benchmarks.cost [PYTHON]: the hook's import cost

@@ -33,9 +33,24 @@ if __package__ in (None, ""):  # run as a script: make the package importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import metrics, report
-from benchmarks.cost import measure_cold_starts, measure_cost, proc_cpu_seconds
+from benchmarks.cost import (
+    measure_cold_starts,
+    measure_cost,
+    measure_hook_import,
+    proc_cpu_seconds,
+    proc_rss_kib,
+)
 from benchmarks.load import OpenLoopLoad, Record, wrk_path
-from benchmarks.scenarios import SCENARIOS, Scenario, run_zocket, wait_first_ok
+from benchmarks.scenarios import (
+    SCENARIOS,
+    NodeAlone,
+    Nodemon,
+    Scenario,
+    node_path,
+    run_zocket,
+    tool_path,
+    wait_first_ok,
+)
 
 T = TypeVar("T")
 
@@ -62,6 +77,7 @@ class Options:
     cost: bool
     out: Path | None
     plot: Path | None
+    headline: Path | None
     keep: bool
     quick: bool
 
@@ -125,7 +141,14 @@ def parse_args(argv: Sequence[str]) -> Options:
         "--no-cost", action="store_true", help="skip the cost-of-zocket measurements"
     )
     parser.add_argument("--out", type=Path, help="write the raw figures to this JSON file")
-    parser.add_argument("--plot", type=Path, help="draw latency and failures to this PNG")
+    parser.add_argument(
+        "--plot", type=Path, help="draw every scenario's latency and failures to this PNG"
+    )
+    parser.add_argument(
+        "--headline",
+        type=Path,
+        help="draw the comparison of the restart methods (failed, stalls, latency) to this PNG",
+    )
     parser.add_argument(
         "--keep", action="store_true", help="keep the work directories (apps and server logs)"
     )
@@ -155,6 +178,7 @@ def parse_args(argv: Sequence[str]) -> Options:
         cost=not args.no_cost,
         out=args.out,
         plot=args.plot,
+        headline=args.headline,
         keep=args.keep,
         quick=quick,
     )
@@ -200,6 +224,8 @@ def run_scenario(cls: type[Scenario], boot: float, options: Options, root: Path)
         "description": cls.description,
         "boot_s": boot,
         "generation_source": cls.generation_source,
+        # The machine may be shared: how busy it was when this scenario began (1 minute).
+        "load_average_1m": os.getloadavg()[0],
     }
     reason = cls.skip_reason()
     if reason is not None:
@@ -220,6 +246,7 @@ def run_scenario(cls: type[Scenario], boot: float, options: Options, root: Path)
         result["port"] = port
         holder = scenario.holder_pid()
         holder_cpu = proc_cpu_seconds(holder) if holder is not None else None
+        holder_rss = [proc_rss_kib(holder)] if holder is not None else []
 
         budget = options.warmup + options.restarts * (spacing + options.restart_timeout) + 60
         load = OpenLoopLoad(port, options.rate, timeout=options.timeout, max_duration=budget)
@@ -240,6 +267,8 @@ def run_scenario(cls: type[Scenario], boot: float, options: Options, root: Path)
             )
             if answered is None:
                 log(f"{cls.name}: generation {generation} never answered")
+            if holder is not None:
+                holder_rss.append(proc_rss_kib(holder))
             next_at = triggered + spacing
             if answered is not None:
                 next_at = max(next_at, answered.ended + options.settle)
@@ -248,6 +277,7 @@ def run_scenario(cls: type[Scenario], boot: float, options: Options, root: Path)
         load = None
         if holder is not None and holder_cpu is not None:
             result["holder_cpu_s"] = proc_cpu_seconds(holder) - holder_cpu
+            result["holder_rss_kib"] = {"first_answer": holder_rss[0], "max": max(holder_rss)}
         summary = metrics.summarise(records, restarts, margin=options.margin)
         failures = [r for r in records if not r.ok]
         result.update(
@@ -294,6 +324,19 @@ def _version(distribution: str) -> str | None:
         return None
 
 
+def _tool_version(argv: Sequence[str | None]) -> str | None:
+    if argv[0] is None:
+        return None
+    try:
+        done = subprocess.run(
+            [str(a) for a in argv], capture_output=True, text=True, timeout=30, check=False
+        )
+    except OSError:
+        return None
+    lines = (done.stdout or done.stderr).strip().splitlines()
+    return lines[0] if lines else None
+
+
 def versions() -> dict[str, Any]:
     """The version of every tool that may have run, and of the machine."""
     found: dict[str, Any] = {
@@ -302,8 +345,16 @@ def versions() -> dict[str, Any]:
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
     }
-    for name in ("gunicorn", "uvicorn", "Django", "zocket", "matplotlib"):
+    for name in ("gunicorn", "uvicorn", "Django", "granian", "circus", "zocket", "matplotlib"):
         found[name.lower()] = _version(name)
+    # The peers that are not Python packages: the first line of their --version, or None.
+    for key, argv in (
+        ("node", [node_path(), "--version"]),
+        ("nodemon", [Nodemon.nodemon(), "--version"]),
+        ("start_server", [tool_path("start_server"), "--version"]),
+        ("systemd_socket_activate", [tool_path("systemd-socket-activate"), "--version"]),
+    ):
+        found[key] = _tool_version(argv)
     checkout = run_zocket("--version")
     found["zocket_checkout"] = checkout.stdout.strip() or checkout.stderr.strip()
     wrk = wrk_path()
@@ -354,6 +405,11 @@ def cold_start_medians(
     return None, None
 
 
+def _load_average() -> str:
+    """The 1, 5 and 15 minute load averages: how busy the machine was (it shares its cores)."""
+    return ", ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
 def _exit_on_signal(signum: int, _frame: object) -> None:
     """SIGTERM (and SIGINT, even where it was ignored) unwind through every cleanup."""
     raise SystemExit(128 + signum)
@@ -371,6 +427,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: dict[str, Any] = {
         "started": started,
         "command": [sys.executable, *sys.argv],
+        "load_average": _load_average(),
         "options": {
             "quick": options.quick,
             "rate": options.rate,
@@ -396,13 +453,28 @@ def main(argv: Sequence[str] | None = None) -> int:
                 root, options.boots, rounds=rounds, load_rate=options.rate, log=log
             ),
         )
+        cold_starts = {"python": cold_start}
+        if any(SCENARIOS[name].family == "node" for name in options.scenarios):
+            # The node scenarios' new code live is weighed against node's own cold start.
+            cold_starts["node"] = results["cold_start_node"] = _reported(
+                "cold start (node)",
+                lambda: measure_cold_starts(
+                    root,
+                    options.boots,
+                    rounds=rounds,
+                    load_rate=options.rate,
+                    log=log,
+                    server=NodeAlone,
+                ),
+            )
         for name in options.scenarios:
             for boot in options.boots:
                 log(f"{name}, boot {boot:g} s")
-                run = run_scenario(SCENARIOS[name], boot, options, root)
+                cls = SCENARIOS[name]
+                run = run_scenario(cls, boot, options, root)
                 if run.result["status"] == "ok":
                     run.result["vs_cold_start"] = metrics.against_cold_start(
-                        run.result["summary"], *cold_start_medians(cold_start, boot)
+                        run.result["summary"], *cold_start_medians(cold_starts[cls.family], boot)
                     )
                 runs.append(run)
                 scenario_results.append(run.result)
@@ -417,10 +489,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                     log=log,
                 ),
             )
+            results["hook_import"] = _reported(
+                "hook import time",
+                lambda: measure_hook_import(rounds=3 if options.quick else 11, log=log),
+            )
+        results["comparison"] = report.comparison(results)
     finally:
         if not options.keep:
             shutil.rmtree(root, ignore_errors=True)
     results["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    results["load_average_end"] = _load_average()
     sys.stdout.write(report.markdown(results))
     sys.stdout.flush()
     if options.out is not None:
@@ -437,9 +515,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             for r in runs
             if r.result.get("status") == "ok"
         ]
-        log(report.plot(options.plot, drawn, options.margin))
+        log(report.plot(options.plot, drawn, options.margin, stamp=report.run_stamp(results)))
+    if options.headline is not None:
+        log(report.plot_headline(options.headline, results))
     statuses = [r.result.get("status", "") for r in runs]
-    statuses += [results.get(key, {}).get("status", "ok") for key in ("cold_start", "cost")]
+    keys = ("cold_start", "cold_start_node", "cost", "hook_import")
+    statuses += [results.get(key, {}).get("status", "ok") for key in keys]
     return 1 if any(str(status).startswith("error") for status in statuses) else 0
 
 

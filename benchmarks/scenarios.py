@@ -24,6 +24,8 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -38,6 +40,8 @@ from .load import get_once
 
 __all__ = [
     "GUNICORN_ARGS",
+    "HEADLINE",
+    "REFERENCE",
     "SCENARIOS",
     "Scenario",
     "ScenarioError",
@@ -167,8 +171,55 @@ urlpatterns = [path("", views.index)]
 }
 
 
+NODE_APP = """\
+"use strict";
+// Benchmark node app: blocks BOOT seconds at start (as an import would), answers with
+// its generation. Listens on --fd N (a socket handed over) or --port N (binds it).
+const http = require("http");
+const fs = require("fs");
+
+const EDIT = __EDIT__;
+const boot = parseFloat(process.env.BOOT || "0");
+if (boot > 0) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, boot * 1000);
+
+function generation() {
+  const source = process.env.BENCH_GENERATION_SOURCE || "edit";
+  if (source === "edit") return String(EDIT);
+  if (source === "file") return fs.readFileSync(process.env.BENCH_GENERATION_FILE, "utf8").trim();
+  return process.env[source.slice("env:".length)] || "?";
+}
+
+const GENERATION = generation();
+const BODY = Buffer.from(`generation ${GENERATION} pid ${process.pid}\\n`);
+const server = http.createServer((request, response) => {
+  response.writeHead(200, {
+    "Content-Type": "text/plain",
+    "Content-Length": BODY.length,
+    "X-Generation": GENERATION,
+  });
+  response.end(BODY);
+});
+const argv = process.argv.slice(2);
+const option = (name) => (argv.includes(name) ? argv[argv.indexOf(name) + 1] : undefined);
+if (option("--fd") !== undefined) server.listen({ fd: Number(option("--fd")) });
+else server.listen(Number(option("--port")), "127.0.0.1");
+
+// A graceful stop on whatever signal the tool sends (nodemon: SIGUSR2; the others SIGTERM):
+// stop listening, finish the requests in flight, exit.
+for (const name of ["SIGTERM", "SIGINT", "SIGUSR2"]) {
+  process.once(name, () => {
+    server.close(() => process.exit(0));
+    server.closeIdleConnections();
+    setTimeout(() => process.exit(0), 10000).unref();
+  });
+}
+"""
+
+
 def render(template: str, edit: int) -> str:
     """An app's source with ``EDIT = edit``."""
+    if template is NODE_APP:
+        return NODE_APP.replace("__EDIT__", str(edit))
     return template.format(prelude=_PRELUDE.format(edit=edit))
 
 
@@ -348,9 +399,11 @@ class Scenario:
     needs: ClassVar[tuple[str, ...]] = ("gunicorn",)
     #: Where X-Generation comes from (module docstring).
     generation_source: ClassVar[str] = "edit"
-    #: Which app: "wsgi", "asgi" or "django".
+    #: Which app: "wsgi", "asgi", "django" or "node".
     app_kind: ClassVar[str] = "wsgi"
     uses_zocket: ClassVar[bool] = False
+    #: The server family: the zocket scenario a peer is compared with (REFERENCE).
+    family: ClassVar[str] = "python"
 
     def __init__(
         self,
@@ -386,9 +439,12 @@ class Scenario:
     def app_file(self) -> Path:
         return (
             self.appdir
-            / {"wsgi": "benchapp.py", "asgi": "benchasgi.py", "django": "benchsite/views.py"}[
-                self.app_kind
-            ]
+            / {
+                "wsgi": "benchapp.py",
+                "asgi": "benchasgi.py",
+                "django": "benchsite/views.py",
+                "node": "benchnode.js",
+            }[self.app_kind]
         )
 
     @property
@@ -407,7 +463,12 @@ class Scenario:
 
     def edit(self, generation: int) -> None:
         """Rewrite the app file with ``EDIT = generation``: a real edit, as a reloader sees one."""
-        template = {"wsgi": WSGI_APP, "asgi": ASGI_APP, "django": DJANGO_VIEWS}[self.app_kind]
+        template = {
+            "wsgi": WSGI_APP,
+            "asgi": ASGI_APP,
+            "django": DJANGO_VIEWS,
+            "node": NODE_APP,
+        }[self.app_kind]
         write_atomically(self.app_file, render(template, generation), self.workdir / ".edit.tmp")
 
     def env(self, **extra: str) -> dict[str, str]:
@@ -768,6 +829,293 @@ class ZocketGranian(ZocketScenario):
         return granian("--host", "{host}", "--port", "{port}")
 
 
+# --- peer socket holders -------------------------------------------------------------------
+
+
+def tool_path(name: str, *also: Path) -> str | None:
+    """``name`` among ``also`` (e.g. a local node_modules/.bin) or on PATH; None if absent."""
+    for candidate in also:
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    return shutil.which(name)
+
+
+#: Where ``npm install --prefix benchmarks`` puts nodemon (benchmarks/package.json).
+NODE_BIN = REPO / "benchmarks" / "node_modules" / ".bin"
+
+
+class ServerStarter(Scenario):
+    """Server::Starter's start_server holds the port; gunicorn serves the fd it passes.
+
+    On SIGHUP start_server starts a new generation at once, waits ``--interval``
+    (1 s, its default) and then sends the old one SIGTERM, whether or not the new
+    one is ready yet. SERVER_STARTER_PORT is ``host:port=fd``; gunicorn gets
+    ``--bind fd://FD`` through a one-line shell. SERVER_STARTER_GENERATION counts
+    from 1.
+    """
+
+    name = "start-server"
+    description = "start_server --interval 1 + gunicorn --bind fd://N; restart = SIGHUP"
+    generation_source = "env:SERVER_STARTER_GENERATION"
+    interval = 1.0
+
+    @classmethod
+    def skip_reason(cls) -> str | None:
+        if tool_path("start_server") is None:
+            return "skipped: start_server not installed (apt-get install libserver-starter-perl)"
+        return super().skip_reason()
+
+    def command(self) -> list[str]:
+        server = " ".join(shlex.quote(word) for word in self.gunicorn()[:-1])
+        return [
+            tool_path("start_server") or "start_server",
+            f"--port=127.0.0.1:{self.port}",
+            f"--interval={self.interval:g}",
+            "--",
+            "/bin/sh",
+            "-c",
+            f'exec {server} --bind "fd://${{SERVER_STARTER_PORT##*=}}" benchapp:app',
+        ]
+
+    def start(self) -> int:
+        if not self.port:
+            self.port = free_port()
+        self.launch(self.command(), self.env())
+        return self.port
+
+    def trigger(self, generation: int) -> None:
+        self.check_running()
+        os.kill(self.main_proc.pid, signal.SIGHUP)
+
+
+CIRCUS_INI = """\
+[circus]
+endpoint = ipc://{workdir}/circus-control.sock
+pubsub_endpoint = ipc://{workdir}/circus-pubsub.sock
+statsd = False
+check_delay = 5
+
+[watcher:web]
+cmd = {gunicorn} --bind fd://$(circus.sockets.web) benchapp:app
+working_dir = {appdir}
+use_sockets = True
+numprocesses = 1
+copy_env = True
+graceful_timeout = 30
+
+[socket:web]
+host = 127.0.0.1
+port = {port}
+"""
+
+
+class Circus(Scenario):
+    """circus holds the socket (``use_sockets``); gunicorn serves ``fd://$(circus.sockets.web)``.
+
+    SIGHUP to circusd is its graceful reload: for each watcher it spawns the new
+    processes, then stops the old ones at once (it does not wait for the new
+    ones to be ready), so clients queue in the backlog for the boot.
+    """
+
+    name = "circus"
+    description = "circusd, use_sockets + gunicorn --bind fd://N; restart = SIGHUP (its reload)"
+    needs = ("gunicorn", "circus")
+    generation_source = "file"
+
+    @property
+    def ini_path(self) -> Path:
+        return self.workdir / "circus.ini"
+
+    def config(self) -> str:
+        server = self.gunicorn()[:-1]  # without the app: it goes after the bind
+        return CIRCUS_INI.format(
+            workdir=self.workdir,
+            appdir=self.appdir,
+            gunicorn=" ".join(shlex.quote(word) for word in server),
+            port=self.port,
+        )
+
+    def start(self) -> int:
+        if not self.port:
+            self.port = free_port()
+        self.ini_path.write_text(self.config())
+        self.launch([sys.executable, "-m", "circus.circusd", str(self.ini_path)], self.env())
+        return self.port
+
+    def trigger(self, generation: int) -> None:
+        self.generation_file.write_text(f"{generation}\n")
+        self.check_running()
+        os.kill(self.main_proc.pid, signal.SIGHUP)
+
+
+class SystemdSocketActivate(ReloadOnHup):
+    """``systemd-socket-activate -l ADDR`` binds the port and execs gunicorn with it as fd 3
+    (LISTEN_FDS, LISTEN_PID: gunicorn adopts it); a restart is gunicorn's own HUP reload."""
+
+    name = "systemd-socket-activate"
+    description = "systemd-socket-activate -l ADDR + gunicorn (LISTEN_FDS); restart = SIGHUP"
+
+    @classmethod
+    def skip_reason(cls) -> str | None:
+        if tool_path("systemd-socket-activate") is None:
+            return "skipped: systemd-socket-activate not installed (it ships with systemd)"
+        return super().skip_reason()
+
+    #: systemd-socket-activate passes the server only the variables named with --setenv.
+    passed_env = (
+        "BOOT",
+        "BENCH_GENERATION_SOURCE",
+        "BENCH_GENERATION_FILE",
+        "HOME",
+        "PATH",
+        "PYTHONPATH",
+        "PYTHONDONTWRITEBYTECODE",
+        "PYTHONUNBUFFERED",
+    )
+
+    def command(self, host: str, port: int) -> list[str]:
+        env = self.env()
+        return [
+            tool_path("systemd-socket-activate") or "systemd-socket-activate",
+            "--listen",
+            f"{host}:{port}",
+            *(f"--setenv={name}" for name in self.passed_env if name in env),
+            *self.gunicorn(),
+        ]
+
+
+def node_path() -> str | None:
+    return tool_path("node")
+
+
+def node_skip_reason() -> str | None:
+    return "skipped: node not installed" if node_path() is None else None
+
+
+@cache
+def node_has_watch() -> bool:
+    node = node_path()
+    if node is None:
+        return False
+    result = subprocess.run(
+        [node, "--help"], capture_output=True, text=True, timeout=30, check=False
+    )
+    return "--watch" in result.stdout
+
+
+class NodeScenario(Scenario):
+    """The node app (NODE_APP), on node's own http server."""
+
+    needs = ()
+    app_kind = "node"
+    family = "node"
+
+    @classmethod
+    def skip_reason(cls) -> str | None:
+        return node_skip_reason()
+
+    def node(self, *listen: str) -> list[str]:
+        return [node_path() or "node", "benchnode.js", *listen]
+
+    def edit(self, generation: int) -> None:
+        """Rewrite the app file in place (one write): ``node --watch`` watches the file's
+        inode and, after its first restart, misses a file replaced by a rename (node 20)."""
+        with open(self.app_file, "w", encoding="utf-8") as f:
+            f.write(render(NODE_APP, generation))
+
+
+class NodeAlone(NodeScenario):
+    """node binding the port itself, never restarted: the node cold start's server."""
+
+    name = "node-alone"
+    description = "node app.js --port P"
+    generation_source = "env:BENCH_GENERATION"
+
+    def start(self) -> int:
+        if not self.port:
+            self.port = free_port()
+        self.launch(self.node("--port", str(self.port)), self.env(BENCH_GENERATION="1"))
+        return self.port
+
+
+class NodeWatch(NodeScenario):
+    """``node --watch``: node restarts the app when the file changes; the app binds the port."""
+
+    name = "node-watch"
+    description = "node --watch app.js --port P; restart = an edit of the app file"
+
+    @classmethod
+    def skip_reason(cls) -> str | None:
+        reason = super().skip_reason()
+        if reason is None and not node_has_watch():
+            reason = "skipped: this node has no --watch (node 18.11 or later)"
+        return reason
+
+    def start(self) -> int:
+        if not self.port:
+            self.port = free_port()
+        node = self.node("--port", str(self.port))
+        self.launch([node[0], "--watch", *node[1:]], self.env())
+        return self.port
+
+    def trigger(self, generation: int) -> None:
+        self.check_running()
+        self.edit(generation)
+
+
+class Nodemon(NodeScenario):
+    """nodemon (npm) runs node on the app and restarts it on a change of the file."""
+
+    name = "nodemon"
+    description = "nodemon app.js --port P; restart = an edit of the app file"
+
+    @classmethod
+    def nodemon(cls) -> str | None:
+        return tool_path("nodemon", NODE_BIN / "nodemon")
+
+    @classmethod
+    def skip_reason(cls) -> str | None:
+        reason = super().skip_reason()
+        if reason is None and cls.nodemon() is None:
+            reason = "skipped: nodemon not installed (npm install --prefix benchmarks)"
+        return reason
+
+    def start(self) -> int:
+        if not self.port:
+            self.port = free_port()
+        argv = [
+            self.nodemon() or "nodemon",
+            "--watch",
+            str(self.app_file),
+            *self.node("--port", str(self.port))[1:],
+        ]
+        # nodemon finds node on PATH: the same one as the other node scenarios.
+        path = os.pathsep.join([str(Path(node_path() or "node").parent), os.environ["PATH"]])
+        self.launch(argv, self.env(PATH=path))
+        return self.port
+
+    def trigger(self, generation: int) -> None:
+        self.check_running()
+        self.edit(generation)
+
+
+class ZocketNode(ZocketScenario):
+    """zocket holds the port; node serves the held socket (``server.listen({fd: 3})``)."""
+
+    name = "zocket-node"
+    description = "zocket --ready auto + node app.js --fd {fd}; restart = SIGHUP to zocket"
+    needs = ()
+    app_kind = "node"
+    family = "node"
+
+    @classmethod
+    def skip_reason(cls) -> str | None:
+        return node_skip_reason()
+
+    def server_command(self) -> list[str]:
+        return [node_path() or "node", "benchnode.js", "--fd", "{fd}"]
+
+
 #: Every scenario, in the order of the README and of the report.
 SCENARIOS: dict[str, type[Scenario]] = {
     cls.name: cls
@@ -783,5 +1131,30 @@ SCENARIOS: dict[str, type[Scenario]] = {
         ZocketDjango,
         ZocketUvicornReload,
         ZocketGranian,
+        ServerStarter,
+        Circus,
+        SystemdSocketActivate,
+        ZocketNode,
+        NodeWatch,
+        Nodemon,
     )
 }
+
+#: The zocket scenario each family's peers are compared with (ratios, the headline).
+REFERENCE = {"python": "zocket-gunicorn", "node": "zocket-node"}
+#: The restart methods of the comparison and the headline picture, in order: zocket first,
+#: then the socket holders, then the servers' own reloads, then a plain restart.
+HEADLINE = (
+    "zocket-gunicorn",
+    "zocket-node",
+    "start-server",
+    "circus",
+    "systemd-socket-activate",
+    "gunicorn-hup",
+    "granian-hup",
+    "uvicorn-reload",
+    "django-runserver",
+    "node-watch",
+    "nodemon",
+    "plain",
+)

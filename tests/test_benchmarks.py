@@ -10,10 +10,12 @@ start. The metrics are checked on hand-made records whose answers are known.
 
 from __future__ import annotations
 
+import configparser
 import json
 import statistics
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,32 +28,55 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks import metrics, report
+from benchmarks.cost import parse_importtime
 from benchmarks.load import FAILURE_KINDS, Record, classify, parse_wrk
 from benchmarks.metrics import Restart
-from benchmarks.scenarios import SCENARIOS, Scenario
+from benchmarks.scenarios import (
+    HEADLINE,
+    NODE_APP,
+    SCENARIOS,
+    Circus,
+    NodeWatch,
+    Nodemon,
+    Scenario,
+    ServerStarter,
+    SystemdSocketActivate,
+    ZocketNode,
+    node_path,
+    render,
+)
 
 # --- the runner on real servers -----------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
 def quick_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """One quick run of plain and zocket-gunicorn: 2 restarts, 20 requests/s, 0.3 s boot."""
+    """One quick run of plain, zocket-gunicorn and the cheapest peer (Server::Starter, when
+    installed): 2 restarts, 20 requests/s, 0.3 s boot, both pictures."""
     pytest.importorskip("gunicorn")
-    out = tmp_path_factory.mktemp("bench") / "results.json"
+    folder = tmp_path_factory.mktemp("bench")
+    out = folder / "results.json"
     result = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "run.py"), "--quick",
-         "--scenarios", "plain,zocket-gunicorn", "--restarts", "2", "--rate", "20",
-         "--boot", "0.3", "--timeout", "20", "--no-cost", "--out", str(out)],
+         "--scenarios", "plain,zocket-gunicorn,start-server", "--restarts", "2", "--rate", "20",
+         "--boot", "0.3", "--timeout", "20", "--no-cost", "--out", str(out),
+         "--headline", str(folder / "headline.png")],
         capture_output=True, text=True, timeout=150, check=False, cwd=REPO,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     assert "| plain |" in result.stdout and "| zocket-gunicorn |" in result.stdout
     assert "| new code live ms (median) | cold start ms (median) |" in result.stdout
     assert "| cold start under load ms (median) | difference under load ms |" in result.stdout
+    assert result.stdout.startswith("Run: ")  # which run produced the tables
+    assert "## Against the peers" in result.stdout
     data: dict[str, Any] = json.loads(out.read_text())
     assert data["versions"]["python"] and data["versions"]["kernel"]
     for run in data["scenarios"]:
+        if run["scenario"] == "start-server" and ServerStarter.skip_reason():
+            assert run["status"] == ServerStarter.skip_reason()
+            continue
         assert run["status"] == "ok", json.dumps(run, indent=1)[:4000]
+    data["headline_png"] = str(folder / "headline.png")
     return data
 
 
@@ -92,6 +117,17 @@ def test_zocket_restart_fails_nothing_and_sees_every_generation(
     assert [r["generation"] for r in run["notes"]["zocket_ready"]] == [1, 2, 3]
 
 
+def test_server_starter_passes_its_socket_and_counts_generations(
+    quick_run: dict[str, dict[str, Any]],
+) -> None:
+    if ServerStarter.skip_reason():
+        pytest.skip(ServerStarter.skip_reason())
+    summary = quick_run["start-server"]["summary"]
+    # A 0.3 s boot is shorter than its 1 s interval: nothing fails, every generation answers.
+    assert summary["failed"] == 0, quick_run["start-server"]["failures"]
+    assert summary["generations_seen"] == ["1", "2", "3"]  # SERVER_STARTER_GENERATION
+
+
 def test_every_scenario_is_compared_with_a_cold_start_of_its_boot_time(
     quick_results: dict[str, Any],
 ) -> None:
@@ -107,6 +143,8 @@ def test_every_scenario_is_compared_with_a_cold_start_of_its_boot_time(
     assert len(entry["under_load_samples_s"]) == cold["rounds"]
     assert entry["under_load_median_s"] == statistics.median(entry["under_load_samples_s"])
     for run in quick_results["scenarios"]:
+        if run["status"] != "ok":
+            continue
         compared = run["vs_cold_start"]
         assert compared["new_code_live_s"] == run["summary"]["to_new_generation_s"]["median"]
         assert compared["cold_start_s"] == entry["median_s"]
@@ -328,6 +366,249 @@ def test_missing_tools_are_skipped_never_passed() -> None:
     }  # fmt: skip
     table = report.markdown(results)
     assert "| django-runserver | 0.5 | skipped: django not installed |" in table
-    assert "cold start" not in table  # not measured: no section
+    assert "### New code live against a cold start" not in table  # not measured: no section
+    # The comparison lists the skipped method with its reason, never as a result.
+    assert "| `django-runserver` | skipped: django not installed |" in table
     results["cold_start"] = {"status": "skipped: gunicorn not installed"}
     assert "cold start: skipped: gunicorn not installed" in report.markdown(results)
+
+
+# --- the peers' command lines and files -----------------------------------------------------
+
+
+def test_server_starter_command_binds_gunicorn_to_the_fd_it_is_given(tmp_path: Path) -> None:
+    scenario = ServerStarter(tmp_path, 0.3, port=8123)
+    argv = scenario.command()
+    assert argv[1:4] == ["--port=127.0.0.1:8123", "--interval=1", "--"]
+    assert argv[4:6] == ["/bin/sh", "-c"]
+    # SERVER_STARTER_PORT is host:port=fd; the shell hands gunicorn that fd.
+    script = argv[6].replace("exec ", "exec echo ", 1)
+    echoed = subprocess.run(
+        ["/bin/sh", "-c", script], capture_output=True, text=True, timeout=10, check=True,
+        env={"SERVER_STARTER_PORT": "127.0.0.1:8123=5", "PATH": "/usr/bin:/bin"},
+    ).stdout.split()  # fmt: skip
+    assert echoed[-3:] == ["--bind", "fd://5", "benchapp:app"]
+    assert "--workers" in echoed and "gunicorn" in echoed
+    assert ServerStarter.generation_source == "env:SERVER_STARTER_GENERATION"
+
+
+def test_circus_config_holds_the_socket_and_passes_it(tmp_path: Path) -> None:
+    scenario = Circus(tmp_path, 0.3, port=8124)
+    scenario.prepare()
+    scenario.ini_path.write_text(scenario.config())
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read(scenario.ini_path)
+    assert parser["socket:web"]["port"] == "8124"
+    assert parser["watcher:web"]["use_sockets"] == "True"
+    assert parser["watcher:web"]["cmd"].endswith("--bind fd://$(circus.sockets.web) benchapp:app")
+    assert parser["circus"]["endpoint"].startswith("ipc://")  # no TCP port of its own
+    circus_config = pytest.importorskip("circus.config")
+    config = circus_config.get_config(str(scenario.ini_path))
+    (watcher,) = config["watchers"]
+    assert watcher["use_sockets"] is True and watcher["numprocesses"] == 1
+    assert [str(s["port"]) for s in config["sockets"]] == ["8124"]
+
+
+def test_systemd_socket_activate_passes_the_benchmark_environment(tmp_path: Path) -> None:
+    argv = SystemdSocketActivate(tmp_path, 1.5).command("127.0.0.1", 8125)
+    assert argv[1:3] == ["--listen", "127.0.0.1:8125"]
+    # It starts the server with none of its own environment but what --setenv names.
+    for name in ("BOOT", "BENCH_GENERATION_SOURCE", "BENCH_GENERATION_FILE", "PATH"):
+        assert f"--setenv={name}" in argv
+    assert argv[-1] == "benchapp:app" and "--bind" not in argv  # LISTEN_FDS, not a bind
+
+
+def test_node_app_is_valid_and_edited_in_place(tmp_path: Path) -> None:
+    source = render(NODE_APP, 7)
+    assert "const EDIT = 7;" in source and "__EDIT__" not in source
+    scenario = NodeWatch(tmp_path, 0.0)
+    scenario.prepare()
+    inode = scenario.app_file.stat().st_ino
+    scenario.edit(2)
+    # node --watch follows the file's inode: the edit must not replace the file.
+    assert scenario.app_file.stat().st_ino == inode
+    assert "const EDIT = 2;" in scenario.app_file.read_text()
+    if node_path() is None:
+        pytest.skip("node not installed")
+    subprocess.run([node_path(), "--check", str(scenario.app_file)], check=True, timeout=30)
+
+
+def test_node_scenarios_command_lines(tmp_path: Path) -> None:
+    assert ZocketNode(tmp_path, 0.0).server_command()[1:] == ["benchnode.js", "--fd", "{fd}"]
+    assert ZocketNode.family == NodeWatch.family == Nodemon.family == "node"
+    assert ZocketNode.generation_source == "env:ZOCKET_GENERATION"
+    assert NodeWatch.generation_source == Nodemon.generation_source == "edit"
+    if Nodemon.nodemon() is None:
+        assert Nodemon.skip_reason() is not None and "npm install" in str(Nodemon.skip_reason())
+
+
+def test_importtime_output_is_read() -> None:
+    stderr = """\
+import time: self [us] | cumulative | imported package
+import time:       887 |       1431 | _frozen_importlib_external
+import time:       589 |       1465 | encodings
+import time:       149 |        149 |   encodings.utf_8
+import time:       608 |        608 |         _zocket_native
+import time:      3829 |      12123 |     _zocket_hook
+import time:      1609 |      15181 |   sitecustomize
+import time:      1153 |      28514 | site
+"""
+    figures = parse_importtime(stderr)
+    assert figures["imports_s"] == pytest.approx((1431 + 1465 + 28514) / 1e6)
+    assert figures["sitecustomize_s"] == pytest.approx(0.015181)
+    assert figures["modules"] == 7
+    assert parse_importtime("import time:  10 |  10 | site\n")["sitecustomize_s"] is None
+
+
+# --- the comparison and the headline picture --------------------------------------------------
+
+
+def synthetic_run(
+    name: str, boot: float, *, refused: int = 0, stall: float = 0.0, live: float
+) -> dict[str, Any]:
+    """A finished run: a request every 10 ms, one restart at 1.0 s, then ``refused``
+    refusals. With ``stall``, one request waits ``stall`` s for the new generation
+    (nothing succeeds meanwhile); without, the old generation serves until the new
+    one answers, ``live`` s after the trigger."""
+    records = [ok(i / 100, 0.002) for i in range(100)]  # generation 1 until 0.99
+    records += [failed(1.0 + i * 0.001) for i in range(refused)]
+    if stall:
+        records.append(ok(1.0, stall, generation="2"))
+    else:
+        records += [ok(1.0 + i / 100, 0.002) for i in range(round(live * 100))]
+    first_new = 1.0 + max(stall, live)
+    records += [ok(round(first_new + i / 100, 3), 0.002, "2") for i in range(int(stall > 0), 100)]
+    summary = metrics.summarise(records, [Restart(1, "2", 1.0)], margin=0.1)
+    return {
+        "scenario": name, "boot_s": boot, "status": "ok", "summary": summary,
+        "timeline": metrics.timeline(records),
+        "vs_cold_start": metrics.against_cold_start(summary, 0.3, 0.31),
+    }  # fmt: skip
+
+
+@pytest.fixture
+def peer_results() -> dict[str, Any]:
+    runs = [
+        synthetic_run("plain", 0.3, refused=14, stall=0.7, live=0.7),
+        synthetic_run("circus", 0.3, stall=0.4, live=0.4),
+        synthetic_run("zocket-gunicorn", 0.3, live=0.35),
+        synthetic_run("zocket-gunicorn", 1.5, live=1.6),
+        synthetic_run("circus", 1.5, stall=1.6, live=1.6),
+        {"scenario": "nodemon", "boot_s": 0.3, "status": "skipped: nodemon not installed"},
+    ]
+    runs[0]["load_average_1m"] = 1.7
+    return {
+        "started": "2026-12-01T21:00:00+0000",
+        "command": ["/venv/bin/python", "/src/benchmarks/run.py", "--boot", "0.3", "1.5"],
+        "load_average": "0.50, 0.40, 0.30",
+        "versions": {"cpus": 2, "cpu": "Test CPU", "kernel": "6.1", "python": "CPython 3.11"},
+        "options": {"rate": 100.0, "restarts": 1},
+        "scenarios": runs,
+    }
+
+
+def test_comparison_puts_zocket_first_with_ratios_to_it(peer_results: dict[str, Any]) -> None:
+    rows = report.comparison(peer_results)
+    assert [r["scenario"] for r in rows] == ["zocket-gunicorn", "circus", "nodemon", "plain"]
+    assert [r["scenario"] for r in rows] == sorted(
+        (r["scenario"] for r in rows), key=HEADLINE.index
+    )
+    zocket, circus, nodemon, plain = rows
+    assert nodemon["status"] == "skipped: nodemon not installed" and nodemon["boots"] == []
+    assert [b["boot_s"] for b in circus["boots"]] == [0.3, 1.5]
+    fast, slow = circus["boots"]
+    assert fast["failed_per_restart"] == 0
+    # From the last success before the trigger (0.992) to the held request's answer (1.4).
+    assert fast["longest_stall_s"] == pytest.approx(1.4 - 0.992)
+    assert zocket["boots"][0]["longest_stall_s"] == pytest.approx(0.01)
+    assert fast["stall_vs_zocket"] == pytest.approx(
+        fast["longest_stall_s"] / zocket["boots"][0]["longest_stall_s"]
+    )
+    assert fast["live_vs_zocket"] == pytest.approx(0.4 / 0.35, rel=0.02)
+    assert slow["live_vs_zocket"] == pytest.approx(1.0, rel=0.02)
+    assert all(b["live_vs_zocket"] == 1 for b in zocket["boots"])
+    assert plain["boots"][0]["failed_per_restart"] == 14
+    assert fast["live_minus_cold_start_s"] == pytest.approx(0.4 - 0.31, abs=0.005)
+    table = report.comparison_table(rows)
+    assert table[0].startswith("Each cell: boot 0.3 / 1.5 s.")
+    assert table[2].startswith("| method | failed per restart | longest stall ms |")
+    # zocket first; plain ran at one boot time only; nodemon's reason instead of figures.
+    assert (
+        table[4]
+        == "| `zocket-gunicorn` | 0 / 0 | 10 / 10 | 1.0× / 1.0× | 1.0× / 1.0× | +42 / +1292 |"
+    )
+    assert table[5] == "| `circus` | 0 / 0 | 408 / 1608 | 41× / 161× | 1.1× / 1.0× | +90 / +1290 |"
+    assert table[6] == "| `nodemon` | skipped: nodemon not installed |  |  |  |  |"
+    assert table[7] == "| `plain` | 14 / – | 708 / – | 71× / – | 2.0× / – | +390 / – |"
+    stamp = report.run_stamp(peer_results)
+    assert stamp.startswith("2026-12-01T21:00:00+0000; 2 CPUs, Test CPU")
+    assert "load average 0.50" in stamp and "up to 1.70 during the scenarios" in stamp
+    assert stamp.endswith("python benchmarks/run.py --boot 0.3 1.5")
+
+
+def test_headline_picture_rows_panels_and_shared_axes(peer_results: dict[str, Any]) -> None:
+    pytest.importorskip("matplotlib")
+    import matplotlib.pyplot as plt
+
+    fig = report.headline_figure(peer_results)
+    try:
+        methods = ["zocket-gunicorn", "circus", "plain"]  # nodemon skipped: no row
+        assert len(fig.axes) == 3 * len(methods)
+        grid = [fig.axes[i * 3 : i * 3 + 3] for i in range(len(methods))]
+        assert [row[0].get_ylabel() for row in grid] == methods
+        # The latency strips share one linear y-axis; each bar column one x-axis.
+        strips = [row[2] for row in grid]
+        assert len({ax.get_ylim() for ax in strips}) == 1
+        assert all(ax.get_yscale() == "linear" for ax in strips)
+        assert strips[0].get_ylim()[1] >= 700  # plain's 0.7 s stall fits on it
+        for column in (0, 1):
+            assert len({row[column].get_xlim() for row in grid}) == 1
+        # One bar per boot time; circus and zocket ran both, plain only 0.3 s.
+        assert [len(row[1].patches) for row in grid] == [2, 2, 1]
+        assert grid[2][0].patches[0].get_width() == 14  # plain's failures per restart
+        stall_ms = [p.get_width() for p in grid[0][1].patches]
+        assert stall_ms == pytest.approx([10, 10])  # zocket's: short bars
+        texts = " ".join(t.get_text() for t in fig.texts)
+        assert "Run: 2026-12-01T21:00:00+0000" in texts and "benchmarks/run.py" in texts
+    finally:
+        plt.close(fig)
+
+
+def test_the_runner_draws_the_headline_of_its_run(quick_results: dict[str, Any]) -> None:
+    pytest.importorskip("matplotlib")
+    import matplotlib.pyplot as plt
+
+    png = Path(quick_results["headline_png"])
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = quick_results["comparison"]
+    assert rows[0]["scenario"] == "zocket-gunicorn" and rows[-1]["scenario"] == "plain"
+    fig = report.headline_figure(quick_results)
+    try:
+        labels = [ax.get_ylabel() for ax in fig.axes[::3]]
+        assert labels == [r["scenario"] for r in rows if r["status"] == "ok"]
+    finally:
+        plt.close(fig)
+
+
+def test_a_peer_whose_tool_is_absent_is_skipped_with_the_reason(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from benchmarks import scenarios
+
+    monkeypatch.setattr(scenarios.shutil, "which", lambda name: None)
+    monkeypatch.setattr(scenarios, "NODE_BIN", tmp_path)
+    assert ServerStarter.skip_reason() == (
+        "skipped: start_server not installed (apt-get install libserver-starter-perl)"
+    )
+    assert str(SystemdSocketActivate.skip_reason()).startswith(
+        "skipped: systemd-socket-activate not installed"
+    )
+    for cls in (NodeWatch, Nodemon, ZocketNode):
+        assert cls.skip_reason() == "skipped: node not installed"
+    monkeypatch.setattr(scenarios, "node_path", lambda: "/usr/bin/node")
+    assert Nodemon.skip_reason() == (
+        "skipped: nodemon not installed (npm install --prefix benchmarks)"
+    )
+    if scenarios.installed("circus"):
+        monkeypatch.setattr(scenarios, "installed", lambda module: module != "circus")
+        assert Circus.skip_reason() == "skipped: circus not installed"
