@@ -767,6 +767,14 @@ class ZocketNoOverlap(ZocketScenario):
     zocket_options = ("--ready", "auto", "--no-overlap")
 
 
+class ZocketBootNice(ZocketScenario):
+    """The booting generation at a lower CPU priority while the old one serves (--boot-nice)."""
+
+    name = "zocket-boot-nice"
+    description = "zocket --boot-nice 10 + gunicorn; restart = SIGHUP to zocket (overlap)"
+    zocket_options = ("--ready", "auto", "--boot-nice", "10")
+
+
 class ZocketWatch(ZocketScenario):
     name = "zocket-watch"
     description = "zocket --watch APPDIR + gunicorn; restart = an edit of the app file"
@@ -1127,6 +1135,7 @@ SCENARIOS: dict[str, type[Scenario]] = {
         GranianHup,
         ZocketGunicorn,
         ZocketNoOverlap,
+        ZocketBootNice,
         ZocketWatch,
         ZocketDjango,
         ZocketUvicornReload,

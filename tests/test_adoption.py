@@ -383,6 +383,24 @@ def test_no_adopt_leaves_the_bind_to_the_kernel(tmp_path: Path) -> None:
     assert "adopted" not in text and "adoption:" not in text
 
 
+def test_no_adopt_is_one_switch_for_the_hook_too_and_says_why_a_server_fails(
+    tmp_path: Path,
+) -> None:
+    """A Python server that binds the held port is adopted by the hook or the kernel;
+    with --no-adopt by neither, and zocket says what the likely cause is."""
+    server = [sys.executable, "-m", "http.server", "{port}", "--bind", "127.0.0.1"]
+    with start_in(tmp_path, ["--no-adopt", "--no-respawn", "--", *server]) as zocket:
+        wait_for(lambda: zocket.returncode is not None, 30, message="zocket to exit")
+        text = zocket.stderr_text()
+        port = zocket.port
+    assert "Address already in use" in text, text
+    assert (
+        f"generation 1 exited before it was ready and adoption is off (--no-adopt): if the "
+        f"server binds port {port} itself, it gets 'address already in use' while zocket "
+        "holds it; give it the socket on fd 3 (see the recipes) or drop --no-adopt"
+    ) in text, text
+
+
 # --- node's own watcher, localhost --------------------------------------------------------------
 
 

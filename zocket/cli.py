@@ -219,14 +219,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-hook",
         dest="hook",
         action="store_false",
-        help="do not make Python servers that bind the held address adopt the held socket",
+        help="inject no code into Python processes (binds are still adopted at the kernel "
+        "boundary; servers lose the hook's graceful stop)",
     )
     parser.add_argument(
         "--no-adopt",
         dest="adopt",
         action="store_false",
-        help="do not answer the server's own bind() of the held address with the held "
-        "socket at the kernel boundary (seccomp user notification)",
+        help="no adoption at all: neither the kernel boundary (seccomp) nor the Python hook "
+        "answers the server's own bind() with the held socket; the server must take fd 3",
     )
     parser.add_argument(
         "--no-respawn",
@@ -349,7 +350,8 @@ def parse_args(argv: Sequence[str]) -> Config:
         stop_timeout=args.stop_timeout,
         stop_signal=args.stop_signal,
         respawn=args.respawn,
-        hook=args.hook,
+        # One switch for adoption: --no-adopt turns off both ways a bind is answered.
+        hook=args.hook and args.adopt,
         adopt=args.adopt,
         overlap=args.overlap,
         copies=args.copies,

@@ -154,6 +154,8 @@ class Holder:
         self._walls: dict[int, float] = {}
         self._sentry: Sentry | None = None
         self._control: ControlServer | None = None
+        #: The hint that a server may bind the held port itself was given (once a run).
+        self._hinted = False
 
     # --- public -------------------------------------------------------------------------------
 
@@ -427,8 +429,31 @@ class Holder:
                         self._exited(number, found[1])
 
     def _exited(self, number: int, status: libc.WaitStatus) -> None:
+        process = self.processes.get(number)
+        generation = self.lifecycle.generations.get(number)
         self._release(number)
+        unadopted = (
+            generation is not None and generation.state is State.STARTING
+            and process is not None and process.child.seccomp_listener is None
+        )
         self.handle(Exited(self._now(), number, status))
+        if unadopted:
+            self._hint_adoption(number)
+
+    def _hint_adoption(self, number: int) -> None:
+        """Once: a generation died before ready while nothing could adopt its own bind()."""
+        if self._hinted:
+            return
+        self._hinted = True
+        why = ("adoption is off (--no-adopt)" if not self.config.adopt
+               else "adoption is unavailable here (see the line above)")
+        ports = ", ".join(str(h.port) for h in self.listeners if h.port is not None)
+        self.log(
+            f"generation {number} exited before it was ready and {why}: if the server binds "
+            f"{'port ' + ports if ports else 'the held address'} itself, it gets 'address "
+            "already in use' while zocket holds it; give it the socket on fd 3 (see the "
+            "recipes)" + (" or drop --no-adopt" if not self.config.adopt else "")
+        )
 
     def _probe(self, number: int) -> None:
         process = self.processes.get(number)
