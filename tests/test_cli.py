@@ -271,6 +271,7 @@ def test_sigint_during_start_up_exits_130_and_leaves_nothing(
     proc = subprocess.Popen(
         [PY, "-c", _SIGINT_AFTER_SITE, *args],
         env=zocket_env(),
+        cwd=short_tmp,  # not the checkout: see zocket_command
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -295,6 +295,7 @@ def test_set_mode_filter_error_in_a_child_that_forbids_it() -> None:
     )
     result = subprocess.run(
         [sys.executable, str(HERE / "seccomp_deny.py"), "ENOSYS", sys.executable, "-c", code],
+        cwd="/",  # not the checkout, whose source tree has no compiled module in CI
         capture_output=True,
         text=True,
         timeout=60,

@@ -43,6 +43,9 @@ def run_python(code: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-c", code],
         env=zocket_env(),
+        # Not the checkout: `-c` puts the working directory first on sys.path, and the source
+        # tree has no compiled module where CI installs zocket instead of building in place.
+        cwd="/",
         capture_output=True,
         text=True,
         timeout=30,
