@@ -291,18 +291,14 @@ RUNTIMES = [
 ]
 
 
-def prepare(
-    runtime: Runtime, tmp_path: Path, request: pytest.FixtureRequest
-) -> tuple[list[str], dict[str, str]]:
-    """Write the runtime's files into ``tmp_path``; the zocket arguments that run it and the
-    environment it needs on top of the tests' own."""
+def prepare(runtime: Runtime, tmp_path: Path, request: pytest.FixtureRequest) -> list[str]:
+    """Write the runtime's files into ``tmp_path``; the zocket arguments that run it."""
     need(runtime.binary)
     if runtime.name == "gevent":
         pytest.importorskip("gevent")  # in the test extra: installed wherever the tests run
     for name, text in runtime.files.items():
         (tmp_path / name).write_text(text)
     command = list(runtime.command)
-    env: dict[str, str] = {}
     if runtime.name == "go":
         shutil.copy(request.getfixturevalue("go_binary"), tmp_path / "hello")
     if runtime.name == "go-run":
@@ -310,14 +306,19 @@ def prepare(
         # go run links the binary under GOTMPDIR and leaves it there when it is killed
         # (each stopped generation): here, not in /tmp.
         (tmp_path / "gotmp").mkdir()
-        env = {**request.getfixturevalue("go_env"), "GOTMPDIR": str(tmp_path / "gotmp")}
+        monkeypatch: pytest.MonkeyPatch = request.getfixturevalue("monkeypatch")
+        for name, value in {
+            **request.getfixturevalue("go_env"),
+            "GOTMPDIR": str(tmp_path / "gotmp"),
+        }.items():
+            monkeypatch.setenv(name, value)  # zocket's environment, so go run's
     if runtime.name == "granian":
         granian = server_command("granian")
         command = [*granian, *command[1:]]
     if runtime.name == "java":
         classes = str(request.getfixturevalue("java_class"))
         command = [classes if word == "{classes}" else word for word in command]
-    return [*runtime.options, "--", *command], env
+    return [*runtime.options, "--", *command]
 
 
 def adopted_lines(zocket: ZocketProcess, generation: int) -> list[str]:
@@ -391,8 +392,8 @@ def generation_pid(zocket: ZocketProcess, number: int) -> int:
 def test_runtime_adopts_the_held_socket_across_restarts(
     runtime: Runtime, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    args, env = prepare(runtime, tmp_path, request)
-    with start_in(tmp_path, args, **env) as zocket:
+    args = prepare(runtime, tmp_path, request)
+    with start_in(tmp_path, args) as zocket:
         ready = zocket.wait_for_stderr(r"generation 1 ready in \d+ ms", timeout=60)
         # --ready auto saw a process of it wait on the held socket (epoll, poll, ...).
         assert re.search(r"\(auto: (process|worker) \d+ waiting on fd \d+", ready), ready
