@@ -1355,6 +1355,8 @@ REFERENCE = {"python": "zocket-gunicorn", "node": "zocket-node", "go": "zocket-g
 HEADLINE = (
     "zocket-gunicorn",
     "zocket-node",
+    "zocket-node-bind",
+    "zocket-go",
     "start-server",
     "circus",
     "systemd-socket-activate",
