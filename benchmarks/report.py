@@ -323,11 +323,12 @@ def markdown(results: Mapping[str, Any]) -> str:
         out += ["", "### New code live against a cold start", ""]
         python_runs = [r for r in runs if _family(r["scenario"]) == "python"]
         out += _cold_start_table(cold_start, python_runs)
-    cold_start_node = results.get("cold_start_node")
-    if isinstance(cold_start_node, dict):
-        node_runs = [r for r in runs if _family(r["scenario"]) == "node"]
-        out += ["", "The node scenarios against node's own cold start:", ""]
-        out += _cold_start_table(cold_start_node, node_runs)
+    for family, runtime in (("node", "node's"), ("go", "Go's")):
+        family_cold_start = results.get(f"cold_start_{family}")
+        if isinstance(family_cold_start, dict):
+            family_runs = [r for r in runs if _family(r["scenario"]) == family]
+            out += ["", f"The {family} scenarios against {runtime} own cold start:", ""]
+            out += _cold_start_table(family_cold_start, family_runs)
     out += ["", "### Per restart", "", _row(RESTART_COLUMNS), _row(["---"] * len(RESTART_COLUMNS))]
     for run in runs:
         if run["status"] != "ok":

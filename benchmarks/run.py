@@ -26,6 +26,7 @@ import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -43,9 +44,11 @@ from benchmarks.cost import (
 from benchmarks.load import OpenLoopLoad, Record, wrk_path
 from benchmarks.scenarios import (
     SCENARIOS,
+    GoAlone,
     NodeAlone,
     Nodemon,
     Scenario,
+    go_path,
     node_path,
     run_zocket,
     tool_path,
@@ -53,6 +56,9 @@ from benchmarks.scenarios import (
 )
 
 T = TypeVar("T")
+
+#: The server of each family but Python's whose cold start its scenarios are weighed against.
+COLD_START_SERVERS: dict[str, type[Scenario]] = {"node": NodeAlone, "go": GoAlone}
 
 #: At most this many failed requests are listed one by one in the JSON (all are counted).
 MAX_LISTED_FAILURES = 500
@@ -350,6 +356,7 @@ def versions() -> dict[str, Any]:
     # The peers that are not Python packages: the first line of their --version, or None.
     for key, argv in (
         ("node", [node_path(), "--version"]),
+        ("go", [go_path(), "version"]),
         ("nodemon", [Nodemon.nodemon(), "--version"]),
         ("start_server", [tool_path("start_server"), "--version"]),
         ("systemd_socket_activate", [tool_path("systemd-socket-activate"), "--version"]),
@@ -454,17 +461,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             ),
         )
         cold_starts = {"python": cold_start}
-        if any(SCENARIOS[name].family == "node" for name in options.scenarios):
-            # The node scenarios' new code live is weighed against node's own cold start.
-            cold_starts["node"] = results["cold_start_node"] = _reported(
-                "cold start (node)",
-                lambda: measure_cold_starts(
+        for family, server in COLD_START_SERVERS.items():
+            if not any(SCENARIOS[name].family == family for name in options.scenarios):
+                continue
+            # The node (go) scenarios' new code live is weighed against node's (Go's) own.
+            cold_starts[family] = results[f"cold_start_{family}"] = _reported(
+                f"cold start ({family})",
+                partial(
+                    measure_cold_starts,
                     root,
                     options.boots,
                     rounds=rounds,
                     load_rate=options.rate,
                     log=log,
-                    server=NodeAlone,
+                    server=server,
                 ),
             )
         for name in options.scenarios:
@@ -519,7 +529,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if options.headline is not None:
         log(report.plot_headline(options.headline, results))
     statuses = [r.result.get("status", "") for r in runs]
-    keys = ("cold_start", "cold_start_node", "cost", "hook_import")
+    keys = ("cold_start", *(f"cold_start_{f}" for f in COLD_START_SERVERS), "cost", "hook_import")
     statuses += [results.get(key, {}).get("status", "ok") for key in keys]
     return 1 if any(str(status).startswith("error") for status in statuses) else 0
 

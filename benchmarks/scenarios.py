@@ -202,6 +202,8 @@ const server = http.createServer((request, response) => {
 const argv = process.argv.slice(2);
 const option = (name) => (argv.includes(name) ? argv[argv.indexOf(name) + 1] : undefined);
 if (option("--fd") !== undefined) server.listen({ fd: Number(option("--fd")) });
+// --any-host: listen(PORT) as most apps have it (node binds [::]:PORT, dual stack)
+else if (argv.includes("--any-host")) server.listen(Number(option("--port")));
 else server.listen(Number(option("--port")), "127.0.0.1");
 
 // A graceful stop on whatever signal the tool sends (nodemon: SIGUSR2; the others SIGTERM):
@@ -212,6 +214,69 @@ for (const name of ["SIGTERM", "SIGINT", "SIGUSR2"]) {
     server.closeIdleConnections();
     setTimeout(() => process.exit(0), 10000).unref();
   });
+}
+"""
+
+
+GO_APP = """\
+// Benchmark Go app: sleeps BOOT seconds at start (as an init would), answers with its
+// generation, binds ":PORT" itself (--port PORT), stops gracefully on SIGTERM or SIGINT.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func generation() string {
+	source := os.Getenv("BENCH_GENERATION_SOURCE")
+	if source == "file" {
+		if data, err := os.ReadFile(os.Getenv("BENCH_GENERATION_FILE")); err == nil {
+			return strings.TrimSpace(string(data))
+		}
+	} else if value := os.Getenv(strings.TrimPrefix(source, "env:")); value != "" {
+		return value
+	}
+	return "?"
+}
+
+func main() {
+	port := flag.String("port", "", "the port to bind, on every address")
+	flag.Parse()
+	if boot, err := strconv.ParseFloat(os.Getenv("BOOT"), 64); err == nil && boot > 0 {
+		time.Sleep(time.Duration(boot * float64(time.Second)))
+	}
+	gen := generation()
+	body := []byte(fmt.Sprintf("generation %s pid %d\\n", gen, os.Getpid()))
+	server := &http.Server{Addr: ":" + *port, Handler: http.HandlerFunc(
+		func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "text/plain")
+			w.Header().Set("X-Generation", gen)
+			w.Write(body)
+		})}
+	stop := make(chan os.Signal, 1)
+	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
+	stopped := make(chan struct{})
+	go func() {
+		<-stop
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		server.Shutdown(ctx) // stops accepting, finishes the requests in flight
+		close(stopped)
+	}()
+	if err := server.ListenAndServe(); err != http.ErrServerClosed {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	<-stopped
 }
 """
 
@@ -399,7 +464,7 @@ class Scenario:
     needs: ClassVar[tuple[str, ...]] = ("gunicorn",)
     #: Where X-Generation comes from (module docstring).
     generation_source: ClassVar[str] = "edit"
-    #: Which app: "wsgi", "asgi", "django" or "node".
+    #: Which app: "wsgi", "asgi", "django", "node" or "go".
     app_kind: ClassVar[str] = "wsgi"
     uses_zocket: ClassVar[bool] = False
     #: The server family: the zocket scenario a peer is compared with (REFERENCE).
@@ -1124,6 +1189,138 @@ class ZocketNode(ZocketScenario):
         return [node_path() or "node", "benchnode.js", "--fd", "{fd}"]
 
 
+class ZocketNodeBind(ZocketNode):
+    """zocket holds the port; node binds it itself (``server.listen(PORT)``, ``[::]:PORT``)
+    and gets the held socket at the kernel boundary (seccomp user notification)."""
+
+    name = "zocket-node-bind"
+    description = (
+        "zocket --ready auto + node app.js, server.listen({port}) adopted by the kernel"
+        " boundary; restart = SIGHUP to zocket"
+    )
+
+    @classmethod
+    def skip_reason(cls) -> str | None:
+        reason = super().skip_reason()
+        if reason is None and "--no-adopt" not in zocket_help():
+            reason = "skipped: needs zocket's kernel-boundary adoption (issue 14)"
+        return reason
+
+    def server_command(self) -> list[str]:
+        return [node_path() or "node", "benchnode.js", "--port", "{port}", "--any-host"]
+
+
+def go_path() -> str | None:
+    return tool_path("go")
+
+
+def go_skip_reason() -> str | None:
+    return "skipped: go not installed (apt-get install golang-go)" if go_path() is None else None
+
+
+def go_build_env(directory: Path) -> dict[str, str]:
+    """go build's environment: static, the standard library only (never the network), the
+    user's build cache where there is one (else one in ``directory``)."""
+    env = base_env()
+    env.update(CGO_ENABLED="0", GOFLAGS="", GO111MODULE="on", GOPROXY="off", GOTOOLCHAIN="local")
+    if not any(env.get(name) for name in ("GOCACHE", "XDG_CACHE_HOME", "HOME")):
+        env["GOCACHE"] = str(directory / "go-cache")
+    return env
+
+
+def build_go_app(directory: Path) -> Path:
+    """GO_APP built into ``directory`` (the run's root: once per run), or the one already there."""
+    binary = directory / "benchgo"
+    if binary.is_file():
+        return binary
+    go = go_path()
+    if go is None:
+        raise ScenarioError("go not installed")
+    source = directory / "benchgo-src"
+    source.mkdir(exist_ok=True)
+    (source / "main.go").write_text(GO_APP)
+    (source / "go.mod").write_text("module benchgo\n\ngo 1.19\n")
+    partial = directory / ".benchgo.tmp"
+    result = subprocess.run(
+        [go, "build", "-o", str(partial), "."],
+        cwd=source,
+        env=go_build_env(directory),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise ScenarioError(f"go build failed ({result.returncode}): {result.stderr[-2000:]}")
+    os.replace(partial, binary)
+    return binary
+
+
+class GoScenario(Scenario):
+    """The Go app (GO_APP), a net/http binary built once per run, binding ``:PORT`` itself."""
+
+    needs = ()
+    app_kind = "go"
+    family = "go"
+
+    @classmethod
+    def skip_reason(cls) -> str | None:
+        return go_skip_reason()
+
+    @property
+    def binary(self) -> Path:
+        """Where the run's binary is: the scenarios' directories share the run's root."""
+        return self.workdir.parent / "benchgo"
+
+    @property
+    def app_file(self) -> Path:
+        return self.workdir.parent / "benchgo-src" / "main.go"
+
+    def prepare(self) -> None:
+        """The app directory (the servers' cwd), generation.txt, the binary (built once)."""
+        self.appdir.mkdir(parents=True, exist_ok=True)
+        self.generation_file.write_text("1\n")
+        build_go_app(self.workdir.parent)
+
+    def edit(self, generation: int) -> None:
+        raise ScenarioError(f"{self.name}: the Go app is built once; it restarts, never edited")
+
+
+class GoAlone(GoScenario):
+    """The Go binary binding the port itself, never restarted: the Go cold start's server."""
+
+    name = "go-alone"
+    description = "a Go net/http binary, ListenAndServe(:P)"
+    generation_source = "env:BENCH_GENERATION"
+
+    def start(self) -> int:
+        if not self.port:
+            self.port = free_port()
+        self.launch([str(self.binary), "--port", str(self.port)], self.env(BENCH_GENERATION="1"))
+        return self.port
+
+
+class ZocketGo(ZocketScenario, GoScenario):
+    """zocket holds the port; the Go binary binds ``:PORT`` itself and gets the held socket
+    at the kernel boundary (seccomp user notification)."""
+
+    name = "zocket-go"
+    description = (
+        "zocket --ready auto + a Go net/http binary, ListenAndServe(:{port}) adopted by the"
+        " kernel boundary; restart = SIGHUP to zocket"
+    )
+
+    @classmethod
+    def skip_reason(cls) -> str | None:
+        reason = super().skip_reason()
+        if reason is None and "--no-adopt" not in zocket_help():
+            reason = "skipped: needs zocket's kernel-boundary adoption (issue 14)"
+        return reason
+
+    def server_command(self) -> list[str]:
+        return [str(self.binary), "--port", "{port}"]
+
+
 #: Every scenario, in the order of the README and of the report.
 SCENARIOS: dict[str, type[Scenario]] = {
     cls.name: cls
@@ -1144,18 +1341,22 @@ SCENARIOS: dict[str, type[Scenario]] = {
         Circus,
         SystemdSocketActivate,
         ZocketNode,
+        ZocketNodeBind,
         NodeWatch,
         Nodemon,
+        ZocketGo,
     )
 }
 
 #: The zocket scenario each family's peers are compared with (ratios, the headline).
-REFERENCE = {"python": "zocket-gunicorn", "node": "zocket-node"}
+REFERENCE = {"python": "zocket-gunicorn", "node": "zocket-node", "go": "zocket-go"}
 #: The restart methods of the comparison and the headline picture, in order: zocket first,
 #: then the socket holders, then the servers' own reloads, then a plain restart.
 HEADLINE = (
     "zocket-gunicorn",
     "zocket-node",
+    "zocket-node-bind",
+    "zocket-go",
     "start-server",
     "circus",
     "systemd-socket-activate",

@@ -1,8 +1,8 @@
 """Servers in other languages bind the port themselves and get the held socket (zocket/adoption).
 
 Each test starts a real runtime, unchanged, under zocket on a free port: node, `php -S`,
-`python3 -m http.server` with the Python hook off, a static Go net/http binary, Ruby's WEBrick,
-Java's com.sun.net.httpserver. The server's own bind() of the port zocket holds would fail with
+`python3 -m http.server` with the Python hook off, a static Go net/http binary and `go run .`
+(which builds it and runs it as its child), Ruby's WEBrick, Java's com.sun.net.httpserver. The server's own bind() of the port zocket holds would fail with
 EADDRINUSE (the held socket has no SO_REUSEPORT); it serves, so the kernel-side adoption gave
 it the held socket, and /proc shows that socket in the server and no listener of its own.
 
@@ -35,7 +35,9 @@ from support import (
     group_members,
     held_inode,
     http_get,
+    proc_stat,
     proc_status,
+    read_cmdline,
     run_zocket,
     server_command,
     socket_inodes,
@@ -153,23 +155,39 @@ def need(binary: str) -> str:
     return path
 
 
+GO_MOD = "module hello\n\ngo 1.19\n"
+
+
 @pytest.fixture(scope="module")
-def go_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A static Go net/http server, built once for this module with its own caches."""
-    go = need("go")
-    work = tmp_path_factory.mktemp("go")
-    (work / "main.go").write_text(GO_SERVER)
-    (work / "go.mod").write_text("module hello\n\ngo 1.19\n")
-    env = {
-        **os.environ,
+def go_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The environment of every go command of this module: one build cache and GOPATH for
+    them all (the binary's build warms it for `go run .`), static, never on the network."""
+    need("go")
+    work = tmp_path_factory.mktemp("go-env")
+    return {
         "CGO_ENABLED": "0",
         "GOCACHE": str(work / "cache"),
         "GOPATH": str(work / "gopath"),
         "GOFLAGS": "",
         "GO111MODULE": "on",
+        "GOPROXY": "off",  # the module needs nothing but the standard library
+        "GOTOOLCHAIN": "local",  # go 1.21+: never download another toolchain
     }
+
+
+@pytest.fixture(scope="module")
+def go_binary(tmp_path_factory: pytest.TempPathFactory, go_env: dict[str, str]) -> Path:
+    """A static Go net/http server, built once for this module with its own caches."""
+    go = need("go")
+    work = tmp_path_factory.mktemp("go")
+    (work / "main.go").write_text(GO_SERVER)
+    (work / "go.mod").write_text(GO_MOD)
     subprocess.run(
-        [go, "build", "-o", str(work / "hello")], cwd=work, env=env, check=True, timeout=300
+        [go, "build", "-o", str(work / "hello")],
+        cwd=work,
+        env={**os.environ, **go_env},
+        check=True,
+        timeout=300,
     )
     return work / "hello"
 
@@ -225,6 +243,16 @@ RUNTIMES = [
         ["--no-hook"],
     ),
     Runtime("go", "go", ["./hello", "{port}"], b"hello from go"),
+    # `go run .` builds the module (from the build cache the binary above warmed: only the
+    # link runs again) and runs the binary as its child, which binds: a generation of two
+    # processes, the second one adopting the held socket.
+    Runtime(
+        "go-run",
+        "go",
+        ["go", "run", ".", "{port}"],
+        b"hello from go",
+        {"main.go": GO_SERVER, "go.mod": GO_MOD},
+    ),
     # WEBrick's shutdown is not quite graceful: a request thread that has accepted a
     # connection but not yet seen its request closes it once the server leaves :Running
     # (HTTPServer#run), so a request now and then is reset at a stop (1 in ~50 restarts).
@@ -273,6 +301,17 @@ def prepare(runtime: Runtime, tmp_path: Path, request: pytest.FixtureRequest) ->
     command = list(runtime.command)
     if runtime.name == "go":
         shutil.copy(request.getfixturevalue("go_binary"), tmp_path / "hello")
+    if runtime.name == "go-run":
+        request.getfixturevalue("go_binary")  # the standard library, compiled into the cache
+        # go run links the binary under GOTMPDIR and leaves it there when it is killed
+        # (each stopped generation): here, not in /tmp.
+        (tmp_path / "gotmp").mkdir()
+        monkeypatch: pytest.MonkeyPatch = request.getfixturevalue("monkeypatch")
+        for name, value in {
+            **request.getfixturevalue("go_env"),
+            "GOTMPDIR": str(tmp_path / "gotmp"),
+        }.items():
+            monkeypatch.setenv(name, value)  # zocket's environment, so go run's
     if runtime.name == "granian":
         granian = server_command("granian")
         command = [*granian, *command[1:]]
@@ -328,6 +367,20 @@ def assert_only_stop_losses(load: LoadClient, zocket: ZocketProcess) -> None:
         )
 
 
+def assert_go_run_child_binds(zocket: ZocketProcess, generation: int, pid: int, tmp: Path) -> None:
+    """`go run .` (the generation's process ``pid``) did not bind: the binary it built and
+    started as its child did, and adopted the held socket."""
+    (line,) = adopted_lines(zocket, generation)
+    match = re.search(r"\(pid (\d+)\): bind", line)
+    assert match is not None, line
+    binder = int(match[1])
+    assert binder != pid, line
+    stat = proc_stat(binder)
+    assert stat is not None and stat[1] == pid, (line, stat)  # its parent is go run
+    assert read_cmdline(binder)[0].startswith(str(tmp / "gotmp")), read_cmdline(binder)
+    assert read_cmdline(pid)[1:3] == ["run", "."], read_cmdline(pid)
+
+
 def generation_pid(zocket: ZocketProcess, number: int) -> int:
     line = zocket.wait_for_stderr(rf"generation {number} started \(pid \d+\)", timeout=30)
     match = re.search(r"\(pid (\d+)\)", line)
@@ -348,6 +401,8 @@ def test_runtime_adopts_the_held_socket_across_restarts(
         status, _, body = http_get(zocket.port)
         assert status == 200 and body.startswith(runtime.body), body
         assert_serves_on_the_held_socket(zocket, zocket.child_pid)
+        if runtime.name == "go-run":
+            assert_go_run_child_binds(zocket, 1, zocket.child_pid, tmp_path)
         with LoadClient(zocket.port, rate=RATE, threads=4, duration=120) as load:
             load.wait_for(lambda o: o.ok, timeout=10)
             for number in range(2, RESTARTS + 2):
@@ -360,6 +415,8 @@ def test_runtime_adopts_the_held_socket_across_restarts(
                 since = time.monotonic()
                 load.wait_for(lambda o: o.ok, timeout=10, since=since)
             assert_serves_on_the_held_socket(zocket, pid)
+            if runtime.name == "go-run":
+                assert_go_run_child_binds(zocket, RESTARTS + 1, pid, tmp_path)
             time.sleep(PAUSE)
         if runtime.loses_on_stop:
             assert_only_stop_losses(load, zocket)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import configparser
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -32,16 +33,23 @@ from benchmarks.cost import parse_importtime
 from benchmarks.load import FAILURE_KINDS, Record, classify, parse_wrk
 from benchmarks.metrics import Restart
 from benchmarks.scenarios import (
+    GO_APP,
     HEADLINE,
     NODE_APP,
+    REFERENCE,
     SCENARIOS,
     Circus,
+    GoAlone,
     NodeWatch,
     Nodemon,
     Scenario,
     ServerStarter,
     SystemdSocketActivate,
+    ZocketGo,
     ZocketNode,
+    ZocketNodeBind,
+    build_go_app,
+    go_path,
     node_path,
     render,
 )
@@ -442,6 +450,44 @@ def test_node_scenarios_command_lines(tmp_path: Path) -> None:
         assert Nodemon.skip_reason() is not None and "npm install" in str(Nodemon.skip_reason())
 
 
+def test_node_binding_its_port_listens_on_it_with_no_host(tmp_path: Path) -> None:
+    """zocket-node-bind: node binds the port zocket holds itself, ``server.listen(PORT)``."""
+    argv = ZocketNodeBind(tmp_path, 0.0).server_command()
+    assert argv[1:] == ["benchnode.js", "--port", "{port}", "--any-host"]
+    assert 'server.listen(Number(option("--port")));' in render(NODE_APP, 1)
+    assert ZocketNodeBind.family == "node" and ZocketNodeBind.uses_zocket
+    assert ZocketNodeBind.generation_source == "env:ZOCKET_GENERATION"
+    assert "zocket-node-bind" in SCENARIOS and "zocket-node-bind" in HEADLINE
+
+
+def test_go_scenarios_share_one_binary_per_run(tmp_path: Path) -> None:
+    """zocket-go runs the run's one Go binary, which binds :PORT itself; the Go cold start runs
+    the same binary alone. A binary already built in the run's root is not built again."""
+    root = tmp_path / "run"
+    scenario = ZocketGo(root / "zocket-go-1", 0.3)
+    assert scenario.server_command() == [str(root / "benchgo"), "--port", "{port}"]
+    assert GoAlone(root / "cold-1", 0.3).binary == scenario.binary
+    assert ZocketGo.family == GoAlone.family == "go" and REFERENCE["go"] == "zocket-go"
+    assert ZocketGo.generation_source == "env:ZOCKET_GENERATION" and ZocketGo.uses_zocket
+    assert GoAlone.generation_source == "env:BENCH_GENERATION" and not GoAlone.uses_zocket
+    assert SCENARIOS["zocket-go"] is ZocketGo and ZocketGo.needs == () and "zocket-go" in HEADLINE
+    root.mkdir()
+    (root / "benchgo").write_text("not rebuilt")
+    assert build_go_app(root) == root / "benchgo"
+    assert (root / "benchgo").read_text() == "not rebuilt"
+    assert ':" + *port' in GO_APP and "server.Shutdown(ctx)" in GO_APP
+    gofmt = shutil.which("gofmt") or str(Path(go_path() or "go").parent / "gofmt")
+    if go_path() is None or not Path(gofmt).exists():
+        pytest.skip("go not installed")
+    (tmp_path / "main.go").write_text(GO_APP)
+    # Parsed and formatted as gofmt would (no build: that is the run's, once).
+    listed = subprocess.run(
+        [gofmt, "-l", "-e", str(tmp_path / "main.go")],
+        capture_output=True, text=True, timeout=30, check=True,
+    )  # fmt: skip
+    assert listed.stdout == "" and listed.stderr == ""
+
+
 def test_importtime_output_is_read() -> None:
     stderr = """\
 import time: self [us] | cumulative | imported package
@@ -603,8 +649,10 @@ def test_a_peer_whose_tool_is_absent_is_skipped_with_the_reason(
     assert str(SystemdSocketActivate.skip_reason()).startswith(
         "skipped: systemd-socket-activate not installed"
     )
-    for cls in (NodeWatch, Nodemon, ZocketNode):
+    for cls in (NodeWatch, Nodemon, ZocketNode, ZocketNodeBind):
         assert cls.skip_reason() == "skipped: node not installed"
+    for go_cls in (ZocketGo, GoAlone):
+        assert go_cls.skip_reason() == "skipped: go not installed (apt-get install golang-go)"
     monkeypatch.setattr(scenarios, "node_path", lambda: "/usr/bin/node")
     assert Nodemon.skip_reason() == (
         "skipped: nodemon not installed (npm install --prefix benchmarks)"
