@@ -1124,7 +1124,7 @@ class ZocketNode(ZocketScenario):
         return [node_path() or "node", "benchnode.js", "--fd", "{fd}"]
 
 
-#: Every scenario, in the order of the README and of the report.
+#: Every scenario, in the order of docs/benchmarks.md and of the report.
 SCENARIOS: dict[str, type[Scenario]] = {
     cls.name: cls
     for cls in (
