@@ -1,7 +1,7 @@
 """The figures of a benchmark run, computed from the request records alone.
 
 Pure functions over `Record` lists (no clock, no I/O), so that the test suite
-can check them on synthetic records. Definitions (also in README.md, "Benchmarks"):
+can check them on synthetic records. Definitions (also in docs/benchmarks.md):
 
 * **restart window**: from the trigger of a restart to the completion of the
   first successful response from the new generation, plus a margin; cut at

@@ -7,8 +7,7 @@ first answer, run an open-loop load, perform N restarts at a set spacing,
 stop; the figures of benchmarks/metrics.py, among them the median trigger →
 new code answers against that boot time's cold start. A markdown table on
 stdout, the raw figures in a JSON file and optionally a picture. Progress
-goes to stderr. See the section "Benchmarks" of README.md for what each
-figure means.
+goes to stderr. See docs/benchmarks.md for what each figure means.
 """
 
 from __future__ import annotations

@@ -1321,7 +1321,7 @@ class ZocketGo(ZocketScenario, GoScenario):
         return [str(self.binary), "--port", "{port}"]
 
 
-#: Every scenario, in the order of the README and of the report.
+#: Every scenario, in the order of docs/benchmarks.md and of the report.
 SCENARIOS: dict[str, type[Scenario]] = {
     cls.name: cls
     for cls in (
