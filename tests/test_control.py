@@ -228,3 +228,21 @@ def test_commands_as_server_words_still_run_after_a_double_dash(tmp_path: Path) 
     script.chmod(0o755)
     result = run_zocket(["--port", "0", "--no-respawn", "--no-control", "--", str(script)])
     assert result.returncode == 7, result.stderr
+
+
+def test_a_client_that_half_closes_after_its_request_still_gets_the_outcome(
+    tmp_path: Path, control_dir: Path
+) -> None:
+    """``printf '{"command": "reload"}\\n' | socat - UNIX:...`` closes its write side first."""
+    path = control_dir / "ctl.sock"
+    with gunicorn_zocket(tmp_path, path) as zocket:
+        zocket.wait_for_stderr(r"generation 1 ready in", 30)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+            client.settimeout(60)
+            client.connect(str(path))
+            client.sendall(b'{"command": "reload"}\n')
+            client.shutdown(socket.SHUT_WR)
+            reply = json.loads(client.makefile().readline())
+        assert reply["ok"] is True, reply
+        assert reply["message"].startswith("generation 2 ready in"), reply
+        assert zocket.stop() in (0, 128 + signal.SIGTERM)

@@ -14,6 +14,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from support import http_get, write_responder
 from zocket.addresses import parse_listen
 from zocket.config import Config
@@ -71,3 +73,53 @@ def test_a_holder_runs_restarts_and_stops_in_process(tmp_path: Path) -> None:
     assert lines[-1] == "generation 2 stopped (SIGTERM)"
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
     assert listener.fd == -1  # the holder closes the sockets it opened
+
+
+def test_a_generation_that_cannot_be_forked_leaves_the_serving_one_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """fork() failing (EAGAIN under RLIMIT_NPROC) is a failed start, not a dead holder."""
+    import errno
+
+    from zocket import holder as holder_module
+
+    real_spawn = holder_module.spawn
+    calls = []
+
+    def spawn(*args: object, **kwargs: object) -> object:
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError(errno.EAGAIN, os.strerror(errno.EAGAIN))
+        return real_spawn(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(holder_module, "spawn", spawn)
+    lines: list[str] = []
+    config = Config(
+        listen=[parse_listen("127.0.0.1:0")],
+        command=[sys.executable, str(write_responder(tmp_path))],
+        control="",
+        hook=False,
+    )
+    holder = Holder(config, log=lines.append)
+    (listener,) = holder.open()
+    port = listener.port
+    assert port
+    answers: list[int] = []
+
+    def operator() -> None:
+        try:
+            wait_line(lines, "generation 1 ready in")
+            os.kill(os.getpid(), signal.SIGHUP)
+            wait_line(lines, "cannot start generation 2")
+            answers.append(http_get(port)[0])
+        finally:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    thread = threading.Thread(target=operator)
+    thread.start()
+    status = holder.run()
+    thread.join(10)
+    assert status == 128 + signal.SIGTERM, lines
+    assert answers == [200]
+    assert "cannot start generation 2: Resource temporarily unavailable" in lines, lines
+    assert lines[-1] == "generation 1 stopped (SIGTERM)"

@@ -786,3 +786,19 @@ def test_the_state_survives_json_and_the_rules_carry_on_from_it() -> None:
     world.take()
     world.ready(3)  # the roll goes on in the restored lifecycle
     assert world.signals() == [(1, signal.SIGTERM)]
+
+
+def test_a_start_that_cannot_spawn_still_ends_the_reload_for_systemd() -> None:
+    world = serving_world()
+    world.spawn_fails.append("Resource temporarily unavailable")
+    world.restart()
+    notifies = [a.state for a in world.actions if isinstance(a, Notify)]
+    assert notifies[0].startswith("RELOADING=1")
+    assert notifies[-1] == "READY=1\nSTATUS=generation 1 serving"
+
+
+def test_a_generation_killed_by_a_real_time_signal_is_described() -> None:
+    from zocket.lifecycle import describe_exit
+
+    assert describe_exit(WaitStatus(37)) == "signal 37"
+    assert describe_exit(KILLED) == "SIGKILL"

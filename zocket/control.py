@@ -19,8 +19,10 @@ One request per connection, one JSON line each way:
 - ``{"command": "reload"}`` -> the answer comes once the restart has an
   outcome: ``{"ok": true, "message": "generation 7 ready in 310 ms; ..."}`` or
   ``{"ok": false, "message": "generation 7 failed before ready: exit 1; ..."}``;
-- ``{"command": "stop"}`` -> ``{"ok": true, "message": "stopping"}``, then the
-  connection stays open until zocket has exited, so the client can wait for it.
+- ``{"command": "stop"}`` -> ``{"ok": true, "message": "stopping", "pid": P}``, then
+  the connection stays open until zocket's last step, and the client waits for P to go;
+- ``{"command": "upgrade"}`` -> the answer comes from the new image once it runs
+  (:mod:`zocket.upgrade`), or from this one if the upgrade was refused.
 
 A client finds the zocket for a port by asking every socket in the directory
 for its status (``find``).
@@ -108,6 +110,8 @@ class Client:
     buffer: bytes = b""
     #: Set once a command is under way (reload: waiting for its outcome; stop: for the exit).
     busy: bool = False
+    #: Sent all it will send (EOF after its request): waiting for the answer only.
+    muted: bool = False
 
     @property
     def fd(self) -> int:
@@ -166,7 +170,7 @@ class ControlServer:
     def accept(self) -> Client | None:
         try:
             conn, _ = self.sock.accept()
-        except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+        except OSError:  # EAGAIN, a client gone already, EMFILE: never the holder's end
             return None
         conn.setblocking(False)
         client = Client(conn, uid=peer_uid(conn))
@@ -182,6 +186,11 @@ class ControlServer:
         except OSError:
             return False
         if not data:
+            if client.busy:
+                # Half-closed after its request (`printf ... | socat`): it still reads the
+                # answer. Nothing more to read, so the holder stops watching it.
+                client.muted = True
+                return True
             return False
         if client.busy:
             return True  # one request per connection: the rest is ignored

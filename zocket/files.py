@@ -65,8 +65,9 @@ def _unlink(path: str) -> None:
 
 def _umask() -> int:
     """The process umask, read without setting it (os.umask would race other threads)."""
-    with open("/proc/self/status", encoding="ascii") as f:
+    # Bytes: under --user the interpreter's own files (its codecs) may be unreadable now.
+    with open("/proc/self/status", "rb") as f:
         for line in f:
-            if line.startswith("Umask:"):
+            if line.startswith(b"Umask:"):
                 return int(line.split()[1], 8)
     return 0o022

@@ -137,8 +137,9 @@ class Holder:
         self.listeners: list[Listener] = list(listeners) if listeners is not None else []
         self.lifecycle = Lifecycle(config.rules())
         self.processes: dict[int, Process] = {}
-        #: Process groups whose first process exited while other members may live on.
-        self._lingering: set[int] = set()
+        #: Process groups (by generation number) whose first process exited while other
+        #: members lived on: still to be SIGKILLed after the stop timeout or at exit.
+        self._lingering: dict[int, int] = {}
         self._argv: list[str] = []
         self._inodes: frozenset[int] = frozenset()
         self._loop: Loop | None = None
@@ -216,18 +217,19 @@ class Holder:
                 raise SetupError(
                     f"cannot write pid file {self.config.pid_file}: {exc.strerror or exc}"
                 ) from None
-        if self.config.deathsig:
-            self._sentry = Sentry(self.config.deathsig, self.config.stop_timeout)
         self._open_control()
         if self.config.user is not None:
             self.config.user.become()
+        if self.config.deathsig:
+            # After become(): the sentry needs no more than to signal the user's groups.
+            self._sentry = Sentry(self.config.deathsig, self.config.stop_timeout)
 
     # --- upgrade: this process re-executes the installed zocket ------------------------------
 
     def upgrade(self, client: Client | None = None) -> None:
         """Exec the installed zocket in this process with the state; on failure, serve on."""
         try:
-            if self.lifecycle.stopping:
+            if self.lifecycle.stopping or self._exit_status is not None:
                 raise UpgradeError("zocket is stopping")
             upgrade.preflight()
         except UpgradeError as exc:
@@ -274,7 +276,7 @@ class Holder:
             "lifecycle": self.lifecycle.to_state(),
             "processes": processes,
             "walls": {str(n): wall for n, wall in self._walls.items()},
-            "lingering": sorted(self._lingering),
+            "lingering": {str(n): pgid for n, pgid in self._lingering.items()},
             "pid_file": self._pid_file,
             "status_file": self._status_file,
             # Lifecycle timers only: the probes start again, a debounce is dropped.
@@ -300,7 +302,7 @@ class Holder:
         assert self._loop is not None
         self.lifecycle = Lifecycle.from_state(self.config.rules(), state["lifecycle"])
         self._walls = {int(n): wall for n, wall in state["walls"].items()}
-        self._lingering = set(state["lingering"])
+        self._lingering = {int(n): pgid for n, pgid in state["lingering"].items()}
         self._pid_file = _pair(state["pid_file"])
         self._status_file = _pair(state["status_file"])
         if state["sentry"] is not None:
@@ -312,6 +314,9 @@ class Holder:
                 path, self._on_control_request, resume=(fd, _pair(identity))
             )
             self._loop.add_reader(self._control.fd, self._on_control_accept)
+        # The timers first: a probe below may decide a Ready that cancels one of them.
+        for key, left in state["timers"]:
+            self._do(SetTimer(tuple(key), left))
         for text, saved in state["processes"].items():
             number = int(text)
             pid = saved["pid"]
@@ -331,8 +336,6 @@ class Holder:
             generation = self.lifecycle.generations.get(number)
             if generation is not None and generation.state is State.STARTING:
                 self._watch(number)
-        for key, left in state["timers"]:
-            self._do(SetTimer(tuple(key), left))
 
     def _notify_reader(self, number: int) -> Callable[[int], None]:
         return lambda _fd: self._on_notify(number)
@@ -427,6 +430,8 @@ class Holder:
                 for number, generation in list(self.lifecycle.generations.items()):
                     if generation.pid == found[0] and generation.alive:
                         self._exited(number, found[1])
+        if self._lingering:
+            self._lingering_groups()  # a member of a lingering group may have just gone
 
     def _exited(self, number: int, status: libc.WaitStatus) -> None:
         process = self.processes.get(number)
@@ -498,15 +503,14 @@ class Holder:
             if generation is not None and generation.pid is not None:
                 _signal_group(generation.pid, action.signum)
         elif isinstance(action, KillLeftovers):
-            generation = self.lifecycle.generations.get(action.number)
-            if generation is not None and generation.pid is not None and _group_alive(
-                generation.pid
-            ):
+            # By its group, not its record: the lifecycle may have forgotten the generation.
+            pgid = self._lingering.get(action.number)
+            if pgid is not None and _group_alive(pgid):
                 self.log(
                     f"generation {action.number} left processes behind after "
                     f"{action.stop_timeout:g} s: sending SIGKILL"
                 )
-                _signal_group(generation.pid, signal.SIGKILL)
+                _signal_group(pgid, signal.SIGKILL)
         elif isinstance(action, SignalLingering):
             for pgid in self._lingering_groups():
                 _signal_group(pgid, action.signum)
@@ -529,8 +533,9 @@ class Holder:
 
     def _spawn(self, action: Spawn) -> None:
         number = action.number
-        notify_socket = NotifySocket(number)
+        notify_socket: NotifySocket | None = None
         try:
+            notify_socket = NotifySocket(number)
             child = spawn(
                 self._argv,
                 fds=[listener.fd for listener in self.listeners],
@@ -541,14 +546,19 @@ class Holder:
                 deathsig=self.config.deathsig,
                 adopt=self.config.adopt,
             )
-        except SpawnError as exc:
-            notify_socket.close()
+        except (SpawnError, OSError) as exc:
+            # fork's EAGAIN under RLIMIT_NPROC, EMFILE: generation N+1 cannot start, and
+            # generation N serves on, as when the command itself fails.
+            if notify_socket is not None:
+                notify_socket.close()
             if action.fatal:
                 raise
-            self.handle(SpawnFailed(self._now(), number, str(exc)))
+            reason = str(exc) if isinstance(exc, SpawnError) else (exc.strerror or str(exc))
+            self.handle(SpawnFailed(self._now(), number, reason))
             return
         except BaseException:
-            notify_socket.close()
+            if notify_socket is not None:
+                notify_socket.close()
             raise
         self.processes[number] = Process(child, notify_socket)
         if self.config.boot_nice and self.lifecycle.serving is not None and _may_renice():
@@ -613,7 +623,7 @@ class Holder:
         if process is None:
             return
         if _group_alive(process.child.pid):
-            self._lingering.add(process.child.pid)
+            self._lingering[number] = process.child.pid
         elif self._sentry is not None:
             self._sentry.forget(process.child.pid)
         if self._loop is not None:
@@ -652,9 +662,11 @@ class Holder:
             self._loop.add_reader(client.fd, lambda _fd: self._on_control_data(client))
 
     def _on_control_data(self, client: Client) -> None:
-        assert self._control is not None
+        assert self._control is not None and self._loop is not None
         if not self._control.readable(client):
             self._drop_client(client)
+        elif client.muted:
+            self._loop.remove_reader(client.fd)
 
     def _drop_client(self, client: Client) -> None:
         if self._loop is not None:
@@ -716,12 +728,14 @@ class Holder:
             remove_if_ours(self.config.status_file, self._status_file)
 
     def _lingering_groups(self) -> list[int]:
-        gone = {pgid for pgid in self._lingering if not _group_alive(pgid)}
-        if self._sentry is not None:
-            for pgid in gone:
-                self._sentry.forget(pgid)
-        self._lingering -= gone
-        return sorted(self._lingering)
+        """The lingering groups still alive; the others are forgotten, here and by the
+        sentry, before the kernel can give their numbers to someone else's group."""
+        for number, pgid in list(self._lingering.items()):
+            if not _group_alive(pgid):
+                del self._lingering[number]
+                if self._sentry is not None:
+                    self._sentry.forget(pgid)
+        return sorted(self._lingering.values())
 
     # --- status -------------------------------------------------------------------------------
 
@@ -780,8 +794,8 @@ class Holder:
             return
         try:
             self._status_file = write_atomically(path, text)
-        except OSError as exc:
-            message = f"cannot write status file {path}: {exc.strerror or exc}"
+        except (OSError, LookupError, ValueError) as exc:
+            message = f"cannot write status file {path}: {getattr(exc, 'strerror', None) or exc}"
             if message != self._status_error:
                 self.log(message)
                 self._status_error = message
@@ -809,6 +823,8 @@ def _signal_group(pgid: int, signum: int) -> None:
         libc.killpg(pgid, signum)
     except ProcessLookupError:
         pass  # already gone; it will be reaped
+    except PermissionError:
+        pass  # what is left of it changed its uid: nothing zocket may signal
 
 
 def _pair(value: object) -> tuple[int, int] | None:

@@ -382,9 +382,6 @@ class Lifecycle:
     def alive(self) -> list[Generation]:
         return [g for g in self.generations.values() if g.alive]
 
-    def last(self) -> Generation | None:
-        return self.generations[self.started] if self.started else None
-
     @property
     def crashes(self) -> int:
         """Crashes in a row of the slot with the most (the only slot with one copy)."""
@@ -556,6 +553,7 @@ class Lifecycle:
         self.last_failure = message
         actions.append(Log(message))
         self._answer(generation, False, f"{message}; {self._who_serves()}", actions)
+        self._reload_done(actions)  # systemd's RELOADING=1 ends, as for any failed start
         self._end_roll(generation, actions)
         self._after_failure(None, generation.copy, event.now, actions)
 
@@ -829,7 +827,10 @@ def _served(generation: Generation | None, now: float) -> float | None:
 def describe_exit(status: WaitStatus) -> str:
     if status.signaled:
         assert status.signal is not None
-        return signal.Signals(status.signal).name
+        try:
+            return signal.Signals(status.signal).name
+        except ValueError:  # a real-time signal has no name in the enum
+            return f"signal {status.signal}"
     return f"exit {status.exit_code}"
 
 
@@ -845,8 +846,3 @@ def _copy_of(generation: Generation) -> str:
 
 def _ms(seconds: float) -> int:
     return round(seconds * 1000)
-
-
-def timers_of(actions: Iterable[Action]) -> list[SetTimer]:
-    """The timers a list of actions sets (for tests and the status)."""
-    return [a for a in actions if isinstance(a, SetTimer)]

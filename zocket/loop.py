@@ -95,9 +95,6 @@ class Loop:
         if timer is not None:
             timer.cancelled = True
 
-    def has_timer(self, key: Hashable) -> bool:
-        return key in self._timers
-
     def pending(self) -> list[tuple[Hashable, float]]:
         """Every timer set, with the seconds left until it is due."""
         now = self.clock()

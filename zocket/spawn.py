@@ -155,8 +155,11 @@ def spawn(
         pidfd: int | None = libc.pidfd_open(pid)
     except OSError as exc:
         if exc.errno != errno.ENOSYS:
+            # A child nobody could watch must not live on with the held sockets.
             if listener is not None:
                 libc.close(listener)
+            libc.kill(pid, libc.SIGKILL)
+            libc.waitpid(pid)
             raise
         pidfd = None
     return Child(pid, pidfd, listener, adopt_error)

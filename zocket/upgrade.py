@@ -3,18 +3,22 @@
 execve(2) keeps the process: its pid, its children (every generation stays
 zocket's child, so it can still be signalled, reaped and watched), and every
 fd not marked close-on-exec. So the holder clears close-on-exec on what it
-must keep (the held sockets, each generation's notify socket, the sentry's
-pipe, the control socket and the connection that asked), writes the rest of
-its state (the lifecycle, the timers left, which fd is which) as JSON to a
-memfd, and execs ``python -m zocket`` with its own arguments. The new image
-finds ``ZOCKET_UPGRADE_FD`` in its environment, reads the state and carries
-on: no socket is closed, no generation restarted, and connections wait in the
-kernel's queue the ~100 ms the new interpreter takes to start.
+must keep (the held sockets, each generation's notify socket and seccomp
+listener, the sentry's pipe, the control socket and the connection that
+asked), writes the rest of its state (the lifecycle, the timers left, which
+fd is which) as JSON to a memfd, and execs the interpreter on zocket's entry
+point with its own arguments. The new image finds ``ZOCKET_UPGRADE_FD`` in
+its environment, reads the state and carries on: no held socket is closed, no
+generation restarted, and connections wait in the kernel's queue the ~100 ms
+the new interpreter takes to start. Other control connections (a
+``zocket reload`` still waiting for its outcome) are closed: their clients
+report it, and the reload itself goes on in the new image.
 
-Two things would make that window dangerous, and both are closed:
+Two things would make that window dangerous, and both are guarded:
 
 - a new install that cannot start would leave a process with no holder in
-  it: before exec, a child interpreter imports the installed zocket, and the
+  it: before exec, a child interpreter imports the installed zocket, parses
+  this zocket's command line with it and checks the state's format, and the
   upgrade is refused (the old image serves on and says why) unless it can;
 - a SIGTERM or SIGHUP arriving before the new image has installed its
   handlers would kill zocket outright: the signals zocket handles are
@@ -49,16 +53,28 @@ class UpgradeError(Exception):
     exit_status = 1
 
 
+#: ``python -c`` puts the working directory first on sys.path: dropped, so that a module
+#: someone could write there is never imported (the console script does not look there).
+_CLEAN_PATH = "import sys; del sys.path[0]; "
+_START = _CLEAN_PATH + "from zocket.__main__ import run; run()"
+#: What the new image must manage before this one gives anything up: import, parse this
+#: zocket's own command line, and read this state's format.
+_CHECK = _CLEAN_PATH + (
+    "from zocket import cli, holder, libc, upgrade; cli.parse_args(sys.argv[1:]); "
+    f"assert upgrade.FORMAT == {FORMAT}, 'state format %s, not {FORMAT}' % upgrade.FORMAT"
+)
+
+
 def command() -> list[str]:
     """How the installed zocket is started again with this one's arguments."""
-    return [sys.executable, "-m", "zocket", *sys.argv[1:]]
+    return [sys.executable, "-c", _START, *sys.argv[1:]]
 
 
 def preflight() -> None:
-    """Refuse an install that cannot even import, before anything is given up."""
+    """Refuse an install that could not take over, before anything is given up."""
     try:
         result = subprocess.run(
-            [sys.executable, "-c", "import zocket.cli, zocket.holder, zocket.libc"],
+            [sys.executable, "-c", _CHECK, *sys.argv[1:]],
             capture_output=True, text=True, timeout=PREFLIGHT_TIMEOUT, check=False,
             stdin=subprocess.DEVNULL,
         )
@@ -73,17 +89,22 @@ def preflight() -> None:
 def exec_new_image(state: dict[str, Any], keep: Iterable[int]) -> None:
     """Exec the installed zocket with ``state``; returns only by raising UpgradeError.
 
-    The caller blocks the signals it handles first (see :func:`blocked`).
+    The caller blocks the signals it handles first (see :func:`block`).
     """
     keep = list(keep)
-    memfd = os.memfd_create("zocket-upgrade", 0)  # not close-on-exec: the new image reads it
     try:
-        os.write(memfd, json.dumps({"format": FORMAT, "from": __version__, **state}).encode())
-        os.lseek(memfd, 0, os.SEEK_SET)
-        env = {**os.environ, STATE_FD: str(memfd)}
-        for fd in keep:
-            os.set_inheritable(fd, True)
+        memfd = os.memfd_create("zocket-upgrade", 0)  # not close-on-exec: the new image reads it
+    except OSError as exc:
+        raise UpgradeError(f"cannot pass the state on: {exc.strerror}") from None
+    try:
         try:
+            data = json.dumps({"format": FORMAT, "from": __version__, **state}).encode()
+            while data:
+                data = data[os.write(memfd, data):]
+            os.lseek(memfd, 0, os.SEEK_SET)
+            env = {**os.environ, STATE_FD: str(memfd)}
+            for fd in keep:
+                os.set_inheritable(fd, True)
             os.execve(sys.executable, command(), env)
         except OSError as exc:
             raise UpgradeError(f"cannot exec {sys.executable}: {exc.strerror}") from None
@@ -127,7 +148,3 @@ def unblock(handled: Iterable[int]) -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, set(handled))
 
 
-def keep_inherited(fds: Iterable[int]) -> None:
-    """What came through exec is this image's now: not to be passed on to a generation."""
-    for fd in fds:
-        os.set_inheritable(fd, False)
