@@ -39,7 +39,7 @@ import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 _UCRED = struct.Struct("iII")
 MAX_REQUEST = 4096
@@ -259,8 +259,20 @@ def _remove_stale(path: str) -> None:
 # --- the client's side ------------------------------------------------------------------------
 
 
+def _check_socket(path: str) -> None:
+    """A path that exists and is no socket is nobody's control socket: say so plainly."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return  # connect() says what is wrong
+    if not stat.S_ISSOCK(mode):
+        raise ControlError(f"{path} is not a socket (a zocket's control socket is)",
+                           EXIT_NOT_FOUND)
+
+
 def request(path: str, command: str, timeout: float) -> dict[str, Any]:
     """Send one command and read its one-line answer (waits up to ``timeout`` s)."""
+    _check_socket(path)
     deadline = time.monotonic() + timeout
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -295,6 +307,7 @@ def request(path: str, command: str, timeout: float) -> dict[str, Any]:
 
 def wait_closed(path: str, command: str, timeout: float) -> dict[str, Any]:
     """``stop``: the answer, then wait until zocket closes the connection by exiting."""
+    _check_socket(path)
     deadline = time.monotonic() + timeout
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -304,7 +317,12 @@ def wait_closed(path: str, command: str, timeout: float) -> dict[str, Any]:
         except OSError as exc:
             raise ControlError(f"cannot reach {path}: {exc.strerror}", EXIT_NOT_FOUND) from None
         sock.sendall(json.dumps({"command": command}).encode() + b"\n")
-        reply = json.loads(_read_line(sock, deadline, path))
+        try:
+            reply = json.loads(_read_line(sock, deadline, path))
+        except ValueError:
+            raise ControlError(f"not a zocket answer from {path}", EXIT_NOT_FOUND) from None
+        if not isinstance(reply, dict):
+            raise ControlError(f"not a zocket answer from {path}", EXIT_NOT_FOUND)
         while True:  # zocket closes the connection last thing before it exits
             sock.settimeout(max(0.01, deadline - time.monotonic()))
             try:
@@ -398,11 +416,15 @@ COMMANDS = ("reload", "status", "stop", "upgrade")
 
 
 def client_main(argv: list[str]) -> int:
-    """``zocket reload|status|stop [--control PATH | --port PORT] ...``; the exit status."""
+    """``zocket reload|status|stop|upgrade [--control PATH | --port PORT] ...``; the status."""
     import argparse
 
+    class Parser(argparse.ArgumentParser):
+        def error(self, message: str) -> NoReturn:  # one line, as every zocket error
+            raise ControlError(message, EXIT_USAGE)
+
     command, rest = argv[0], argv[1:]
-    parser = argparse.ArgumentParser(prog=f"zocket {command}", description=_DESCRIPTIONS[command])
+    parser = Parser(prog=f"zocket {command}", description=_DESCRIPTIONS[command])
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--control", metavar="PATH", help="the zocket's control socket")
     where.add_argument("-p", "--port", type=int, help="the zocket holding this port")
@@ -412,10 +434,14 @@ def client_main(argv: list[str]) -> int:
         parser.add_argument("--timeout", type=float, default=120.0 if command == "reload" else 60.0,
                             help="seconds to wait for the outcome")
     try:
-        args = parser.parse_args(rest)
-    except SystemExit as exc:
-        return EXIT_USAGE if exc.code else EXIT_OK
-    try:
+        try:
+            args = parser.parse_args(rest)
+        except SystemExit as exc:  # --help
+            return EXIT_USAGE if exc.code else EXIT_OK
+        if command != "status" and not 0 < args.timeout <= 86400:  # NaN and inf fail too
+            raise ControlError(
+                    "--timeout must be a number of seconds above 0 and at most 86400", EXIT_USAGE
+                )
         path = args.control or find(args.port)
         if command == "status":
             reply = request(path, "status", 10.0)
@@ -424,8 +450,6 @@ def client_main(argv: list[str]) -> int:
             status = reply["status"]
             print(json.dumps(status, indent=2) if args.json else describe_status(status))
             return EXIT_OK
-        if args.timeout <= 0 or args.timeout != args.timeout:
-            raise ControlError("--timeout must be a positive number of seconds", EXIT_USAGE)
         if command == "stop":
             reply = wait_closed(path, "stop", args.timeout)
         else:
