@@ -12,6 +12,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -31,37 +32,54 @@ def wait_line(lines: list[str], text: str, timeout: float = 20.0) -> None:
         time.sleep(0.01)
 
 
-def test_a_holder_runs_restarts_and_stops_in_process(tmp_path: Path) -> None:
-    responder = write_responder(tmp_path)
+def responder_holder(tmp_path: Path) -> tuple[Holder, list[str], int]:
+    """A Holder of a free loopback port running support's responder; its log; the port."""
     lines: list[str] = []
     config = Config(
         listen=[parse_listen("127.0.0.1:0")],
-        command=[sys.executable, str(responder)],
+        command=[sys.executable, str(write_responder(tmp_path))],
         control="",
         hook=False,
     )
     holder = Holder(config, log=lines.append)
     (listener,) = holder.open()
-    port = listener.port
-    assert port
-    seen: dict[str, object] = {}
+    assert listener.port
+    return holder, lines, listener.port
 
-    def operator() -> None:
+
+def run_with(holder: Holder, operator: Callable[[], None]) -> int:
+    """``holder.run()`` in this (the main) thread while ``operator`` runs in another; the
+    operator's last act, whatever happens, is SIGTERM to this process."""
+
+    def act() -> None:
         try:
-            wait_line(lines, "generation 1 ready in")
-            seen["first"] = http_get(port)[0]
-            os.kill(os.getpid(), signal.SIGHUP)
-            wait_line(lines, "generation 2 ready in")
-            wait_line(lines, "generation 1 stopped")
-            seen["states"] = {n: g.state for n, g in holder.lifecycle.generations.items()}
-            seen["status"] = holder.status()
+            operator()
         finally:
             os.kill(os.getpid(), signal.SIGTERM)
 
-    thread = threading.Thread(target=operator)
+    thread = threading.Thread(target=act)
     thread.start()
-    status = holder.run()
-    thread.join(10)
+    try:
+        return holder.run()
+    finally:
+        thread.join(10)
+
+
+def test_a_holder_runs_restarts_and_stops_in_process(tmp_path: Path) -> None:
+    holder, lines, port = responder_holder(tmp_path)
+    (listener,) = holder.listeners
+    seen: dict[str, object] = {}
+
+    def operator() -> None:
+        wait_line(lines, "generation 1 ready in")
+        seen["first"] = http_get(port)[0]
+        os.kill(os.getpid(), signal.SIGHUP)
+        wait_line(lines, "generation 2 ready in")
+        wait_line(lines, "generation 1 stopped")
+        seen["states"] = {n: g.state for n, g in holder.lifecycle.generations.items()}
+        seen["status"] = holder.status()
+
+    status = run_with(holder, operator)
     assert status == 128 + signal.SIGTERM, lines
     assert seen["first"] == 200
     assert seen["states"] == {1: State.STOPPED, 2: State.SERVING}, seen
@@ -82,8 +100,7 @@ def test_a_generation_that_cannot_be_forked_leaves_the_serving_one_alone(
     import errno
 
     from zocket import holder as holder_module
-
-    real_spawn = holder_module.spawn
+    from zocket.spawn import spawn as real_spawn
     calls = []
 
     def spawn(*args: object, **kwargs: object) -> object:
@@ -93,32 +110,16 @@ def test_a_generation_that_cannot_be_forked_leaves_the_serving_one_alone(
         return real_spawn(*args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(holder_module, "spawn", spawn)
-    lines: list[str] = []
-    config = Config(
-        listen=[parse_listen("127.0.0.1:0")],
-        command=[sys.executable, str(write_responder(tmp_path))],
-        control="",
-        hook=False,
-    )
-    holder = Holder(config, log=lines.append)
-    (listener,) = holder.open()
-    port = listener.port
-    assert port
+    holder, lines, port = responder_holder(tmp_path)
     answers: list[int] = []
 
     def operator() -> None:
-        try:
-            wait_line(lines, "generation 1 ready in")
-            os.kill(os.getpid(), signal.SIGHUP)
-            wait_line(lines, "cannot start generation 2")
-            answers.append(http_get(port)[0])
-        finally:
-            os.kill(os.getpid(), signal.SIGTERM)
+        wait_line(lines, "generation 1 ready in")
+        os.kill(os.getpid(), signal.SIGHUP)
+        wait_line(lines, "cannot start generation 2")
+        answers.append(http_get(port)[0])
 
-    thread = threading.Thread(target=operator)
-    thread.start()
-    status = holder.run()
-    thread.join(10)
+    status = run_with(holder, operator)
     assert status == 128 + signal.SIGTERM, lines
     assert answers == [200]
     assert "cannot start generation 2: Resource temporarily unavailable" in lines, lines
