@@ -22,9 +22,10 @@ ADAPTERS = {
     "asyncio": "_zocket_asyncio",
     "uvloop": "_zocket_uvloop",
     "granian": "_zocket_granian",
+    "waitress": "_zocket_waitress",
 }
 #: How often a drain looks whether the connections taken so far are closed.
-_POLL = 0.02
+POLL = 0.02
 
 
 class Adapter:
@@ -109,7 +110,7 @@ def busy():
 def drain(deadline):
     """Wait until no connection taken is open, or ``deadline`` (time.monotonic())."""
     while time.monotonic() < deadline and busy():
-        time.sleep(_POLL)
+        time.sleep(POLL)
 
 
 def install():

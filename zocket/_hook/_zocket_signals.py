@@ -176,6 +176,8 @@ def _unwrap(handler):
 
 
 def _default_term(signum, frame):
+    if signum in _finished:  # an adapter's thread saw the process idle: now, at once
+        _die(signum)
     if os.getpid() != _term_owner[0]:
         # A fork child (a multiprocessing worker, a helper), maybe signalled before it
         # could even reset its handlers: the parent's connections are not its to wait for.
@@ -198,6 +200,19 @@ def die_when_idle(loop, signum, deadline):
         loop.call_later(_POLL, die_when_idle, loop, signum, deadline)
     else:
         _die(signum)
+
+
+_finished = set()
+
+
+def die_from_thread(signum):
+    """From a thread of an adapter's: the process may die of ``signum`` now.
+
+    signal.signal() works in the main thread only, so the signal goes to the process
+    again and the main thread's handler (``_default_term``) ends it.
+    """
+    _finished.add(signum)
+    os.kill(os.getpid(), signum)
 
 
 def _die(signum):
