@@ -569,7 +569,12 @@ class Holder:
             )
         if self._sentry is not None:
             self._sentry.watch(child.pid)
-        self._walls[number] = self.processes[number].started_wall
+        # The wall-clock time of the lifecycle's own start (before the spawn), so that the
+        # ready time derived from it is never later than the moment it is read.
+        generation = self.lifecycle.generations[number]
+        wall = time.time() - (self._now() - generation.started)
+        self.processes[number].started_wall = wall
+        self._walls[number] = wall
         assert self._loop is not None
         self._loop.add_reader(notify_socket.fd, lambda _fd: self._on_notify(number))
         if child.pidfd is not None:
