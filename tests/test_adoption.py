@@ -32,6 +32,7 @@ from support import (
     LoadClient,
     ZocketProcess,
     assert_no_failures,
+    assert_only_resets_at_a_stop,
     group_members,
     held_inode,
     http_get,
@@ -359,15 +360,8 @@ def assert_only_stop_losses(load: LoadClient, zocket: ZocketProcess) -> None:
     without a line of the app's (NODE_GRACEFUL_SERVER, which loses nothing). So: only
     resets, each of a request in flight at a moment an old generation was stopped.
     """
-    stops = zocket.stderr_times(r"generation \d+ stopped")
-    counts = load.counts()
-    assert counts["ok"] >= int(RATE * PAUSE * RESTARTS / 2), load.summary()
-    for failure in load.failures():
-        assert failure.kind == "reset", load.summary()
-        end = failure.started + failure.elapsed
-        assert any(failure.started - 0.5 <= stop <= end + 0.5 for stop in stops), (
-            f"a reset at {failure.started:.3f} is not at a stop ({stops}): {load.summary()}"
-        )
+    assert load.counts()["ok"] >= int(RATE * PAUSE * RESTARTS / 2), load.summary()
+    assert_only_resets_at_a_stop(load, zocket)
 
 
 def assert_go_run_child_binds(zocket: ZocketProcess, generation: int, pid: int, tmp: Path) -> None:

@@ -26,7 +26,13 @@ from pathlib import Path
 
 import pytest
 
-from support import REPO, LoadClient, ZocketProcess, assert_no_failures
+from support import (
+    REPO,
+    LoadClient,
+    ZocketProcess,
+    assert_no_failures,
+    assert_only_resets_at_a_stop,
+)
 from test_hook import DJANGO_MANAGE, DJANGO_URLS, body_is, child_env, start_on_free_port
 
 README = REPO / "README.md"
@@ -235,18 +241,6 @@ def restart_under(load: LoadClient, zocket: ZocketProcess) -> None:
 RARE_STOP_RESET = {"werkzeug / Flask", "Django runserver"}
 
 
-def assert_only_a_rare_stop_reset(load: LoadClient, zocket: ZocketProcess) -> None:
-    failures = load.failures()
-    assert len(failures) <= 1, load.summary()
-    stops = zocket.stderr_times(r"generation \d+ stopped")
-    for failure in failures:
-        assert failure.kind == "reset", load.summary()
-        end = failure.started + failure.elapsed
-        assert any(failure.started - 0.5 <= stop <= end + 0.5 for stop in stops), (
-            f"a reset at {failure.started:.3f} is not at a stop ({stops}): {load.summary()}"
-        )
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "recipe", RECIPES, ids=[f"{r.server.split()[0].lower()}-{i}" for i, r in enumerate(RECIPES)]
@@ -273,7 +267,7 @@ def test_recipe_serves_across_sighups_under_load(recipe: Recipe, tmp_path: Path)
         zocket.stop()
     if recipe.server in RARE_STOP_RESET:
         assert len(load.oks) >= int(RATE * SERVE * RESTARTS * 0.8), load.summary()
-        assert_only_a_rare_stop_reset(load, zocket)
+        assert_only_resets_at_a_stop(load, zocket, at_most=1)
     else:
         assert_no_failures(load, minimum_ok=int(RATE * SERVE * RESTARTS * 0.8))
     assert "SIGKILL" not in log, log
