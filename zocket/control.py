@@ -270,8 +270,9 @@ def _check_socket(path: str) -> None:
                            EXIT_NOT_FOUND)
 
 
-def request(path: str, command: str, timeout: float) -> dict[str, Any]:
-    """Send one command and read its one-line answer (waits up to ``timeout`` s)."""
+def _ask(path: str, command: str, timeout: float) -> tuple[socket.socket, float, dict[str, Any]]:
+    """Connect, send one command, read its one-line answer: the open socket, the deadline
+    (``timeout`` s from now) and the answer. The caller closes the socket."""
     _check_socket(path)
     deadline = time.monotonic() + timeout
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -294,35 +295,29 @@ def request(path: str, command: str, timeout: float) -> dict[str, Any]:
             raise ControlError(f"cannot reach {path}: {exc.strerror}", EXIT_NOT_FOUND) from None
         sock.sendall(json.dumps({"command": command}).encode() + b"\n")
         line = _read_line(sock, deadline, path)
-    finally:
+        try:
+            reply = json.loads(line)
+        except ValueError:
+            raise ControlError(f"not a zocket answer from {path}", EXIT_NOT_FOUND) from None
+        if not isinstance(reply, dict):
+            raise ControlError(f"not a zocket answer from {path}", EXIT_NOT_FOUND)
+    except BaseException:
         sock.close()
-    try:
-        reply = json.loads(line)
-    except ValueError:
-        raise ControlError(f"not a zocket answer from {path}", EXIT_NOT_FOUND) from None
-    if not isinstance(reply, dict):
-        raise ControlError(f"not a zocket answer from {path}", EXIT_NOT_FOUND)
+        raise
+    return sock, deadline, reply
+
+
+def request(path: str, command: str, timeout: float) -> dict[str, Any]:
+    """Send one command and read its one-line answer (waits up to ``timeout`` s)."""
+    sock, _deadline, reply = _ask(path, command, timeout)
+    sock.close()
     return reply
 
 
 def wait_closed(path: str, command: str, timeout: float) -> dict[str, Any]:
     """``stop``: the answer, then wait until zocket closes the connection by exiting."""
-    _check_socket(path)
-    deadline = time.monotonic() + timeout
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock, deadline, reply = _ask(path, command, timeout)
     try:
-        sock.settimeout(timeout)
-        try:
-            sock.connect(path)
-        except OSError as exc:
-            raise ControlError(f"cannot reach {path}: {exc.strerror}", EXIT_NOT_FOUND) from None
-        sock.sendall(json.dumps({"command": command}).encode() + b"\n")
-        try:
-            reply = json.loads(_read_line(sock, deadline, path))
-        except ValueError:
-            raise ControlError(f"not a zocket answer from {path}", EXIT_NOT_FOUND) from None
-        if not isinstance(reply, dict):
-            raise ControlError(f"not a zocket answer from {path}", EXIT_NOT_FOUND)
         while True:  # zocket closes the connection last thing before it exits
             sock.settimeout(max(0.01, deadline - time.monotonic()))
             try:
