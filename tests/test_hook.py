@@ -29,6 +29,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
@@ -531,6 +532,131 @@ def test_flask_run_reload_edits_under_load(tmp_path: Path) -> None:
     assert_all_answered(load, {flask_body(v) for v in range(11)})
     assert {flask_body(v) for v in range(11)} <= set(load.bodies()), summary
     assert len(reloads) >= 10
+
+
+SLOW_SECONDS = 1.0
+
+DJANGO_SLOW_VIEWS = f"""\
+import time
+
+from django.http import HttpResponse
+
+
+def index(request):
+    open("in-view", "w").close()
+    time.sleep({SLOW_SECONDS})
+    return HttpResponse(b"slow\\n", headers={{"Content-Length": "5"}})
+"""
+
+FLASK_SLOW_APP = f"""\
+import time
+
+from flask import Flask
+
+app = Flask(__name__)
+
+
+@app.route("/")
+def index():
+    open("in-view", "w").close()
+    time.sleep({SLOW_SECONDS})
+    return "slow\\n"
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("server", ["django", "flask"])
+def test_a_reloader_parent_lets_its_child_finish_a_request_at_a_stop(
+    django_site: Path, server: str
+) -> None:
+    """A request in flight when SIGHUP replaces the generation gets its whole answer.
+
+    Django's and werkzeug's reloader parents raise SystemExit on SIGTERM while they
+    wait for the child that serves, and subprocess then SIGKILLs the child: the
+    request was reset. The hook has the parent wait for the child's drain instead.
+    """
+    pytest.importorskip("flask" if server == "flask" else "django")
+    if server == "django":
+        (django_site / "views.py").write_text(DJANGO_SLOW_VIEWS)
+        command: Callable[[int], list[object]] = lambda port: [
+            port, "--", PY, "manage.py", "runserver", port
+        ]
+    else:
+        (django_site / "app.py").write_text(FLASK_SLOW_APP)
+        command = lambda port: [
+            port, "--", PY, "-m", "flask", "--app", "app", "run", "--port", port, "--reload"
+        ]
+    with start_on_free_port(command, cwd=django_site) as zocket:
+        zocket.wait_for_stderr(r"generation 1 ready", timeout=30)
+        answers: list[object] = []
+
+        def slow_get() -> None:
+            try:
+                answers.append(http_get(zocket.port, "/", timeout=SLOW_SECONDS + 10))
+            except OSError as exc:
+                answers.append(exc)
+
+        client = threading.Thread(target=slow_get)
+        client.start()
+        wait_for(lambda: (django_site / "in-view").exists(), timeout=15)
+        zocket.send_signal(signal.SIGHUP)  # the new generation is ready well within the view
+        zocket.wait_for_stderr(r"generation 1 stopped", timeout=SLOW_SECONDS + 15)
+        client.join(SLOW_SECONDS + 10)
+        log = zocket.stderr_text(0)
+    assert len(answers) == 1, log
+    answer = answers[0]
+    assert not isinstance(answer, Exception), f"{answer!r}\n{log}"
+    assert answer[0] == 200 and answer[2] == b"slow\n", f"{answer!r}\n{log}"  # type: ignore[index]
+
+
+SPARE_CODE = r"""
+import json, os, signal, subprocess, sys, time
+
+os.setpgid(0, 0)  # a process group of its own, as a generation's
+CHILD = (
+    "import signal, sys, time\n"
+    "signal.signal(signal.SIGTERM, lambda *a: (time.sleep(0.5), sys.exit(0)))\n"
+    "print('up', flush=True)\n"
+    "time.sleep(30)\n"
+)
+
+
+def child(**kw):
+    p = subprocess.Popen([sys.executable, "-c", CHILD], stdout=subprocess.PIPE, **kw)
+    assert p.stdout.readline() == b"up\n"
+    return p
+
+
+early = child()
+early.kill()  # no stop signal yet: killed at once
+result = {"early": early.wait()}
+same, alone = child(), child(start_new_session=True)
+signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))  # a reloader parent's handler
+try:
+    os.killpg(0, signal.SIGTERM)  # zocket's stop: to the whole group
+    time.sleep(10)
+except SystemExit:
+    began = time.monotonic()
+    same.kill()
+    result["same"], result["same_s"] = same.wait(), time.monotonic() - began
+    began = time.monotonic()
+    alone.kill()
+    result["alone"], result["alone_s"] = alone.wait(), time.monotonic() - began
+print(json.dumps(result))
+"""
+
+
+def test_a_stopping_process_spares_only_children_told_to_stop_with_it() -> None:
+    """After a stop signal, Popen.kill() waits for a child of the same process group (it got
+    the signal too) and kills any other child at once, as it does before a stop."""
+    env = child_env(
+        PYTHONPATH=str(HOOK_DIR), ZOCKET_HOOK_FDS="1000:1", ZOCKET_STOP_TIMEOUT="5"
+    )
+    data = run_direct(SPARE_CODE, env)
+    assert data["early"] == -signal.SIGKILL, data
+    assert data["same"] == 0, data  # its own handler ran to the end: spared
+    assert 0.2 < data["same_s"] < 5, data
+    assert data["alone"] == -signal.SIGKILL and data["alone_s"] < 0.5, data
 
 
 @pytest.mark.slow

@@ -20,8 +20,10 @@ when the process imports the module it patches. ``socket``:
 ``socket.socket.bind``, ``socket.socket.__init__`` and ``socket.fromfd`` go
 through ``_zocket_held``; ``signal``: stop signals are wrapped
 (``_zocket_signals``); ``subprocess``: a child started with
-``close_fds=True`` (a reloader's server) still gets the handed-over fds. A
-process that never serves pays almost nothing for the hook.
+``close_fds=True`` (a reloader's server) still gets the handed-over fds, and a
+process told to stop kills no child that was told with it before the child
+could finish (``_zocket_signals.spare_child``). A process that never serves
+pays almost nothing for the hook.
 """
 
 import os
@@ -78,7 +80,18 @@ def _fromfd(fd, family, type, proto=0):
 
 
 def _on_subprocess(module):
-    """A child started with close_fds=True (the default) gets the handed-over fds too."""
+    """A child started with close_fds=True (the default) gets the handed-over fds too; a
+    child told to stop together with this process is not killed before it could."""
+    original_kill = module.Popen.kill
+
+    def kill(self):
+        import _zocket_signals
+
+        _zocket_signals.spare_child(self, module.TimeoutExpired)
+        if self.returncode is None:
+            original_kill(self)
+
+    module.Popen.kill = kill
     original = module.Popen.__init__
 
     def __init__(self, *args, **kwargs):

@@ -136,6 +136,7 @@ class _Stopping:
         self.owner = os.getpid()
 
     def __call__(self, signum, frame):
+        _told_to_stop()
         own = os.getpid() == self.owner
         adapters = _zocket_adapters.registered()
         if not own and any(adapter.resend() for adapter in adapters):
@@ -176,6 +177,7 @@ def _unwrap(handler):
 
 
 def _default_term(signum, frame):
+    _told_to_stop()
     if signum in _finished:  # an adapter's thread saw the process idle: now, at once
         _die(signum)
     if os.getpid() != _term_owner[0]:
@@ -219,6 +221,38 @@ def _die(signum):
     _original_signal(signum, signal.SIG_DFL)
     os.kill(os.getpid(), signum)
     os._exit(128 + signum)  # not reached: the default action ends the process
+
+
+# A reloader parent (Django's, werkzeug's) waits in subprocess for the child that serves,
+# and its stop handler raises SystemExit there: subprocess then SIGKILLs the child, with the
+# requests it had taken, in the midst of the drain that the same signal began in it (zocket
+# signals the whole process group). So once this process was told to stop, killing a child
+# of its own process group first gives it the time zocket gives the generation.
+_stop_deadline = [None]  # time.monotonic() by which this process was told to be gone
+
+
+def _told_to_stop():
+    if _stop_deadline[0] is None:
+        _stop_deadline[0] = time.monotonic() + _stop_timeout()
+
+
+def spare_child(popen, expired):
+    """Before ``popen`` is killed: wait for it if it was told to stop with this process.
+
+    ``expired`` is the exception ``popen.wait`` raises on its timeout.
+    """
+    deadline = _stop_deadline[0]
+    if deadline is None or popen.returncode is not None:
+        return
+    try:
+        if os.getpgid(popen.pid) != os.getpgrp():
+            return  # its own group: zocket's signal did not reach it
+    except OSError:
+        return
+    try:
+        popen.wait(timeout=max(0.0, deadline - time.monotonic()))
+    except expired:
+        pass
 
 
 def _stop_timeout():
