@@ -739,3 +739,89 @@ def test_probe_looks_less_often_as_a_boot_goes_on() -> None:
     assert probe.interval(base) == pytest.approx(0.01, abs=0.001)
     probe.started -= 10.0
     assert probe.interval(base) == 5 * base
+
+
+# --- sibling workers ------------------------------------------------------------------------
+
+#: An "arbiter" that holds fd 3 and starts two workers of the same executable: the first
+#: accepts at once, the second only once the file named by argv[1] exists. A third child,
+#: another executable (``sleep``), holds fd 3 too, as a ``tee`` in a pipeline would.
+SIBLINGS = """
+late = sys.argv[1]
+first = subprocess.Popen(
+    [sys.executable, "-c", "import socket; socket.socket(fileno=3).accept()"], pass_fds=[3]
+)
+second = subprocess.Popen([sys.executable, "-c", (
+    "import os, socket, sys, time\\n"
+    "while not os.path.exists(sys.argv[1]): time.sleep(0.01)\\n"
+    "socket.socket(fileno=3).accept()\\n"
+), late], pass_fds=[3])
+other = subprocess.Popen(["sleep", "60"], pass_fds=[3])
+ready()
+first.wait()
+"""
+
+
+def _probe_until(probe: readiness.Probe, timeout: float) -> Waiting | None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = probe.check()
+        if found is not None:
+            return found
+        time.sleep(0.01)
+    return None
+
+
+def _workers(pid: int) -> list[int]:
+    return [p for p in readiness.processes_of(pid) if p != pid]
+
+
+@pytest.fixture
+def siblings(children: Children, listener: socket.socket, tmp_path) -> Iterator[tuple[int, str]]:
+    late = str(tmp_path / "late")
+    child = children.start(SIBLINGS.replace("sys.argv[1]", repr(late), 1), [listener.fileno()])
+    try:
+        yield child.pid, late
+    finally:
+        for pid in _workers(child.pid):
+            _kill(pid)  # the arbiter reaps its first worker; the rest are orphans of it
+
+
+def test_auto_waits_for_the_sibling_workers(
+    siblings: tuple[int, str], listener: socket.socket
+) -> None:
+    """One worker accepting is not ready while its sibling boots; both are, and the other
+    executable holding the fd never counted."""
+    pid, late = siblings
+    inodes = readiness.socket_inodes([listener.fileno()])
+    wait_detected(pid, inodes)  # the first worker waits: by the one-waiter rule, ready
+    probe = readiness.Probe(pid, inodes, rescan=0.01, settle=60.0)
+    assert _probe_until(probe, QUIET_PERIOD) is None  # its sibling does not wait yet
+    open(late, "w").close()
+    found = _probe_until(probe, START_TIMEOUT)
+    assert found is not None and found.how.endswith("; 2 workers waiting"), found
+
+
+def test_auto_waits_for_a_sibling_only_settle_seconds(
+    siblings: tuple[int, str], listener: socket.socket
+) -> None:
+    pid, _late = siblings  # the second worker never waits
+    inodes = readiness.socket_inodes([listener.fileno()])
+    wait_detected(pid, inodes)
+    probe = readiness.Probe(pid, inodes, rescan=0.01, settle=0.3)
+    began = time.monotonic()
+    found = _probe_until(probe, START_TIMEOUT)
+    assert found is not None and time.monotonic() - began >= 0.3
+    assert found.how.endswith("; 1 of its sibling workers not waiting after 0.3 s"), found
+
+
+def test_auto_counts_the_hooks_word_for_its_process(
+    children: Children, listener: socket.socket
+) -> None:
+    """A process that says it waits (the hook's message) is taken at its word, by pid."""
+    child = children.start("ready()\ntime.sleep(60)\n", [listener.fileno()])
+    watch = readiness.Watch(
+        ReadyMode("auto"), child.pid, readiness.socket_inodes([listener.fileno()]), 0.01
+    )
+    assert watch.check() is None  # it sleeps: /proc shows no wait
+    assert watch.message("ZOCKET_WAITING=3", child.pid) == "hook: waiting on fd 3"

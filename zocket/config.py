@@ -45,7 +45,7 @@ class Config:
     ready_timeout: float = 60.0
     #: How often ``--ready auto`` looks at /proc while a generation boots: this often at
     #: first, then less often as the boot goes on (readiness.Probe.interval).
-    ready_interval: float = 0.005
+    ready_interval: float = 0.025
     #: Start the server again when it exits by itself; else exit with its status.
     respawn: bool = True
     backoff_initial: float = 0.1

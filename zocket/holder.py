@@ -412,7 +412,7 @@ class Holder:
                         f"{message.pid} (uid {message.uid}): not one of its processes"
                     )
                 continue
-            how = process.watch.message(message.text)
+            how = process.watch.message(message.text, message.pid)
             if how is not None:
                 self.handle(Ready(self._now(), number, how))
                 return

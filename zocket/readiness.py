@@ -15,6 +15,16 @@ socket. /proc shows that without any change to the app:
 A process that merely holds the fd (gunicorn's arbiter, uvicorn's reloader)
 does not count: only its workers wait on it. gunicorn's own READY=1 comes
 before the workers import the app, which is why ``auto`` does not trust it.
+
+A pre-fork server starts its workers one after another (gunicorn sleeps up to
+0.1 s between two), so the first worker to wait may be alone for a while. The
+old generation is stopped at ready; with one worker of several taking the
+whole load, cold, the clients would wait. So ``auto`` calls a generation ready
+once a process waits and so do its *sibling workers*: the processes that hold
+a held socket and have the same parent and executable as one that waits (a
+``tee`` beside the server in a ``--shell`` pipeline holds the fd too, and is
+not a worker). A sibling that never waits (stuck, or no worker after all)
+delays readiness by ``SETTLE`` seconds at most.
 """
 
 from __future__ import annotations
@@ -33,6 +43,8 @@ _ACCEPT = {"accept", "accept4"}
 _POLL = {"poll", "ppoll"}
 _SELECT = {"select", "pselect6"}
 _EPOLL = "anon_inode:[eventpoll]"
+#: The longest ``auto`` waits, after a first process waits, for its sibling workers to.
+SETTLE = 1.0
 
 
 @dataclass(frozen=True)
@@ -93,15 +105,27 @@ class Probe:
     their held fds (every fd link of each) is done at most every ``rescan``
     seconds. In between, only the processes already known to hold a held
     socket are looked at.
+
+    With ``settle`` (seconds), a waiting process counts only once its sibling
+    workers wait too, or ``settle`` after a process was first seen waiting.
     """
 
-    def __init__(self, root_pid: int, inodes: Collection[int], rescan: float = 0.05) -> None:
+    def __init__(
+        self,
+        root_pid: int,
+        inodes: Collection[int],
+        rescan: float = 0.05,
+        settle: float | None = None,
+    ) -> None:
         self.root_pid = root_pid
         self.inodes = inodes
         self.rescan = rescan
+        self.settle = settle
         self.started = time.monotonic()
         self._next_scan = 0.0
-        self._holders: dict[int, tuple[set[int], list[int]]] = {}
+        self._holders: dict[int, _Holder] = {}
+        self._first: float | None = None
+        self._announced: dict[int, Waiting] = {}
 
     def interval(self, base: float) -> float:
         """When to check again: ``base`` at first, then a tenth of the time booted so far,
@@ -114,20 +138,77 @@ class Probe:
         booted = time.monotonic() - self.started
         return min(max(base, booted / 10), 5 * base)
 
+    def announce(self, pid: int, fd: int) -> None:
+        """The process ``pid`` said it waits on ``fd`` (the hook's message): count it so."""
+        self._announced[pid] = Waiting(pid, pid, fd, "hook")
+        self._next_scan = 0.0  # it may have been forked since the last scan
+
     def check(self) -> Waiting | None:
+        """A process waiting on a held socket (with ``settle``: once its siblings are too)."""
         now = time.monotonic()
         if now >= self._next_scan:
-            self._next_scan = now + self.rescan
-            self._holders = {}
-            for pid in processes_of(self.root_pid):
-                held, epolls = _held_fds(pid, self.inodes)
-                if held:
-                    self._holders[pid] = (held, epolls)
-        for pid, (held, epolls) in self._holders.items():
-            found = _check_process(pid, held, epolls)
-            if found is not None:
+            self._scan(now)
+        waiting = {}
+        for pid, holder in self._holders.items():
+            found = self._announced.get(pid) or _check_process(pid, holder.fds, holder.epolls)
+            if found is not None and self.settle is None:
                 return found
-        return None
+            if found is not None:
+                waiting[pid] = found
+        if not waiting or self.settle is None:
+            return None
+        if self._first is None:
+            self._first = now
+        pending = self.pending(waiting)
+        if pending and now - self._first < self.settle:
+            return None
+        first = next(iter(waiting.values()))
+        if pending:
+            how = f"{len(pending)} of its sibling workers not waiting after {self.settle:g} s"
+        elif len(waiting) > 1:
+            how = f"{len(waiting)} workers waiting"
+        else:
+            return first
+        return Waiting(first.pid, first.tid, first.fd, f"{first.how}; {how}")
+
+    def pending(self, waiting: dict[int, Waiting]) -> list[int]:
+        """The sibling workers of the waiting processes that do not wait (yet)."""
+        kinds = {self._holders[pid].kind for pid in waiting}
+        return [pid for pid, holder in self._holders.items()
+                if pid not in waiting and holder.kind in kinds]
+
+    def _scan(self, now: float) -> None:
+        self._next_scan = now + self.rescan
+        self._holders = {}
+        for pid in processes_of(self.root_pid):
+            held, epolls = _held_fds(pid, self.inodes)
+            if held:
+                self._holders[pid] = _Holder(held, epolls, _kind(pid))
+
+
+@dataclass(frozen=True)
+class _Holder:
+    """A process of the generation that holds a held socket."""
+
+    fds: set[int]
+    epolls: list[int]
+    #: (parent pid, executable): processes alike in both are sibling workers.
+    kind: tuple[int | None, str | None]
+
+
+def _kind(pid: int) -> tuple[int | None, str | None]:
+    parent: int | None = None
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+        parent = int(stat[stat.rfind(b")") + 2 :].split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        exe: str | None = os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        exe = None
+    return parent, exe
 
 
 class Watch:
@@ -148,7 +229,7 @@ class Watch:
         self.mode = mode
         self.interval = interval
         self.started = time.monotonic()
-        self._probe = Probe(root_pid, inodes) if mode.kind == "auto" else None
+        self._probe = Probe(root_pid, inodes, settle=SETTLE) if mode.kind == "auto" else None
 
     def next_check(self) -> float | None:
         """Seconds until :meth:`check` should be called; None: only messages can tell."""
@@ -168,14 +249,20 @@ class Watch:
             return f"delay {self.mode.delay:g} s"
         if self._probe is not None:
             waiting = self._probe.check()
+            if waiting is not None and waiting.how.startswith("hook"):  # the hook's own word
+                return f"hook: waiting on fd {waiting.fd}{waiting.how[len('hook'):]}"
             if waiting is not None:
                 return f"auto: {waiting.describe(self._probe.root_pid)}"
         return None
 
-    def message(self, text: str) -> str | None:
-        """How a notify datagram from the generation shows it ready; None if it does not."""
+    def message(self, text: str, pid: int) -> str | None:
+        """How a notify datagram from the generation's process ``pid`` shows it ready; None
+        if it does not (yet: under ``auto`` its sibling workers may still be booting)."""
         waiting = protocol.parse_waiting(text)
-        if waiting is not None and self.mode.kind in ("auto", "notify"):
+        if waiting is not None and self._probe is not None and waiting.isdigit():
+            self._probe.announce(pid, int(waiting))
+            return self.check()
+        if waiting is not None and self.mode.kind == "notify":
             return f"hook: waiting on fd {waiting}"
         if protocol.is_ready(text) and self.mode.kind == "notify":
             return "notify: READY=1"
