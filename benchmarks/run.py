@@ -13,6 +13,7 @@ goes to stderr. See docs/benchmarks.md for what each figure means.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib.metadata
 import os
 import platform
@@ -421,8 +422,24 @@ def _exit_on_signal(signum: int, _frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
+def _prepare_outputs(options: Options) -> None:
+    """Make the output files' directories now, and check they can be written: a run takes
+    twenty minutes, and its figures must not be lost at the end (benchmarks/results/ is
+    not in a fresh clone)."""
+    for path in (options.out, options.plot, options.headline):
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if not os.access(path.parent, os.W_OK):
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path.parent))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     options = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        _prepare_outputs(options)
+    except OSError as exc:
+        print(f"run.py: cannot write {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return 2
     _raise_fd_limit()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, _exit_on_signal)

@@ -62,7 +62,7 @@ def quick_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """One quick run of plain, zocket-gunicorn and the cheapest peer (Server::Starter, when
     installed): 2 restarts, 20 requests/s, 0.3 s boot, both pictures."""
     pytest.importorskip("gunicorn")
-    folder = tmp_path_factory.mktemp("bench")
+    folder = tmp_path_factory.mktemp("bench") / "results"  # not there yet, as in a clone
     out = folder / "results.json"
     result = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "run.py"), "--quick",
@@ -618,6 +618,21 @@ def test_headline_picture_rows_panels_and_shared_axes(peer_results: dict[str, An
         assert "Run: 2026-12-01T21:00:00+0000" in texts and "benchmarks/run.py" in texts
     finally:
         plt.close(fig)
+
+
+def test_the_runner_refuses_an_output_it_cannot_write_before_it_runs(tmp_path: Path) -> None:
+    """One line and status 2 at once, not a traceback after a twenty-minute run."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    result = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "run.py"), "--quick", "--scenarios", "plain",
+         "--out", str(blocker / "results.json")],
+        capture_output=True, text=True, timeout=30, check=False, cwd=REPO,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.startswith(f"run.py: cannot write {blocker}"), result.stderr
+    assert result.stdout == ""
 
 
 def test_the_runner_draws_the_headline_of_its_run(quick_results: dict[str, Any]) -> None:
