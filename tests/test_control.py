@@ -26,6 +26,7 @@ from support import (
     start_zocket,
     wait_for,
 )
+from zocket import control
 
 APP = '''
 import os, time
@@ -245,4 +246,32 @@ def test_a_client_that_half_closes_after_its_request_still_gets_the_outcome(
             reply = json.loads(client.makefile().readline())
         assert reply["ok"] is True, reply
         assert reply["message"].startswith("generation 2 ready in"), reply
+        assert zocket.stop() in (0, 128 + signal.SIGTERM)
+
+
+def test_idle_control_connections_are_capped_and_the_socket_still_answers(
+    tmp_path: Path, control_dir: Path
+) -> None:
+    """Connections that never ask cannot pile up: beyond MAX_IDLE the oldest is closed."""
+    path = control_dir / "ctl.sock"
+    with gunicorn_zocket(tmp_path, path) as zocket:
+        zocket.wait_for_stderr(r"generation 1 ready in", 30)
+        idle = []
+        try:
+            for _ in range(control.MAX_IDLE + 1):
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                idle.append(sock)
+                sock.connect(str(path))  # blocking: waits while the backlog of 16 is full
+                sock.settimeout(20)
+            reply = json.loads(idle[0].makefile().readline())  # the oldest: told, and closed
+            assert reply == {"ok": False, "message": "too many idle control connections: closed"}
+            assert idle[0].recv(1) == b""
+            result = ctl("status", "--control", path)
+            assert result.returncode == 0, result.stderr
+            assert "generation 1" in result.stdout, result.stdout
+            idle[-1].sendall(b'{"command": "status"}\n')  # the newest were left alone
+            assert json.loads(idle[-1].makefile().readline())["ok"] is True
+        finally:
+            for sock in idle:
+                sock.close()
         assert zocket.stop() in (0, 128 + signal.SIGTERM)

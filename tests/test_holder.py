@@ -78,6 +78,12 @@ def test_a_holder_runs_restarts_and_stops_in_process(tmp_path: Path) -> None:
         wait_line(lines, "generation 1 stopped")
         seen["states"] = {n: g.state for n, g in holder.lifecycle.generations.items()}
         seen["status"] = holder.status()
+        for n in range(3, 7):  # the holder forgets old generations' start times too
+            os.kill(os.getpid(), signal.SIGHUP)
+            wait_line(lines, f"generation {n} ready in")
+            wait_line(lines, f"generation {n - 1} stopped")
+        seen["walls"] = set(holder._walls)
+        seen["kept"] = set(holder.lifecycle.generations)
 
     status = run_with(holder, operator)
     assert status == 128 + signal.SIGTERM, lines
@@ -88,7 +94,9 @@ def test_a_holder_runs_restarts_and_stops_in_process(tmp_path: Path) -> None:
     assert [g["number"] for g in record["generations"] if g["state"] == "serving"] == [2]
     assert lines[0].startswith(f"holding http://127.0.0.1:{port} (http, fd 3); generation 1")
     assert "SIGHUP: restarting" in lines
-    assert lines[-1] == "generation 2 stopped (SIGTERM)"
+    assert lines[-1] == "generation 6 stopped (SIGTERM)"
+    # At most the kept generations and the one stopped since the last spawn, not all six.
+    assert max(seen["walls"]) == 6 and len(seen["walls"]) <= len(seen["kept"]) + 1, seen
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
     assert listener.fd == -1  # the holder closes the sockets it opened
 

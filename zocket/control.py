@@ -43,6 +43,9 @@ from typing import Any, NoReturn
 
 _UCRED = struct.Struct("iII")
 MAX_REQUEST = 4096
+#: Connections that sent no request yet: beyond this many, the oldest is closed, so that a
+#: client that connects and never asks cannot use up the holder's fds.
+MAX_IDLE = 32
 
 
 class ControlError(Exception):
@@ -217,6 +220,11 @@ class ControlServer:
         client.busy = True
         self.on_request(client, request)
         return True
+
+    def idle_beyond(self, limit: int = MAX_IDLE) -> list[Client]:
+        """The oldest connections with no request under way, beyond ``limit`` of them."""
+        idle = [client for client in self.clients.values() if not client.busy]
+        return idle[: max(0, len(idle) - limit)]
 
     def drop(self, client: Client) -> None:
         self.clients.pop(client.fd, None)

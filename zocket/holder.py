@@ -574,6 +574,8 @@ class Holder:
         generation = self.lifecycle.generations[number]
         wall = time.time() - (self._now() - generation.started)
         self.processes[number].started_wall = wall
+        # Only the generations the lifecycle still keeps: a long run restarts without end.
+        self._walls = {n: w for n, w in self._walls.items() if n in self.lifecycle.generations}
         self._walls[number] = wall
         assert self._loop is not None
         self._loop.add_reader(notify_socket.fd, lambda _fd: self._on_notify(number))
@@ -665,6 +667,9 @@ class Holder:
         client = self._control.accept()
         if client is not None:
             self._loop.add_reader(client.fd, lambda _fd: self._on_control_data(client))
+        for idle in self._control.idle_beyond():
+            idle.send({"ok": False, "message": "too many idle control connections: closed"})
+            self._drop_client(idle)
 
     def _on_control_data(self, client: Client) -> None:
         assert self._control is not None and self._loop is not None
