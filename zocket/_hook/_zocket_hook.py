@@ -88,8 +88,7 @@ def _on_subprocess(module):
         import _zocket_signals
 
         _zocket_signals.spare_child(self, module.TimeoutExpired)
-        if self.returncode is None:
-            original_kill(self)
+        original_kill(self)  # nothing to kill if the child exited meanwhile
 
     module.Popen.kill = kill
     original = module.Popen.__init__
