@@ -1189,7 +1189,18 @@ class ZocketNode(ZocketScenario):
         return [node_path() or "node", "benchnode.js", "--fd", "{fd}"]
 
 
-class ZocketNodeBind(ZocketNode):
+class KernelAdopted:
+    """A scenario whose server binds the port itself: it needs zocket's kernel-boundary adoption."""
+
+    @classmethod
+    def skip_reason(cls) -> str | None:
+        reason: str | None = super().skip_reason()  # type: ignore[misc]
+        if reason is None and "--no-adopt" not in zocket_help():
+            reason = "skipped: needs zocket's kernel-boundary adoption (issue 14)"
+        return reason
+
+
+class ZocketNodeBind(KernelAdopted, ZocketNode):
     """zocket holds the port; node binds it itself (``server.listen(PORT)``, ``[::]:PORT``)
     and gets the held socket at the kernel boundary (seccomp user notification)."""
 
@@ -1198,13 +1209,6 @@ class ZocketNodeBind(ZocketNode):
         "zocket --ready auto + node app.js, server.listen({port}) adopted by the kernel"
         " boundary; restart = SIGHUP to zocket"
     )
-
-    @classmethod
-    def skip_reason(cls) -> str | None:
-        reason = super().skip_reason()
-        if reason is None and "--no-adopt" not in zocket_help():
-            reason = "skipped: needs zocket's kernel-boundary adoption (issue 14)"
-        return reason
 
     def server_command(self) -> list[str]:
         return [node_path() or "node", "benchnode.js", "--port", "{port}", "--any-host"]
@@ -1300,7 +1304,7 @@ class GoAlone(GoScenario):
         return self.port
 
 
-class ZocketGo(ZocketScenario, GoScenario):
+class ZocketGo(KernelAdopted, ZocketScenario, GoScenario):
     """zocket holds the port; the Go binary binds ``:PORT`` itself and gets the held socket
     at the kernel boundary (seccomp user notification)."""
 
@@ -1309,13 +1313,6 @@ class ZocketGo(ZocketScenario, GoScenario):
         "zocket --ready auto + a Go net/http binary, ListenAndServe(:{port}) adopted by the"
         " kernel boundary; restart = SIGHUP to zocket"
     )
-
-    @classmethod
-    def skip_reason(cls) -> str | None:
-        reason = super().skip_reason()
-        if reason is None and "--no-adopt" not in zocket_help():
-            reason = "skipped: needs zocket's kernel-boundary adoption (issue 14)"
-        return reason
 
     def server_command(self) -> list[str]:
         return [str(self.binary), "--port", "{port}"]
