@@ -28,7 +28,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from .load import KeepAliveResult, OpenLoopLoad, keep_alive_load, run_wrk, wrk_path
+from .load import KeepAliveResult, LoadClient, OpenLoopLoad, keep_alive_load, run_wrk, wrk_path
 from .scenarios import (
     GUNICORN_ARGS,
     ZOCKET,
@@ -264,6 +264,7 @@ def measure_cold_starts(
     load_rate: float | None = None,
     log: Callable[[str], None] = lambda line: None,
     server: type[Scenario] = Plain,
+    client: LoadClient = OpenLoopLoad,
 ) -> dict[str, Any]:
     """Cold starts per boot time, as JSON-ready data; {"status": "skipped: ..."} without gunicorn.
 
@@ -276,6 +277,7 @@ def measure_cold_starts(
     like. Each round measures every boot time once, so the samples of one boot
     time are spread over the rounds; medians decide. ``server`` is another
     server that binds its own port (scenarios.NodeAlone for the node scenarios).
+    ``client`` makes the load, as the scenarios' runs make theirs.
     """
     reason = server.skip_reason()
     if reason is not None:
@@ -292,7 +294,7 @@ def measure_cold_starts(
                     f"cold start ({server.name}): round {number + 1}/{rounds}, boot {boot:g} s,"
                     " under load"
                 )
-                loaded[boot].append(_cold_start_under_load(root, boot, load_rate, server))
+                loaded[boot].append(_cold_start_under_load(root, boot, load_rate, server, client))
     return {
         "status": "ok",
         "server": server.description if server is not Plain else "gunicorn",
@@ -319,12 +321,16 @@ def _cold_start(root: Path, boot: float, server: type[Scenario] = Plain) -> floa
 
 
 def _cold_start_under_load(
-    root: Path, boot: float, rate: float, server: type[Scenario] = Plain
+    root: Path,
+    boot: float,
+    rate: float,
+    server: type[Scenario] = Plain,
+    client: LoadClient = OpenLoopLoad,
 ) -> float:
     """A cold start while a server of the same app, already up, serves ``rate``."""
 
     def measure(serving: Scenario) -> dict[str, Any]:
-        load = OpenLoopLoad(serving.port, rate, max_duration=boot + 120).start()
+        load = client(serving.port, rate, max_duration=boot + 120).start()
         try:
             load.wait_for(lambda record: record.ok, timeout=10)
             return {"cold_start_s": _cold_start(root, boot, server)}

@@ -30,12 +30,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 __all__ = [
     "FAILURE_KINDS",
     "KINDS",
     "KeepAliveResult",
+    "LoadClient",
     "OpenLoopLoad",
     "Record",
     "classify",
@@ -310,6 +311,15 @@ class OpenLoopLoad:
             return status, headers
         finally:
             writer.close()
+
+
+class LoadClient(Protocol):
+    """What makes an open-loop load: `OpenLoopLoad` itself, or the compiled client's maker
+    (native_load), called as ``client(port, rate, timeout=..., max_duration=...)``."""
+
+    def __call__(
+        self, port: int, rate: float, *, timeout: float = ..., max_duration: float = ...
+    ) -> OpenLoopLoad: ...
 
 
 def get_once(

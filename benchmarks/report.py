@@ -188,11 +188,18 @@ def run_stamp(results: Mapping[str, Any]) -> str:
             if results.get("load_average")
             else None,
             _busiest(results),
+            _client(results),
         )
         if part
     )
     command = " ".join(_short_command(results.get("command", [])))
     return f"{results.get('started', '?')}; {machine}; {command}"
+
+
+def _client(results: Mapping[str, Any]) -> str | None:
+    """Which load client the run used (runs before there were two name none: Python's)."""
+    name = results.get("client", {}).get("name")
+    return {"native": "the C load client", "python": "the Python load client"}.get(name)
 
 
 def _busiest(results: Mapping[str, Any]) -> str | None:

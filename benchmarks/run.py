@@ -41,7 +41,8 @@ from benchmarks.cost import (
     proc_cpu_seconds,
     proc_rss_kib,
 )
-from benchmarks.load import OpenLoopLoad, Record, wrk_path
+from benchmarks.load import LoadClient, OpenLoopLoad, Record, wrk_path
+from benchmarks.native_load import build_openloop, compiler_path, native_client
 from benchmarks.scenarios import (
     SCENARIOS,
     GoAlone,
@@ -86,6 +87,8 @@ class Options:
     headline: Path | None
     keep: bool
     quick: bool
+    #: Which open-loop client: "native" (benchmarks/openloop.c), "python" or "auto".
+    client: str = "auto"
 
     def spacing_for(self, boot: float) -> float:
         """Seconds between triggers: a restart must be over before the next one."""
@@ -158,6 +161,14 @@ def parse_args(argv: Sequence[str]) -> Options:
     parser.add_argument(
         "--keep", action="store_true", help="keep the work directories (apps and server logs)"
     )
+    parser.add_argument(
+        "--client",
+        choices=("auto", "native", "python"),
+        default="auto",
+        help="the open-loop load client: native (benchmarks/openloop.c, a process of its own, "
+        "built with cc), python (a thread of the runner), auto (native where there is a C "
+        "compiler; the default)",
+    )
     args = parser.parse_args(argv)
     names = tuple(n.strip() for n in args.scenarios.split(",") if n.strip())
     unknown = [n for n in names if n not in SCENARIOS]
@@ -187,6 +198,7 @@ def parse_args(argv: Sequence[str]) -> Options:
         headline=args.headline,
         keep=args.keep,
         quick=quick,
+        client=args.client,
     )
     if options.rate <= 0 or options.restarts < 0 or options.timeout <= 0:
         parser.error("--rate and --timeout must be positive, --restarts at least 0")
@@ -223,8 +235,14 @@ def _sleep_until(load: OpenLoopLoad, at: float) -> None:
         time.sleep(delay)
 
 
-def run_scenario(cls: type[Scenario], boot: float, options: Options, root: Path) -> Run:
-    """Start, load, restart N times, stop; every figure of metrics.summarise."""
+def run_scenario(
+    cls: type[Scenario],
+    boot: float,
+    options: Options,
+    root: Path,
+    client: LoadClient = OpenLoopLoad,
+) -> Run:
+    """Start, load (from ``client``), restart N times, stop; every figure of metrics.summarise."""
     result: dict[str, Any] = {
         "scenario": cls.name,
         "description": cls.description,
@@ -255,7 +273,7 @@ def run_scenario(cls: type[Scenario], boot: float, options: Options, root: Path)
         holder_rss = [proc_rss_kib(holder)] if holder is not None else []
 
         budget = options.warmup + options.restarts * (spacing + options.restart_timeout) + 60
-        load = OpenLoopLoad(port, options.rate, timeout=options.timeout, max_duration=budget)
+        load = client(port, options.rate, timeout=options.timeout, max_duration=budget)
         load.start()
         next_at = options.warmup
         for number in range(1, options.restarts + 1):
@@ -433,6 +451,27 @@ def _prepare_outputs(options: Options) -> None:
                 raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path.parent))
 
 
+#: How each client is named in the JSON and the report.
+CLIENT_DESCRIPTIONS = {
+    "native": "benchmarks/openloop.c: one C process, epoll, a new connection per request",
+    "python": "benchmarks/load.py OpenLoopLoad: an asyncio thread of the runner",
+}
+
+
+def load_client(choice: str, root: Path) -> tuple[str, LoadClient]:
+    """The client ``--client`` asks for: its name and maker. Raises RuntimeError when
+    ``native`` cannot be built; ``auto`` then falls back to the Python client."""
+    if choice == "python" or (choice == "auto" and compiler_path() is None):
+        return "python", OpenLoopLoad
+    try:
+        return "native", native_client(build_openloop(root))
+    except RuntimeError as exc:
+        if choice == "native":
+            raise
+        log(f"{exc}: the Python client instead")
+        return "python", OpenLoopLoad
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     options = parse_args(sys.argv[1:] if argv is None else argv)
     try:
@@ -444,6 +483,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, _exit_on_signal)
     root = Path(tempfile.mkdtemp(prefix="zocket-bench-"))
+    try:
+        client_name, client = load_client(options.client, root)
+    except RuntimeError as exc:
+        shutil.rmtree(root, ignore_errors=True)
+        print(f"run.py: {exc}", file=sys.stderr)
+        return 2
+    log(f"load client: {CLIENT_DESCRIPTIONS[client_name]}")
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     runs: list[Run] = []
     scenario_results: list[dict[str, Any]] = []
@@ -466,38 +512,34 @@ def main(argv: Sequence[str] | None = None) -> int:
             "keep_alive_s": options.keep_alive,
         },
         "versions": versions(),
+        "client": {"name": client_name, "description": CLIENT_DESCRIPTIONS[client_name]},
         "scenarios": scenario_results,
     }
     rounds = 1 if options.quick else 3
     try:
-        cold_start = results["cold_start"] = _reported(
-            "cold start",
-            lambda: measure_cold_starts(
-                root, options.boots, rounds=rounds, load_rate=options.rate, log=log
-            ),
+        cold = partial(
+            measure_cold_starts,
+            root,
+            options.boots,
+            rounds=rounds,
+            load_rate=options.rate,
+            log=log,
+            client=client,
         )
+        cold_start = results["cold_start"] = _reported("cold start", cold)
         cold_starts = {"python": cold_start}
         for family, server in COLD_START_SERVERS.items():
             if not any(SCENARIOS[name].family == family for name in options.scenarios):
                 continue
             # The node (go) scenarios' new code live is weighed against node's (Go's) own.
             cold_starts[family] = results[f"cold_start_{family}"] = _reported(
-                f"cold start ({family})",
-                partial(
-                    measure_cold_starts,
-                    root,
-                    options.boots,
-                    rounds=rounds,
-                    load_rate=options.rate,
-                    log=log,
-                    server=server,
-                ),
+                f"cold start ({family})", partial(cold, server=server)
             )
         for name in options.scenarios:
             for boot in options.boots:
                 log(f"{name}, boot {boot:g} s")
                 cls = SCENARIOS[name]
-                run = run_scenario(cls, boot, options, root)
+                run = run_scenario(cls, boot, options, root, client)
                 if run.result["status"] == "ok":
                     run.result["vs_cold_start"] = metrics.against_cold_start(
                         run.result["summary"], *cold_start_medians(cold_starts[cls.family], boot)

@@ -32,6 +32,7 @@ from benchmarks import metrics, report
 from benchmarks.cost import parse_importtime
 from benchmarks.load import FAILURE_KINDS, Record, classify, parse_wrk
 from benchmarks.metrics import Restart
+from benchmarks.native_load import compiler_path
 from benchmarks.scenarios import (
     GO_APP,
     HEADLINE,
@@ -40,8 +41,8 @@ from benchmarks.scenarios import (
     SCENARIOS,
     Circus,
     GoAlone,
-    NodeWatch,
     Nodemon,
+    NodeWatch,
     Scenario,
     ServerStarter,
     SystemdSocketActivate,
@@ -79,6 +80,8 @@ def quick_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     assert "## Against the peers" in result.stdout
     data: dict[str, Any] = json.loads(out.read_text())
     assert data["versions"]["python"] and data["versions"]["kernel"]
+    # The load came from the compiled client, a process of its own, where there is a compiler.
+    assert data["client"]["name"] == ("native" if compiler_path() else "python")
     for run in data["scenarios"]:
         if run["scenario"] == "start-server" and ServerStarter.skip_reason():
             assert run["status"] == ServerStarter.skip_reason()
@@ -590,6 +593,9 @@ def test_comparison_puts_zocket_first_with_ratios_to_it(peer_results: dict[str, 
     assert stamp.startswith("2026-12-01T21:00:00+0000; 2 CPUs, Test CPU")
     assert "load average 0.50" in stamp and "up to 1.70 during the scenarios" in stamp
     assert stamp.endswith("python benchmarks/run.py --boot 0.3 1.5")
+    assert "load client" not in stamp  # a run from before the client was recorded
+    peer_results["client"] = {"name": "native", "description": "..."}
+    assert "during the scenarios, the C load client; " in report.run_stamp(peer_results)
 
 
 def test_headline_picture_rows_panels_and_shared_axes(peer_results: dict[str, Any]) -> None:
