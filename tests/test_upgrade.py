@@ -24,12 +24,15 @@ import zocket
 from support import (
     LoadClient,
     assert_no_failures,
+    children_of,
     http_get,
     kill_groups,
+    read_cmdline,
     socket_inodes,
     wait_for,
     write_responder,
 )
+from zocket import libc, upgrade
 
 
 @pytest.fixture
@@ -233,3 +236,74 @@ def test_a_bind_made_after_an_upgrade_is_adopted_by_the_new_image(
         assert running.stop() in (0, 128 + signal.SIGTERM)
     finally:
         running.kill_all()
+
+
+#: Put into the copy's holder.py: the check before an upgrade (only it) takes 3 s.
+SLOW_CHECK = """
+def _slow_check():
+    import time
+    with open("/proc/self/cmdline", "rb") as f:
+        if b"upgrade.FORMAT" in f.read():
+            time.sleep(3)
+_slow_check()
+"""
+
+
+def test_zocket_goes_on_while_it_checks_the_new_install(
+    installed: Path, tmp_path: Path, short_dir: Path
+) -> None:
+    """The check is a child interpreter importing the new install (seconds on a slow disk):
+    a restart asked for meanwhile happens at once, not after the check."""
+    control = short_dir / "ctl.sock"
+    running = start(installed, tmp_path, control)
+
+    def checking() -> bool:
+        return any(
+            "upgrade.FORMAT" in " ".join(read_cmdline(pid))
+            for pid in children_of(running.proc.pid)
+        )
+
+    try:
+        holder = installed / "zocket" / "holder.py"
+        holder.write_text(holder.read_text() + SLOW_CHECK)
+        running.proc.send_signal(signal.SIGUSR2)
+        wait_for(checking, 10, message="the check never started")
+        running.proc.send_signal(signal.SIGHUP)
+        running.wait_line(r"generation 2 ready in")
+        # A second upgrade while the first is checked is refused, in words.
+        running.proc.send_signal(signal.SIGUSR2)
+        running.wait_line(
+            r"upgrade failed: an upgrade is already under way; this zocket keeps running"
+        )
+        assert "upgrading: exec" not in running.text()  # the check is still running
+        running.wait_line(r"upgraded in place", timeout=40)
+        text = running.text()
+        assert text.index("generation 2 ready in") < text.index("upgrading: exec"), text
+        assert running.stop() == 128 + signal.SIGTERM
+        assert "Traceback" not in running.text(), running.text()
+    finally:
+        running.kill_all()
+
+
+def test_a_check_that_does_not_answer_is_killed_and_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(upgrade, "_CHECK", "import time; time.sleep(60)")
+    check = upgrade.Preflight()
+    with pytest.raises(upgrade.UpgradeError, match="does not start: no answer in 30 s"):
+        check.finish()
+    assert check.process.returncode == -signal.SIGKILL
+    assert check.pidfd is None
+
+
+def test_a_check_reaped_by_zockets_orphan_reaper_keeps_its_status(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As a subreaper zocket collects any child with waitpid(-1): the check's exit status
+    must come through it, not be read as success (subprocess's answer to ECHILD)."""
+    monkeypatch.setattr(upgrade, "_CHECK", "import sys; sys.exit('a broken install')")
+    check = upgrade.Preflight()
+    _, status = libc.waitpid(check.pid)  # as the holder's reaper would
+    check.exited(libc.WaitStatus(status))
+    with pytest.raises(upgrade.UpgradeError, match="does not start: a broken install$"):
+        check.finish()

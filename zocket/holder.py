@@ -155,6 +155,9 @@ class Holder:
         self._walls: dict[int, float] = {}
         self._sentry: Sentry | None = None
         self._control: ControlServer | None = None
+        #: An upgrade's check of the installed zocket, while it runs, and who asked for it.
+        self._preflight: upgrade.Preflight | None = None
+        self._preflight_client: Client | None = None
         #: The hint that a server may bind the held port itself was given (once a run).
         self._hinted = False
 
@@ -227,14 +230,45 @@ class Holder:
     # --- upgrade: this process re-executes the installed zocket ------------------------------
 
     def upgrade(self, client: Client | None = None) -> None:
-        """Exec the installed zocket in this process with the state; on failure, serve on."""
+        """Check the installed zocket, then exec it in this process with the state (in
+        `_preflight_done`); on failure, serve on."""
+        assert self._loop is not None
         try:
             if self.lifecycle.stopping or self._exit_status is not None:
                 raise UpgradeError("zocket is stopping")
-            upgrade.preflight()
+            if self._preflight is not None:
+                raise UpgradeError("an upgrade is already under way")
+            preflight = upgrade.Preflight()
         except UpgradeError as exc:
             self._upgrade_failed(exc, client)
             return
+        self._preflight, self._preflight_client = preflight, client
+        assert preflight.pidfd is not None
+        self._loop.add_reader(preflight.pidfd, lambda _fd: self._preflight_done())
+        self._loop.set_timer(("upgrade",), upgrade.PREFLIGHT_TIMEOUT, self._preflight_done)
+
+    def _preflight_done(self) -> None:
+        """The check ended (or ran out of time): exec, or say why not and serve on."""
+        preflight, client = self._preflight, self._preflight_client
+        if preflight is None or self._loop is None:
+            return
+        self._preflight = self._preflight_client = None
+        self._loop.cancel_timer(("upgrade",))
+        if preflight.pidfd is not None:
+            self._loop.remove_reader(preflight.pidfd)
+        if client is not None and client.fd < 0:
+            client = None  # it went away while it waited: the upgrade goes on without it
+        try:
+            preflight.finish()
+            if self.lifecycle.stopping or self._exit_status is not None:
+                raise UpgradeError("zocket is stopping")
+        except UpgradeError as exc:
+            self._upgrade_failed(exc, client)
+            return
+        self._exec_upgrade(client)
+
+    def _exec_upgrade(self, client: Client | None) -> None:
+        """The installed zocket passed its check: hand it everything, in this process."""
         assert self._loop is not None
         self.log(f"upgrading: exec {' '.join(upgrade.command())}")
         mask = upgrade.block(HANDLED)
@@ -427,6 +461,8 @@ class Holder:
             # Orphans reparented to us (as subreaper or PID 1): collect, or they stay zombies.
             # waitpid(-1) may also return a generation that exited since the loop above.
             while (found := libc.reap(-1)) is not None:
+                if self._preflight is not None and found[0] == self._preflight.pid:
+                    self._preflight.exited(found[1])
                 for number, generation in list(self.lifecycle.generations.items()):
                     if generation.pid == found[0] and generation.alive:
                         self._exited(number, found[1])
@@ -715,6 +751,10 @@ class Holder:
                 self.lifecycle.handle(Exited(self._now(), number, libc.WaitStatus(status)))
         for pgid in self._lingering_groups():
             _signal_group(pgid, signal.SIGKILL)  # workers their first process left behind
+        if self._preflight is not None:
+            self._preflight.kill()  # an upgrade's check, still running: moot now
+            self._preflight.close()
+            self._preflight = None
         if self._sentry is not None:
             self._sentry.close()
             self._sentry = None

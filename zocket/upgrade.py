@@ -19,7 +19,8 @@ Two things would make that window dangerous, and both are guarded:
 - a new install that cannot start would leave a process with no holder in
   it: before exec, a child interpreter imports the installed zocket, parses
   this zocket's command line with it and checks the state's format, and the
-  upgrade is refused (the old image serves on and says why) unless it can;
+  upgrade is refused (the old image serves on and says why) unless it can.
+  The holder's loop runs on while it checks (`Preflight`);
 - a SIGTERM or SIGHUP arriving before the new image has installed its
   handlers would kill zocket outright: the signals zocket handles are
   blocked from the snapshot on, across exec (the mask survives it), and
@@ -37,6 +38,7 @@ import sys
 from collections.abc import Iterable
 from typing import Any
 
+from . import libc
 from ._version import __version__
 
 #: The environment variable that names the memfd holding the state.
@@ -70,20 +72,72 @@ def command() -> list[str]:
     return [sys.executable, "-c", _START, *sys.argv[1:]]
 
 
-def preflight() -> None:
-    """Refuse an install that could not take over, before anything is given up."""
-    try:
-        result = subprocess.run(
-            [sys.executable, "-c", _CHECK, *sys.argv[1:]],
-            capture_output=True, text=True, timeout=PREFLIGHT_TIMEOUT, check=False,
-            stdin=subprocess.DEVNULL,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise UpgradeError(f"the installed zocket does not start: {exc}") from None
-    if result.returncode != 0:
-        lines = [line for line in result.stderr.splitlines() if line.strip()]
-        why = lines[-1].strip() if lines else f"exit status {result.returncode}"
-        raise UpgradeError(f"the installed zocket does not start: {why}")
+class Preflight:
+    """The check that the installed zocket could take over, run beside the holder's loop.
+
+    It is a child interpreter importing the installed zocket (see ``_CHECK``):
+    about 0.2 s, up to ``PREFLIGHT_TIMEOUT`` on a slow disk. The holder goes on
+    meanwhile (signals, exits, readiness, control requests), and calls
+    `finish` once ``pidfd`` is readable or the timeout has passed. Its stderr
+    goes to a pipe read only then: a failing import writes a few lines, far
+    less than the pipe holds.
+    """
+
+    def __init__(self) -> None:
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-c", _CHECK, *sys.argv[1:]],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            )  # fmt: skip
+        except OSError as exc:
+            raise UpgradeError(f"the installed zocket does not start: {exc}") from None
+        try:
+            self.pidfd: int | None = libc.pidfd_open(self.process.pid)
+        except OSError as exc:
+            self.kill()
+            raise UpgradeError(f"cannot watch the check of the new install: {exc}") from None
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def exited(self, status: libc.WaitStatus) -> None:
+        """The holder's reaper collected it first (waitpid(-1), for orphans): how it ended,
+        as subprocess would have said (a negative number: killed by that signal)."""
+        code = status.exit_code
+        self.process.returncode = code if code is not None else -(status.signal or 0)
+
+    def finish(self) -> None:
+        """Raise UpgradeError unless the check passed; a check still running is killed."""
+        try:
+            code = self.process.poll()
+            if code is None:
+                self.kill()
+                raise UpgradeError(
+                    f"the installed zocket does not start: no answer in {PREFLIGHT_TIMEOUT:g} s"
+                )
+            if code != 0:
+                assert self.process.stderr is not None
+                os.set_blocking(self.process.stderr.fileno(), False)
+                text = (self.process.stderr.read() or b"").decode(errors="replace")
+                lines = [line for line in text.splitlines() if line.strip()]
+                why = lines[-1].strip() if lines else f"exit status {code}"
+                raise UpgradeError(f"the installed zocket does not start: {why}")
+        finally:
+            self.close()
+
+    def kill(self) -> None:
+        """Stop the check at once (zocket stops, or it took too long)."""
+        if self.process.returncode is None:
+            self.process.kill()
+            self.process.wait()
+
+    def close(self) -> None:
+        if self.process.stderr is not None:
+            self.process.stderr.close()
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+            self.pidfd = None
 
 
 def exec_new_image(state: dict[str, Any], keep: Iterable[int]) -> None:
