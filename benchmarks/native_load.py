@@ -89,7 +89,7 @@ class NativeOpenLoopLoad(OpenLoopLoad):
     def __init__(self, binary: Path, port: int, rate: float, **kwargs: float | str) -> None:
         super().__init__(port, rate, **kwargs)  # type: ignore[arg-type]
         self.binary = binary
-        self._process: subprocess.Popen[str] | None = None
+        self._process: subprocess.Popen[bytes] | None = None
         self._ended = False
 
     def start(self) -> NativeOpenLoopLoad:
@@ -107,11 +107,12 @@ class NativeOpenLoopLoad(OpenLoopLoad):
             ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            text=True,
-            bufsize=1,
+            # Bytes: only "\n" ends a record (a "\r" may be in a header value), and
+            # values are decoded as load.read_response decodes them, latin-1. (A buffered
+            # readline returns each line as soon as it is in: the reads take what is there.)
         )
         assert self._process.stdout is not None
-        first = self._process.stdout.readline()
+        first = self._process.stdout.readline().decode("latin-1")
         if not first.startswith("S "):
             self._process.kill()
             self._process.wait()
@@ -126,9 +127,10 @@ class NativeOpenLoopLoad(OpenLoopLoad):
     def now(self) -> float:
         return time.monotonic() - self.origin
 
-    def _read(self, stream: IO[str]) -> None:
+    def _read(self, stream: IO[bytes]) -> None:
         try:
-            for line in stream:
+            for raw in stream:
+                line = raw.decode("latin-1")
                 if line.startswith("E"):
                     self._ended = True
                     break
@@ -137,6 +139,9 @@ class NativeOpenLoopLoad(OpenLoopLoad):
                     self._records.append(record)
         except BaseException as exc:  # noqa: BLE001 - reported by stop()
             self._crash = exc
+            # Nobody reads its output now: it would block on a full pipe, never stop.
+            if self._process is not None:
+                self._process.kill()
 
     def stop(self) -> list[Record]:
         process = self._process

@@ -147,6 +147,43 @@ static int header(const char *head, size_t head_len, const char *name, char *out
     return 0;
 }
 
+/* Where the line starting at POS ends (just past its '\n'), or 0 if it has not all come. */
+static size_t line_end(const char *buf, size_t len, size_t pos)
+{
+    const char *nl = pos < len ? memchr(buf + pos, '\n', len - pos) : NULL;
+    return nl ? (size_t)(nl - buf) + 1 : 0;
+}
+
+/*
+ * Whether the chunked body from POS is whole: 1 yes, 0 not yet, -1 it cannot be
+ * (a chunk size that is no hex number).  As load.read_response: each chunk is
+ * a size line (extensions after ';' ignored), the data and CRLF; after the
+ * size-0 chunk one more line (the empty trailer), or the end of the stream.
+ */
+static int chunked_whole(const char *buf, size_t len, size_t pos, int eof)
+{
+    for (;;) {
+        size_t end = line_end(buf, len, pos);
+        if (!end) return 0;
+        char *stop;
+        unsigned long long size = strtoull(buf + pos, &stop, 16);
+        if (stop == buf + pos && *stop != ';' && *stop != '\r' && *stop != '\n') return -1;
+        if (size == 0) return line_end(buf, len, end) != 0 || eof;
+        if (size > MAX_RESPONSE) return -1;
+        pos = end + (size_t)size + 2;
+        if (pos > len) return 0;
+    }
+}
+
+/* Whether TEXT is all decimal digits (and not empty), as Python's str.isdigit for ASCII. */
+static int all_digits(const char *text)
+{
+    if (!*text) return 0;
+    for (; *text; text++)
+        if (*text < '0' || *text > '9') return 0;
+    return 1;
+}
+
 /*
  * Whether the response in R's buffer is whole, read as load.read_response
  * reads it: by Content-Length, by chunked encoding's last chunk, or (neither)
@@ -167,24 +204,37 @@ static void consider(struct request *r, int eof)
                           : "ClosedEarly: connection closed before a status line");
         return;
     }
-    int status = 0;
+    /* "HTTP/1.1 200 OK": the second word must be all digits. */
+    char code[8] = "";
     const char *sp = memchr(r->buf, ' ', head_len);
-    if (sp) status = atoi(sp + 1);
-    if (status < 100 || status > 999) {
+    if (sp) {
+        size_t n = strcspn(sp + 1, " \r\n");
+        if (n < sizeof code) memcpy(code, sp + 1, n), code[n] = '\0';
+    }
+    if (!all_digits(code)) {
         finish(r, "error", 0, NULL, "BadResponse: not an HTTP status line");
         return;
     }
+    int status = atoi(code);
     char generation[64] = "", value[64] = "";
     header(r->buf, head_len, "x-generation", generation, sizeof generation);
-    size_t body = r->len - head_len;
     int whole;
     if (header(r->buf, head_len, "transfer-encoding", value, sizeof value) &&
-        strcasestr(value, "chunked"))
-        whole = body >= 5 && memcmp(r->buf + r->len - 5, "0\r\n\r\n", 5) == 0;
-    else if (header(r->buf, head_len, "content-length", value, sizeof value))
-        whole = body >= (size_t)strtoull(value, NULL, 10);
-    else
+        strcasestr(value, "chunked")) {
+        whole = chunked_whole(r->buf, r->len, head_len, eof);
+        if (whole < 0) {
+            finish(r, "error", 0, NULL, "ValueError: not a chunk size");
+            return;
+        }
+    } else if (header(r->buf, head_len, "content-length", value, sizeof value)) {
+        if (!all_digits(value)) {
+            finish(r, "error", 0, NULL, "ValueError: not a Content-Length");
+            return;
+        }
+        whole = r->len - head_len >= (size_t)strtoull(value, NULL, 10);
+    } else {
         whole = eof;
+    }
     if (whole)
         finish(r, status >= 200 && status < 400 ? "ok" : "http_error", status, generation, "");
     else if (eof)

@@ -60,6 +60,40 @@ def chunked(conn: socket.socket) -> None:
     )
 
 
+def in_pieces(*pieces: bytes) -> Behaviour:
+    """The response written in several writes, a little apart, as a slow server would."""
+
+    def answer(conn: socket.socket) -> None:
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for piece in pieces:
+            conn.sendall(piece)
+            time.sleep(0.01)
+
+    return answer
+
+
+HEAD = b"HTTP/1.1 200 OK\r\nx-generation: p\r\n"
+#: A body in pieces, by a lower-case Content-Length.
+SPLIT_BODY = in_pieces(HEAD + b"content-length: 10\r\n\r\nhello", b" wor", b"ld")
+#: Chunks in pieces, the last chunk with an extension, then a trailer. The first piece
+#: ends in "0\r\n\r\n" inside a chunk's data: not yet the last chunk.
+SPLIT_CHUNKS = in_pieces(
+    HEAD + b"Transfer-Encoding: chunked\r\n\r\n9\r\nabcd0\r\n\r\n",
+    b"\r\n3\r\nxyz\r\n0;last\r\n",
+    b"Trailer: t\r\n\r\n",
+)
+#: A body shorter than its chunk size, then the end of the stream.
+SHORT_CHUNK = in_pieces(HEAD + b"Transfer-Encoding: chunked\r\n\r\n9\r\nabc")
+
+
+def bad_length(conn: socket.socket) -> None:
+    conn.sendall(HEAD + b"Content-Length: lots\r\n\r\nhello")
+
+
+def bad_status(conn: socket.socket) -> None:
+    conn.sendall(b"HTTP/1.1 20x OK\r\nContent-Length: 0\r\n\r\n")
+
+
 def cut_short(conn: socket.socket) -> None:
     conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly part")
 
@@ -182,8 +216,16 @@ def test_the_records_share_the_runners_clock(client: Callable[..., OpenLoopLoad]
         (cut_short, "reset", None, None),
         (close_at_once, "reset", None, None),
         (not_http, "error", None, None),
+        (SPLIT_BODY, "ok", 200, "p"),
+        (SPLIT_CHUNKS, "ok", 200, "p"),
+        (SHORT_CHUNK, "reset", None, None),
+        (bad_length, "error", None, None),
+        (bad_status, "error", None, None),
     ],
-    ids=["500", "404", "302", "chunked", "to-eof", "cut-short", "closed", "not-http"],
+    ids=str.split(
+        "500 404 302 chunked to-eof cut-short closed not-http split-body split-chunks"
+        " short-chunk bad-length bad-status"
+    ),
 )
 def test_each_outcome_is_counted_alike(
     client: Callable[..., OpenLoopLoad],
@@ -225,6 +267,8 @@ def test_the_native_client_stops_within_its_requests_timeout(binary: Path) -> No
         took = time.monotonic() - began
     assert took < 0.5 + 5.0 + 1.0
     assert len(records) >= 8 and kinds(records) <= {"timeout", "error"}
+    scheduled = sorted(r.scheduled for r in records)  # every one scheduled, none lost
+    assert scheduled == pytest.approx([k / 100 for k in range(len(records))], abs=1e-6)
 
 
 def test_a_client_that_cannot_be_built_says_why(tmp_path: Path) -> None:

@@ -238,13 +238,16 @@ def test_a_bind_made_after_an_upgrade_is_adopted_by_the_new_image(
         running.kill_all()
 
 
-#: Put into the copy's holder.py: the check before an upgrade (only it) takes 3 s.
+#: Put into the copy's holder.py: the check before an upgrade (only it) waits while the
+#: gate file (GATE, replaced by its path) exists, 60 s at most.
 SLOW_CHECK = """
 def _slow_check():
-    import time
+    import os, time
     with open("/proc/self/cmdline", "rb") as f:
         if b"upgrade.FORMAT" in f.read():
-            time.sleep(3)
+            deadline = time.monotonic() + 60
+            while os.path.exists(GATE) and time.monotonic() < deadline:
+                time.sleep(0.05)
 _slow_check()
 """
 
@@ -253,7 +256,8 @@ def test_zocket_goes_on_while_it_checks_the_new_install(
     installed: Path, tmp_path: Path, short_dir: Path
 ) -> None:
     """The check is a child interpreter importing the new install (seconds on a slow disk):
-    a restart asked for meanwhile happens at once, not after the check."""
+    a restart asked for meanwhile happens at once, not after the check. The check here
+    waits for the test to open a gate."""
     control = short_dir / "ctl.sock"
     running = start(installed, tmp_path, control)
 
@@ -264,8 +268,10 @@ def test_zocket_goes_on_while_it_checks_the_new_install(
         )
 
     try:
+        gate = tmp_path / "gate"
+        gate.touch()
         holder = installed / "zocket" / "holder.py"
-        holder.write_text(holder.read_text() + SLOW_CHECK)
+        holder.write_text(holder.read_text() + SLOW_CHECK.replace("GATE", repr(str(gate))))
         running.proc.send_signal(signal.SIGUSR2)
         wait_for(checking, 10, message="the check never started")
         running.proc.send_signal(signal.SIGHUP)
@@ -276,6 +282,7 @@ def test_zocket_goes_on_while_it_checks_the_new_install(
             r"upgrade failed: an upgrade is already under way; this zocket keeps running"
         )
         assert "upgrading: exec" not in running.text()  # the check is still running
+        gate.unlink()
         running.wait_line(r"upgraded in place", timeout=40)
         text = running.text()
         assert text.index("generation 2 ready in") < text.index("upgrading: exec"), text

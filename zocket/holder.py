@@ -284,7 +284,8 @@ class Holder:
                 self._on_signal(signum)
 
     def _upgrade_failed(self, exc: UpgradeError, client: Client | None) -> None:
-        message = f"upgrade failed: {exc}; this zocket keeps running"
+        stopping = self.lifecycle.stopping or self._exit_status is not None
+        message = f"upgrade failed: {exc}" + ("" if stopping else "; this zocket keeps running")
         self.log(message)
         if client is not None:
             client.send({"ok": False, "message": message})
@@ -755,6 +756,11 @@ class Holder:
             self._preflight.kill()  # an upgrade's check, still running: moot now
             self._preflight.close()
             self._preflight = None
+            if self._preflight_client is not None and self._preflight_client.fd >= 0:
+                self._preflight_client.send(
+                    {"ok": False, "message": "upgrade failed: zocket is stopping"}
+                )
+            self._preflight_client = None
         if self._sentry is not None:
             self._sentry.close()
             self._sentry = None

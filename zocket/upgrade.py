@@ -91,10 +91,12 @@ class Preflight:
             )  # fmt: skip
         except OSError as exc:
             raise UpgradeError(f"the installed zocket does not start: {exc}") from None
+        self.pidfd: int | None = None
         try:
-            self.pidfd: int | None = libc.pidfd_open(self.process.pid)
+            self.pidfd = libc.pidfd_open(self.process.pid)
         except OSError as exc:
             self.kill()
+            self.close()
             raise UpgradeError(f"cannot watch the check of the new install: {exc}") from None
 
     @property
