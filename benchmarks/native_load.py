@@ -17,11 +17,11 @@ import os
 import shutil
 import subprocess
 import threading
-import time
 from functools import partial
 from pathlib import Path
 from typing import IO
 
+from .build import build_into
 from .load import KINDS, LoadClient, OpenLoopLoad, Record
 
 __all__ = ["SOURCE", "NativeOpenLoopLoad", "build_openloop", "compiler_path", "native_client"]
@@ -46,17 +46,9 @@ def build_openloop(directory: Path) -> Path:
     compiler = compiler_path()
     if compiler is None:
         raise RuntimeError("no C compiler (cc or gcc) on PATH for the load client")
-    partial = directory / ".openloop.tmp"
-    result = subprocess.run(
-        [compiler, "-O2", "-Wall", "-o", str(partial), str(SOURCE)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"building the load client failed: {result.stderr.strip()[-2000:]}")
-    os.replace(partial, binary)
+    failed = build_into(binary, [compiler, "-O2", "-Wall", "-o", "{out}", str(SOURCE)], timeout=120)
+    if failed is not None:
+        raise RuntimeError(f"building the load client failed {failed}")
     return binary
 
 
@@ -123,9 +115,6 @@ class NativeOpenLoopLoad(OpenLoopLoad):
         )
         self._thread.start()
         return self
-
-    def now(self) -> float:
-        return time.monotonic() - self.origin
 
     def _read(self, stream: IO[bytes]) -> None:
         try:

@@ -36,6 +36,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any, ClassVar
 
+from .build import build_into
 from .load import get_once
 
 __all__ = [
@@ -1244,19 +1245,12 @@ def build_go_app(directory: Path) -> Path:
     source.mkdir(exist_ok=True)
     (source / "main.go").write_text(GO_APP)
     (source / "go.mod").write_text("module benchgo\n\ngo 1.19\n")
-    partial = directory / ".benchgo.tmp"
-    result = subprocess.run(
-        [go, "build", "-o", str(partial), "."],
-        cwd=source,
+    failed = build_into(
+        binary, [go, "build", "-o", "{out}", "."], timeout=600, cwd=source,
         env=go_build_env(directory),
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise ScenarioError(f"go build failed ({result.returncode}): {result.stderr[-2000:]}")
-    os.replace(partial, binary)
+    )  # fmt: skip
+    if failed is not None:
+        raise ScenarioError(f"go build failed {failed}")
     return binary
 
 

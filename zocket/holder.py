@@ -229,12 +229,17 @@ class Holder:
 
     # --- upgrade: this process re-executes the installed zocket ------------------------------
 
+    @property
+    def _leaving(self) -> bool:
+        """Whether zocket is on its way out: told to stop, or its exit status decided."""
+        return self.lifecycle.stopping or self._exit_status is not None
+
     def upgrade(self, client: Client | None = None) -> None:
         """Check the installed zocket, then exec it in this process with the state (in
         `_preflight_done`); on failure, serve on."""
         assert self._loop is not None
         try:
-            if self.lifecycle.stopping or self._exit_status is not None:
+            if self._leaving:
                 raise UpgradeError("zocket is stopping")
             if self._preflight is not None:
                 raise UpgradeError("an upgrade is already under way")
@@ -260,7 +265,7 @@ class Holder:
             client = None  # it went away while it waited: the upgrade goes on without it
         try:
             preflight.finish()
-            if self.lifecycle.stopping or self._exit_status is not None:
+            if self._leaving:
                 raise UpgradeError("zocket is stopping")
         except UpgradeError as exc:
             self._upgrade_failed(exc, client)
@@ -284,8 +289,7 @@ class Holder:
                 self._on_signal(signum)
 
     def _upgrade_failed(self, exc: UpgradeError, client: Client | None) -> None:
-        stopping = self.lifecycle.stopping or self._exit_status is not None
-        message = f"upgrade failed: {exc}" + ("" if stopping else "; this zocket keeps running")
+        message = f"upgrade failed: {exc}" + ("" if self._leaving else "; this zocket keeps running")
         self.log(message)
         if client is not None:
             client.send({"ok": False, "message": message})
@@ -756,7 +760,7 @@ class Holder:
             self._preflight.kill()  # an upgrade's check, still running: moot now
             self._preflight.close()
             self._preflight = None
-            if self._preflight_client is not None and self._preflight_client.fd >= 0:
+            if self._preflight_client is not None:
                 self._preflight_client.send(
                     {"ok": False, "message": "upgrade failed: zocket is stopping"}
                 )
