@@ -327,3 +327,39 @@ def test_a_stop_handler_is_not_deferred_into_a_loop_that_serves_nothing() -> Non
         running.process.send_signal(signal.SIGTERM)
         assert running.line(timeout=10) == "stopped"
         assert running.process.wait(20) == 0
+
+
+#: A server whose main thread accepts and hands each connection to a thread (cheroot's
+#: shape), told to stop in the moment between the two.
+HAND_OFF_PROBE = r"""
+import os, signal, socket, sys, threading, time
+
+listener = socket.socket(fileno=int(sys.argv[1]))  # held; SIGTERM stays at its default
+print("serving", flush=True)
+
+
+def serve(conn):
+    conn.recv(65536)
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\nConnection: close\r\n\r\nanswered\n")
+    conn.close()
+
+
+conn, _ = listener.accept()
+os.kill(os.getpid(), signal.SIGTERM)  # zocket's stop, before the hand-off
+threading.Thread(target=serve, args=(conn,)).start()
+while True:
+    time.sleep(0.05)  # the main thread's loop goes on (cheroot's selector)
+"""
+
+
+def test_sigterm_at_its_default_lets_the_main_thread_hand_on_what_it_took() -> None:
+    """The wait for the connections taken runs beside the main thread, not in its signal
+    handler: there it would keep the connection from the thread that answers it until the
+    stop timeout, and the process would die with it unanswered."""
+    argv = [PY, "-c", HAND_OFF_PROBE, "{fd}"]
+    with hooked_process(argv, extra_env={"ZOCKET_STOP_TIMEOUT": "5"}) as running:
+        assert running.line() == "serving", running.stderr()
+        client = running.connect()
+        client.sendall(REQUEST)
+        assert answer(client).endswith(b"\r\n\r\nanswered\n"), running.stderr()
+        assert running.process.wait(20) == -signal.SIGTERM, running.stderr()

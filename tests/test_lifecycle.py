@@ -263,7 +263,7 @@ def test_triggers_while_starting_coalesce_into_one_more_restart() -> None:
     world.take()
     world.ready(2)
     assert world.spawns() == [3]
-    assert "changed while starting: restarting" in world.logs()
+    assert "b.py changed during a start: restarting" in world.logs()
     world.take()
     world.ready(3)
     assert world.spawns() == []
@@ -615,7 +615,7 @@ def test_copies_triggers_during_a_roll_make_one_more_full_roll() -> None:
     world.ready(6)
     assert [(o.waiters, o.ok) for o in outcomes(world)] == [(("first",), True)]
     assert world.spawns() == [5, 6, 7]  # the second roll began at slot 1
-    assert "changed while starting: restarting" in world.logs()
+    assert "c.py changed during a start: restarting" in world.logs()
     world.take()
     for number in (7, 8, 9):
         world.ready(number)
@@ -786,6 +786,30 @@ def test_the_state_survives_json_and_the_rules_carry_on_from_it() -> None:
     world.take()
     world.ready(3)  # the roll goes on in the restored lifecycle
     assert world.signals() == [(1, signal.SIGTERM)]
+
+
+def test_a_coalesced_trigger_survives_an_upgrade_and_says_what_it_was() -> None:
+    world = serving_world()
+    world.restart("a.py changed")
+    world.send(Restart(world.now, "SIGHUP"))  # while generation 2 starts
+    saved = world.lifecycle.to_state()
+    assert saved["restart_pending"] == "SIGHUP"
+    world.lifecycle = Lifecycle.from_state(world.lifecycle.rules, saved)
+    world.take()
+    world.ready(2)
+    assert world.spawns() == [3]
+    assert "SIGHUP during a start: restarting" in world.logs()
+
+
+def test_a_state_saved_with_a_bare_pending_flag_still_restarts() -> None:
+    world = serving_world()
+    world.restart("a.py changed")
+    saved = {**world.lifecycle.to_state(), "restart_pending": True}
+    world.lifecycle = Lifecycle.from_state(world.lifecycle.rules, saved)
+    world.take()
+    world.ready(2)
+    assert world.spawns() == [3]
+    assert "a change during a start: restarting" in world.logs()
 
 
 def test_a_start_that_cannot_spawn_still_ends_the_reload_for_systemd() -> None:

@@ -306,8 +306,9 @@ class Lifecycle:
     #: Crashes in a row, per copy slot (a stable generation resets its slot's count).
     slot_crashes: dict[int, int] = field(default_factory=dict)
     stopping: bool = False
-    #: A trigger came while a generation was starting: restart once it settles.
-    restart_pending: bool = False
+    #: What triggered a restart while a generation was starting ("": nothing): restart
+    #: once it settles, saying so.
+    restart_pending: str = ""
     #: No overlap: this generation is stopping so that the next one can start.
     making_way: int | None = None
     #: The restart under way, slot by slot (see the module docstring).
@@ -361,6 +362,8 @@ class Lifecycle:
             generations[generation.number] = generation
         crashes = {int(slot): n for slot, n in data.pop("slot_crashes").items()}
         roll = data.pop("roll")
+        if isinstance(data.get("restart_pending"), bool):  # an older zocket saved a flag
+            data["restart_pending"] = "a change" if data["restart_pending"] else ""
         return cls(
             rules, generations=generations, slot_crashes=crashes,
             roll=Roll(**roll) if roll is not None else None, **data,
@@ -441,12 +444,12 @@ class Lifecycle:
         if self.stopping:
             return
         if self.starting is not None:
-            self.restart_pending = True
+            self.restart_pending = reason
             return
         if self.making_way is not None:
             assert self.roll is not None
             if self.roll.new:  # copies already replaced did not see this change
-                self.restart_pending = True
+                self.restart_pending = reason
             else:  # the generations about to start will see this change too
                 self.roll.waiters += self.waiters
                 self.waiters = []
@@ -689,7 +692,7 @@ class Lifecycle:
             actions.append(Exit(self.exit_status))
             return
         if not others:
-            self.restart_pending = False  # what starts now runs the latest code anyway
+            self.restart_pending = ""  # what starts now runs the latest code anyway
         nothing = (
             "no generation is serving" if self.rules.copies == 1
             else f"no generation of copy {copy} is serving"
@@ -776,8 +779,8 @@ class Lifecycle:
         """The coalesced restart, once nothing starts and no roll is under way."""
         busy = self.roll is not None or self.starting is not None or self.making_way is not None
         if self.restart_pending and not self.stopping and not busy:
-            self.restart_pending = False
-            self._restart("changed while starting", now, actions)
+            reason, self.restart_pending = self.restart_pending, ""
+            self._restart(f"{reason} during a start", now, actions)
 
     def _answer(
         self, generation: Generation, ok: bool, message: str, actions: list[Action]

@@ -22,7 +22,6 @@ ADAPTERS = {
     "asyncio": "_zocket_asyncio",
     "uvloop": "_zocket_uvloop",
     "granian": "_zocket_granian",
-    "waitress": "_zocket_waitress",
 }
 #: How often a drain looks whether the connections taken so far are closed.
 POLL = 0.02

@@ -27,10 +27,12 @@ zocket's SIGTERM too: it goes to the generation's process group). So where a
 held socket is made while SIGTERM is at its default, SIGTERM becomes: stop
 accepting, let the connections taken so far close (the server's own shutdown,
 or the requests simply ending), for at most ZOCKET_STOP_TIMEOUT seconds (zocket
-kills the generation then anyway), then die of SIGTERM. Its fork children die
+kills the generation then anyway), then die of SIGTERM; the wait runs beside the
+main thread, which may be the one that must finish them. Its fork children die
 at once. The app still sees SIG_DFL, and a handler it installs replaces this one.
 """
 
+import _thread
 import os
 import signal
 import time
@@ -190,10 +192,26 @@ def _default_term(signum, frame):
     for adapter in _zocket_adapters.registered():
         if adapter.finish(signum, deadline):
             return
-    try:
-        _zocket_adapters.drain(deadline)  # other threads serve meanwhile
-    finally:  # even if another signal's exception cuts the wait short
+    if not _zocket_adapters.busy():
         _die(signum)
+    # The main thread may be the one that must finish what was taken: it writes the
+    # answers (waitress's loop) or hands the connection it just took to a worker
+    # (cheroot's), and this handler interrupted it. So the wait runs beside it, and
+    # the handler returns at once. _thread, not threading: threading's start takes
+    # locks the interrupted code may hold.
+    if not _waiting[0]:
+        _waiting[0] = True
+        _thread.start_new_thread(_die_when_drained, (signum, deadline))
+
+
+_waiting = [False]  # a thread waits for the connections taken (see _default_term)
+
+
+def _die_when_drained(signum, deadline):
+    try:
+        _zocket_adapters.drain(deadline)
+    finally:
+        die_from_thread(signum)
 
 
 def die_when_idle(loop, signum, deadline):
