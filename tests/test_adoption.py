@@ -232,8 +232,16 @@ RUNTIMES = [
         b"hello from node",
         {"server.js": NODE_GRACEFUL_SERVER},
     ),
+    # php -S dies at once of SIGTERM (and its SIGINT closes what it took too): a request it
+    # had accepted is reset now and then (1 in 30 restarts at 300 requests/s; once in a CI
+    # run of this test).
     Runtime(
-        "php", "php", ["php", "-S", "127.0.0.1:{port}"], b"hello from php", {"index.php": PHP_INDEX}
+        "php",
+        "php",
+        ["php", "-S", "127.0.0.1:{port}"],
+        b"hello from php",
+        {"index.php": PHP_INDEX},
+        loses_on_stop=True,
     ),
     Runtime(
         "python",
@@ -351,7 +359,8 @@ def assert_serves_on_the_held_socket(zocket: ZocketProcess, pid: int) -> None:
 
 def assert_only_stop_losses(load: LoadClient, zocket: ZocketProcess) -> None:
     """What a server that drops requests when it stops may lose, and nothing else (node;
-    WEBrick and granian without the hook's stop handling less often, see RUNTIMES).
+    php -S, WEBrick, gevent and granian without the hook's stop handling less often, see
+    RUNTIMES).
 
     node without a SIGTERM handler exits the moment zocket tells an old generation to
     stop (after the new one is ready): the requests that old node had accepted and not
