@@ -79,7 +79,6 @@ __all__ = [
     "answer",
     "asgi_app",
     "assert_no_failures",
-    "assert_only_resets_at_a_stop",
     "checkout_is_built",
     "children_of",
     "group_members",
@@ -792,27 +791,6 @@ def assert_no_failures(load: LoadClient, minimum_ok: int = 0) -> None:
 
 
 # --- polling ----------------------------------------------------------------------------------
-
-
-def assert_only_resets_at_a_stop(
-    load: LoadClient, zocket: ZocketProcess, *, at_most: int | None = None
-) -> None:
-    """Every failed request of ``load`` was a reset of a request in flight when one of
-    zocket's generations stopped (``at_most`` of them, if given), and nothing else.
-
-    For servers that cannot finish what they took when told to stop (node, gevent: they
-    die of SIGTERM at once): what they may lose, in one place.
-    """
-    failures = load.failures()
-    if at_most is not None:
-        assert len(failures) <= at_most, load.summary()
-    stops = zocket.stderr_times(r"generation \d+ stopped")
-    for failure in failures:
-        assert failure.kind == "reset", load.summary()
-        end = failure.started + failure.elapsed
-        assert any(failure.started - 0.5 <= stop <= end + 0.5 for stop in stops), (
-            f"a reset at {failure.started:.3f} is not at a stop ({stops}): {load.summary()}"
-        )
 
 
 def wait_for(

@@ -263,6 +263,7 @@ pid_t getppid(void);
 int prctl(int option, ...);
 int zocket_pidfd_open(pid_t pid, unsigned int flags);
 int zocket_pidfd_send_signal(int pidfd, int sig, unsigned int flags);
+int zocket_tgkill(pid_t tgid, pid_t tid, int sig);
 
 int WIFEXITED(int);
 int WEXITSTATUS(int);
@@ -308,6 +309,11 @@ static int zocket_pidfd_open(pid_t pid, unsigned int flags)
     errno = ENOSYS;
     return -1;
 #endif
+}
+
+static int zocket_tgkill(pid_t tgid, pid_t tid, int sig)
+{
+    return (int)syscall(SYS_tgkill, tgid, tid, sig);
 }
 
 static int zocket_pidfd_send_signal(int pidfd, int sig, unsigned int flags)

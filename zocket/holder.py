@@ -66,6 +66,7 @@ from .lifecycle import (
 from .listeners import Listener, inherited_listeners, open_listeners, resumed_listener
 from .loop import Loop
 from .notifications import NotifySocket, trusted
+from .quiesce import QuietStops
 from .sentry import Sentry
 from .spawn import Child, SpawnError, spawn
 from .upgrade import UpgradeError
@@ -142,6 +143,7 @@ class Holder:
         self._lingering: dict[int, int] = {}
         self._argv: list[str] = []
         self._inodes: frozenset[int] = frozenset()
+        self._quiet: QuietStops | None = None
         self._loop: Loop | None = None
         self._watcher: Watcher | None = None
         self._changed: list[str] = []
@@ -186,6 +188,10 @@ class Holder:
         try:
             self._argv = expand(self.config.command, self.listeners)
             self._inodes = readiness.socket_inodes(listener.fd for listener in self.listeners)
+            self._quiet = QuietStops(
+                loop, self.log, [held.fd for held in self.listeners], self._inodes,
+                self.config.stop_timeout,
+            )
             self.lifecycle.holding = self._describe_listeners()
             if self.config.reap_orphans:
                 libc.prctl(libc.PR_SET_CHILD_SUBREAPER, 1)
@@ -278,6 +284,8 @@ class Holder:
         self.log(f"upgrading: exec {' '.join(upgrade.command())}")
         mask = upgrade.block(HANDLED)
         caught = self._loop.take_signals()  # caught, not yet handled: they go along
+        if self._quiet is not None:
+            self._quiet.flush()  # the new image knows nothing of a stop still waiting
         try:
             state, keep = self._snapshot(client)
             state["signals"] = caught
@@ -542,7 +550,8 @@ class Holder:
         elif isinstance(action, Signal):
             generation = self.lifecycle.generations.get(action.number)
             if generation is not None and generation.pid is not None:
-                _signal_group(generation.pid, action.signum)
+                assert self._quiet is not None
+                self._quiet.signal(action.number, generation.pid, action.signum)
         elif isinstance(action, KillLeftovers):
             # By its group, not its record: the lifecycle may have forgotten the generation.
             pgid = self._lingering.get(action.number)
@@ -667,6 +676,8 @@ class Holder:
 
     def _release(self, number: int) -> None:
         """Close what an exited generation held; remember its group if members live on."""
+        if self._quiet is not None:
+            self._quiet.forget(number)
         process = self.processes.pop(number, None)
         if process is None:
             return

@@ -145,6 +145,7 @@ __all__ = [  # noqa: RUF022 - grouped as docs/libc.md is
     "reap",
     "kill",
     "killpg",
+    "tgkill",
     "setpgid",
     "getpgid",
     "setsid",
@@ -939,6 +940,13 @@ def killpg(pgid: int, sig: int) -> None:
     if pgid <= 1:
         raise ArgumentError("kill", "pgid", f"must be above 1: refusing to signal group {pgid}")
     _check("kill", lib.kill(-pgid, _int("kill", "sig", sig)))
+
+
+def tgkill(tgid: int, tid: int, sig: int) -> None:
+    """tgkill(2): signal thread ``tid`` of process ``tgid`` alone (a thread-directed signal,
+    which no other thread of the process can take)."""
+    call = "tgkill"
+    _check(call, lib.zocket_tgkill(_int(call, "tgid", tgid), _int(call, "tid", tid), _int(call, "sig", sig)))
 
 
 def setpgid(pid: int, pgid: int) -> None:
