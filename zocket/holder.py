@@ -190,7 +190,7 @@ class Holder:
             self._inodes = readiness.socket_inodes(listener.fd for listener in self.listeners)
             self._quiet = QuietStops(
                 loop, self.log, [held.fd for held in self.listeners], self._inodes,
-                self.config.stop_timeout,
+                self.config.stop_timeout, subreaper=self.config.reap_orphans,
             )
             self.lifecycle.holding = self._describe_listeners()
             if self.config.reap_orphans:
@@ -677,7 +677,7 @@ class Holder:
     def _release(self, number: int) -> None:
         """Close what an exited generation held; remember its group if members live on."""
         if self._quiet is not None:
-            self._quiet.forget(number)
+            self._quiet.exited(number)
         process = self.processes.pop(number, None)
         if process is None:
             return

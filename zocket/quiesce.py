@@ -10,13 +10,15 @@ SIGSTOP freezes the old generation's process group. While it is frozen nothing
 in it accepts, reads or answers, so what the kernel shows of it stays true: a
 connection it accepted is an fd in its ``/proc/PID/fd``, and a copy of that
 socket (``pidfd_getfd``; the holder may, the generation being its own child)
-tells whether it came from a held listener. If none did, the stop signal is
-sent while the group is still frozen, to each process's main thread. A signal whose action is the default and
-fatal kills a stopped process without it running another instruction: it takes
-nothing more, and the connections still waiting in the held socket's backlog go
-to the new generation. If one did, the group is thawed (SIGCONT) and looked at
-again a few milliseconds later, up to a bound; then the signal is sent as it
-would have been without any of this (a client holding an idle keep-alive
+tells whether it came from a held listener. If none did, the stop signal is sent
+while the group is still frozen, to each process's main thread. A signal whose
+action is the default and fatal kills a stopped process without it running
+another instruction; one that it catches runs in the main thread before that
+thread's own code (node catches SIGTERM, then dies of it): either way it takes
+nothing more from there, and the connections still waiting in the held socket's
+backlog go to the new generation. If one did, the group is thawed (SIGCONT) and
+looked at again a few milliseconds later, up to a bound; then the signal is sent
+as it would have been without any of this (a client holding an idle keep-alive
 connection open would otherwise keep the old generation alive).
 
 Every stop is sent so, not only those of servers known to die at once: a
@@ -28,6 +30,7 @@ under a millisecond.
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import socket
@@ -42,7 +45,7 @@ RETRY = 0.005
 #: The longest a stop waits for that, at most (and half the stop timeout, if less).
 LIMIT = 2.0
 #: How long one look waits for every task of the group to have stopped.
-FREEZE_WAIT = 0.005
+FREEZE_WAIT = 0.02
 #: What a look found instead of a count: not every task stopped in time (look again)...
 UNFROZEN = -1
 #: ...or a socket could not be copied (pidfd_getfd refused): there is no knowing.
@@ -52,14 +55,15 @@ BLIND = -2
 _NOT_STOPPING = frozenset({signal.SIGKILL, signal.SIGSTOP, signal.SIGCONT, 0})
 
 
-def group_members(pgid: int) -> list[int]:
+def group_members(pgid: int, *, subreaper: bool = True) -> list[int]:
     """The processes of group ``pgid`` (what killpg reaches).
 
     Found among the descendants of its leader (a walk of a few /proc files), and
-    by a scan of all of /proc only once the leader is gone: a scan costs a few
+    by a scan of all of /proc once the leader is gone, or where zocket is no
+    subreaper (a member orphaned onto init is no descendant): a scan costs a few
     milliseconds on a busy machine, spent with the generation frozen.
     """
-    if os.path.exists(f"/proc/{pgid}"):
+    if subreaper and os.path.exists(f"/proc/{pgid}"):
         return [pid for pid in readiness.processes_of(pgid) if _pgid(pid) == pgid]
     members = []
     for entry in os.listdir("/proc"):
@@ -128,19 +132,26 @@ def accepted(pids: Iterable[int], held_inodes: Collection[int], names: Collectio
             continue
         try:
             pidfd = libc.pidfd_open(pid)
-        except OSError:
+        except ProcessLookupError:
             continue  # gone
+        except OSError:
+            return BLIND
         try:
             for fd in sockets:
                 try:
                     copy = libc.pidfd_getfd(pidfd, fd)
                 except ProcessLookupError:
                     break
-                except FileNotFoundError:  # EBADF: closed since it was listed
-                    continue
-                except OSError:
+                except OSError as exc:
+                    if exc.errno == errno.EBADF:
+                        continue  # closed since it was listed
                     return BLIND
-                with socket.socket(fileno=copy) as sock:
+                try:
+                    sock = socket.socket(fileno=copy)
+                except OSError:
+                    os.close(copy)
+                    continue  # no longer a socket: that fd number was reused
+                with sock:
                     if _is_accepted(sock, names):
                         count += 1
         finally:
@@ -177,14 +188,19 @@ def _is_accepted(sock: socket.socket, names: Collection[tuple[int, object]]) -> 
 
 
 def stop_if_idle(
-    pgid: int, signum: int, held_inodes: Collection[int], names: Collection[tuple[int, object]]
+    pgid: int,
+    signum: int,
+    held_inodes: Collection[int],
+    names: Collection[tuple[int, object]],
+    *,
+    subreaper: bool = True,
 ) -> int:
     """Freeze group ``pgid``; if it holds no accepted connection, send ``signum`` while it
     is frozen. Thawed again in any case. The connections it holds (0: signalled), or
     ``UNFROZEN`` or ``BLIND``."""
     _killpg(pgid, signal.SIGSTOP)
     try:
-        members = group_members(pgid)
+        members = group_members(pgid, subreaper=subreaper)
         deadline = time.monotonic() + FREEZE_WAIT
         while not _all_stopped(members):
             if time.monotonic() >= deadline:
@@ -209,8 +225,12 @@ def _signal_main_thread(pid: int, signum: int) -> None:
     main thread, the handler runs before that thread's next instruction of its own.
     """
     masks = _signal_masks(f"/proc/{pid}/task/{pid}/status")
+    main = _stat(f"/proc/{pid}/task/{pid}/stat")
     try:
-        if masks is not None and not masks & (1 << (signum - 1)):
+        # A main thread that exited (pthread_exit) takes no signal: the process does.
+        if masks is not None and main is not None and main[0] not in ("Z", "X") and not masks & (
+            1 << (signum - 1)
+        ):
             libc.tgkill(pid, pid, signum)
         else:
             libc.kill(pid, signum)
@@ -253,8 +273,11 @@ class QuietStops:
         held_fds: Collection[int],
         held_inodes: Collection[int],
         stop_timeout: float,
+        *,
+        subreaper: bool = True,
     ) -> None:
         self._timers = timers
+        self._subreaper = subreaper
         self._log = log
         self._inodes = held_inodes
         self._names = held_names(held_fds)
@@ -263,12 +286,15 @@ class QuietStops:
         self._pending: dict[int, tuple[int, int, float]] = {}
 
     def signal(self, number: int, pgid: int, signum: int) -> None:
-        """Send ``signum`` to generation ``number``'s group, at a quiet moment if it
-        would die of it at once."""
+        """Send ``signum`` to generation ``number``'s group at a moment when it holds no
+        accepted connection (or at the bound); SIGKILL at once."""
         if signum == signal.SIGKILL:
             self.forget(number)
         elif number in self._pending:
-            return  # on its way already
+            waiting_pgid, waiting, give_up = self._pending[number]
+            if signum != waiting:  # SIGINT or SIGQUIT at zocket's own stop: that one now
+                self._pending[number] = (waiting_pgid, signum, give_up)
+            return
         elif self._names and signum not in _NOT_STOPPING:
             self._pending[number] = (pgid, signum, self._timers.clock() + self._limit)
             self._try(number)
@@ -276,9 +302,17 @@ class QuietStops:
         _killpg(pgid, signum)
 
     def forget(self, number: int) -> None:
-        """Generation ``number`` exited, or is to be killed: no more waiting for it."""
+        """Generation ``number`` is to be killed: no more waiting for it."""
         if self._pending.pop(number, None) is not None:
             self._timers.cancel_timer(("quiesce", number))
+
+    def exited(self, number: int) -> None:
+        """Generation ``number``'s first process exited: what it left behind in its group
+        gets the signal still waiting now (a frozen look needs the leader's tree)."""
+        waiting = self._pending.get(number)
+        self.forget(number)
+        if waiting is not None:
+            _killpg(waiting[0], waiting[1])
 
     def flush(self) -> None:
         """Send every signal still waiting, now (zocket is about to exec itself)."""
@@ -288,7 +322,7 @@ class QuietStops:
 
     def _try(self, number: int) -> None:
         pgid, signum, give_up = self._pending[number]
-        held = stop_if_idle(pgid, signum, self._inodes, self._names)
+        held = stop_if_idle(pgid, signum, self._inodes, self._names, subreaper=self._subreaper)
         if held == 0:
             self.forget(number)
         elif held == BLIND or self._timers.clock() >= give_up:
@@ -297,6 +331,11 @@ class QuietStops:
                 self._log(
                     f"generation {number} still held {held} connection(s) after "
                     f"{self._limit:g} s: signalling it anyway"
+                )
+            elif held == UNFROZEN:
+                self._log(
+                    f"generation {number} could not be frozen within {self._limit:g} s: "
+                    "signalling it anyway"
                 )
             _killpg(pgid, signum)
         else:
