@@ -193,6 +193,19 @@ def test_a_signal_still_waiting_when_the_leader_exits_reaches_the_group() -> Non
         client.close()
 
 
+def test_python_processes_with_the_hook_are_signalled_at_once() -> None:
+    """The hook's drain finishes what they took: no look, no wait."""
+    with running() as (child, listener):
+        inodes, _ = held(listener)
+        client = taken(child, listener)
+        _loop, stops = quiet_stops(listener, inodes)
+        stops._hooked = True
+        stops.signal(6, child.pid, signal.SIGTERM)
+        assert not stops._pending
+        assert child.wait(timeout=10) == -signal.SIGTERM  # with its connection open
+        client.close()
+
+
 def test_a_main_thread_that_blocks_the_signal_gets_it_as_a_process() -> None:
     """Sent to a main thread that blocks it, the signal would wait there for ever."""
     script = (

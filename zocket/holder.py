@@ -191,6 +191,7 @@ class Holder:
             self._quiet = QuietStops(
                 loop, self.log, [held.fd for held in self.listeners], self._inodes,
                 self.config.stop_timeout, subreaper=self.config.reap_orphans,
+                hooked=self.config.hook,
             )
             self.lifecycle.holding = self._describe_listeners()
             if self.config.reap_orphans:

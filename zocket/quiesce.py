@@ -21,8 +21,9 @@ looked at again a few milliseconds later, up to a bound; then the signal is sent
 as it would have been without any of this (a client holding an idle keep-alive
 connection open would otherwise keep the old generation alive).
 
-Every stop is sent so, not only those of servers known to die at once: a
-process's signal masks cannot tell (node and php catch SIGTERM, then re-raise
+Every stop is sent so, not only those of servers known to die at once, except
+where the group is Python processes with zocket's hook, whose drain already
+finishes what was taken: a process's signal masks cannot tell (node and php catch SIGTERM, then re-raise
 it and die with what they took), and a server that stops gracefully loses
 nothing by being told at a quiet moment. Each look freezes the group for well
 under a millisecond.
@@ -250,6 +251,13 @@ def _signal_masks(path: str) -> int | None:
     return None
 
 
+def _is_python(pid: int) -> bool:
+    try:
+        return os.path.basename(os.readlink(f"/proc/{pid}/exe")).startswith("python")
+    except OSError:
+        return False
+
+
 def _killpg(pgid: int, signum: int) -> None:
     try:
         libc.killpg(pgid, signum)
@@ -275,9 +283,11 @@ class QuietStops:
         stop_timeout: float,
         *,
         subreaper: bool = True,
+        hooked: bool = False,
     ) -> None:
         self._timers = timers
         self._subreaper = subreaper
+        self._hooked = hooked
         self._log = log
         self._inodes = held_inodes
         self._names = held_names(held_fds)
@@ -295,11 +305,21 @@ class QuietStops:
             if signum != waiting:  # SIGINT or SIGQUIT at zocket's own stop: that one now
                 self._pending[number] = (waiting_pgid, signum, give_up)
             return
-        elif self._names and signum not in _NOT_STOPPING:
+        elif self._names and signum not in _NOT_STOPPING and not self._stops_itself(pgid):
             self._pending[number] = (pgid, signum, self._timers.clock() + self._limit)
             self._try(number)
             return
         _killpg(pgid, signum)
+
+    def _stops_itself(self, pgid: int) -> bool:
+        """Whether the group is Python processes only, with zocket's hook: the hook
+        finishes what they took (``_zocket_held.drain``), and a look would only freeze
+        requests in flight for nothing (gunicorn at 1000 requests/s: the difference in
+        the in-window p99 was within the noise of 5 paired runs, so no gain to pay for)."""
+        if not self._hooked:
+            return False
+        members = group_members(pgid, subreaper=self._subreaper)
+        return bool(members) and all(_is_python(pid) for pid in members)
 
     def forget(self, number: int) -> None:
         """Generation ``number`` is to be killed: no more waiting for it."""
