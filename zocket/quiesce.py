@@ -65,7 +65,7 @@ def group_members(pgid: int, *, subreaper: bool = True) -> list[int]:
     milliseconds on a busy machine, spent with the generation frozen.
     """
     if subreaper and os.path.exists(f"/proc/{pgid}"):
-        return [pid for pid in readiness.processes_of(pgid) if _pgid(pid) == pgid]
+        return [pid for pid in readiness.processes_of(pgid) if readiness._pgid(pid) == pgid]
     members = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -73,13 +73,6 @@ def group_members(pgid: int, *, subreaper: bool = True) -> list[int]:
             if stat is not None and stat[1] == pgid:
                 members.append(int(entry))
     return members
-
-
-def _pgid(pid: int) -> int | None:
-    try:
-        return os.getpgid(pid)
-    except OSError:
-        return None
 
 
 def _stat(path: str) -> tuple[str, int] | None:
