@@ -1267,15 +1267,16 @@ class HookedProcess:
             PYTHONUNBUFFERED="1",
             **(extra_env or {}),
         )
-        self.process = subprocess.Popen(
-            [a.replace("{fd}", str(self.fd)).replace("{port}", str(self.port)) for a in argv],
-            env=env,
-            cwd=cwd,
-            pass_fds=[self.fd],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
+        with _ignored_signals_not_inherited():
+            self.process = subprocess.Popen(
+                [a.replace("{fd}", str(self.fd)).replace("{port}", str(self.port)) for a in argv],
+                env=env,
+                cwd=cwd,
+                pass_fds=[self.fd],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
         self._out = b""
 
     def line(self, timeout: float = 20.0) -> str:
@@ -1337,6 +1338,32 @@ class HookedProcess:
             if stream is not None:
                 stream.close()
         self.listener.close()
+
+
+@contextmanager
+def _ignored_signals_not_inherited() -> Iterator[None]:
+    """Start a process with the signal dispositions zocket gives its children: the default.
+
+    An ignored signal survives exec, and a shell ignores SIGINT and SIGQUIT in the jobs
+    it puts in the background, so a test run started with ``&`` would otherwise hand its
+    processes an ignored SIGINT, and Python would then install no KeyboardInterrupt
+    handler. For the moment of the fork each ignored one is caught by a handler that does
+    nothing, which the exec resets to the default; then it is ignored again.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    ignored = [
+        s for s in (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGTERM)
+        if signal.getsignal(s) is signal.SIG_IGN
+    ]
+    for s in ignored:
+        signal.signal(s, lambda signum, frame: None)
+    try:
+        yield
+    finally:
+        for s in ignored:
+            signal.signal(s, signal.SIG_IGN)
 
 
 @contextmanager
