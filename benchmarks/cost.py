@@ -50,6 +50,8 @@ __all__ = [
     "parse_importtime",
     "proc_cpu_seconds",
     "proc_rss_kib",
+    "machine_cpu_ticks",
+    "steal_share",
 ]
 
 #: gunicorn with keep-alive: the sync worker closes every connection after one response.
@@ -72,6 +74,32 @@ def proc_cpu_seconds(pid: int) -> float:
         fields = f.read().rsplit(")", 1)[1].split()
     # Fields 14 and 15 of stat(5); the split starts at field 3 (state).
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def machine_cpu_ticks(stat: str = "/proc/stat") -> list[int] | None:
+    """The machine's CPU time so far, in ticks per state, from the first line of /proc/stat.
+
+    The eighth state is *steal*: time the hypervisor gave this machine's virtual CPUs
+    to someone else. On a shared host it comes and goes for hours, and a run that had
+    some measured the host as much as the server. None where /proc/stat cannot be read.
+    """
+    try:
+        with open(stat, encoding="ascii") as f:
+            words = f.readline().split()
+    except OSError:
+        return None
+    if not words or words[0] != "cpu" or len(words) < 9:
+        return None
+    return [int(word) for word in words[1:]]
+
+
+def steal_share(before: Sequence[int] | None, after: Sequence[int] | None) -> float | None:
+    """The share (0-1) of the CPU time between two `machine_cpu_ticks` that was stolen."""
+    if before is None or after is None:
+        return None
+    spent = [b - a for a, b in zip(before, after)]
+    total = sum(spent)
+    return spent[7] / total if total > 0 else None
 
 
 def proc_rss_kib(pid: int) -> int:

@@ -188,6 +188,7 @@ def run_stamp(results: Mapping[str, Any]) -> str:
             if results.get("load_average")
             else None,
             _busiest(results),
+            _stolen(results),
             _client(results),
         )
         if part
@@ -206,6 +207,16 @@ def _busiest(results: Mapping[str, Any]) -> str | None:
     """The highest 1-minute load average at the start of a scenario, if it was recorded."""
     loads = [r["load_average_1m"] for r in results.get("scenarios", ()) if "load_average_1m" in r]
     return f"up to {max(loads):.2f} during the scenarios" if loads else None
+
+
+def _stolen(results: Mapping[str, Any]) -> str | None:
+    """The most CPU time the host took from a scenario (steal), if any was recorded."""
+    shares = [
+        r["steal_share"] for r in results.get("scenarios", ()) if r.get("steal_share") is not None
+    ]
+    if not shares:
+        return None
+    return f"steal (CPU time the host took) up to {max(shares) * 100:.1f}% in a scenario"
 
 
 def _short_command(argv: Sequence[str]) -> list[str]:

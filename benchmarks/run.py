@@ -37,9 +37,11 @@ from benchmarks import metrics, report
 from benchmarks.cost import (
     measure_cold_starts,
     measure_cost,
+    machine_cpu_ticks,
     measure_hook_import,
     proc_cpu_seconds,
     proc_rss_kib,
+    steal_share,
 )
 from benchmarks.load import LoadClient, OpenLoopLoad, Record, wrk_path
 from benchmarks.native_load import build_openloop, compiler_path, native_client
@@ -275,6 +277,7 @@ def run_scenario(
         budget = options.warmup + options.restarts * (spacing + options.restart_timeout) + 60
         load = client(port, options.rate, timeout=options.timeout, max_duration=budget)
         load.start()
+        ticks = machine_cpu_ticks()
         next_at = options.warmup
         for number in range(1, options.restarts + 1):
             generation = str(number + 1)
@@ -299,6 +302,7 @@ def run_scenario(
         _sleep_until(load, next_at)
         records = load.stop()
         load = None
+        result["steal_share"] = steal_share(ticks, machine_cpu_ticks())
         if holder is not None and holder_cpu is not None:
             result["holder_cpu_s"] = proc_cpu_seconds(holder) - holder_cpu
             result["holder_rss_kib"] = {"first_answer": holder_rss[0], "max": max(holder_rss)}

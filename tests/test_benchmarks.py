@@ -29,7 +29,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks import metrics, report
-from benchmarks.cost import parse_importtime
+from benchmarks.cost import machine_cpu_ticks, parse_importtime, steal_share
 from benchmarks.load import FAILURE_KINDS, Record, classify, parse_wrk
 from benchmarks.metrics import Restart
 from benchmarks.native_load import compiler_path
@@ -124,6 +124,7 @@ def test_zocket_restart_fails_nothing_and_sees_every_generation(
     assert summary["new_generations_seen"] == 2
     assert [r["new_generation_seen"] for r in summary["per_restart"]] == [True, True]
     assert run["holder_cpu_s"] >= 0
+    assert 0 <= run["steal_share"] < 1  # the host's share of the CPU time under load
     # zocket's own log agrees: two restarts, each new generation ready.
     assert [r["generation"] for r in run["notes"]["zocket_ready"]] == [1, 2, 3]
 
@@ -596,6 +597,31 @@ def test_comparison_puts_zocket_first_with_ratios_to_it(peer_results: dict[str, 
     assert "load client" not in stamp  # a run from before the client was recorded
     peer_results["client"] = {"name": "native", "description": "..."}
     assert "during the scenarios, the C load client; " in report.run_stamp(peer_results)
+    assert "steal" not in report.run_stamp(peer_results)  # none recorded: nothing claimed
+    peer_results["scenarios"][0]["steal_share"] = 0.004
+    peer_results["scenarios"][1]["steal_share"] = 0.0312
+    peer_results["scenarios"][2]["steal_share"] = None  # no /proc/stat where it ran
+    assert (
+        "during the scenarios, steal (CPU time the host took) up to 3.1% in a scenario, "
+        "the C load client; " in report.run_stamp(peer_results)
+    )
+
+
+def test_steal_share_is_read_from_the_eighth_state_of_proc_stat(tmp_path: Path) -> None:
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  100 0 50 800 10 0 5 35 0 0\ncpu0 50 0 25 400 5 0 2 18 0 0\n")
+    before = machine_cpu_ticks(str(stat))
+    assert before == [100, 0, 50, 800, 10, 0, 5, 35, 0, 0]
+    stat.write_text("cpu  160 0 70 1000 10 0 5 55 0 0\n")
+    after = machine_cpu_ticks(str(stat))
+    # 300 ticks passed, 20 of them stolen.
+    assert steal_share(before, after) == pytest.approx(20 / 300)
+    assert steal_share(before, before) is None  # no time passed
+    assert steal_share(None, after) is None
+    assert machine_cpu_ticks(str(tmp_path / "absent")) is None
+    stat.write_text("intr 1 2 3\n")
+    assert machine_cpu_ticks(str(stat)) is None
+    assert machine_cpu_ticks() is not None  # this machine's own, as the runner reads it
 
 
 def test_headline_picture_rows_panels_and_shared_axes(peer_results: dict[str, Any]) -> None:
