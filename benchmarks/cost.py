@@ -43,6 +43,7 @@ from .scenarios import (
 )
 
 __all__ = [
+    "machine_cpu_ticks",
     "measure_cold_starts",
     "measure_cost",
     "measure_hook_import",
@@ -50,7 +51,6 @@ __all__ = [
     "parse_importtime",
     "proc_cpu_seconds",
     "proc_rss_kib",
-    "machine_cpu_ticks",
     "steal_share",
 ]
 

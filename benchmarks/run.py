@@ -35,9 +35,9 @@ if __package__ in (None, ""):  # run as a script: make the package importable
 
 from benchmarks import metrics, report
 from benchmarks.cost import (
+    machine_cpu_ticks,
     measure_cold_starts,
     measure_cost,
-    machine_cpu_ticks,
     measure_hook_import,
     proc_cpu_seconds,
     proc_rss_kib,
