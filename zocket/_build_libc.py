@@ -231,10 +231,18 @@ PROCESS = Area(
     "process",
     includes="""
 #include <errno.h>
+#include <sched.h>
+#include <stdint.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#ifndef SCHED_BATCH
+#define SCHED_BATCH 3
+#endif
+#ifndef SCHED_FLAG_RESET_ON_FORK
+#define SCHED_FLAG_RESET_ON_FORK 0x01
+#endif
 """,
     cdef="""
 typedef int... pid_t;
@@ -265,6 +273,17 @@ int zocket_pidfd_open(pid_t pid, unsigned int flags);
 int zocket_pidfd_send_signal(int pidfd, int sig, unsigned int flags);
 int zocket_tgkill(pid_t tgid, pid_t tid, int sig);
 
+/* sched_setattr(2)'s struct sched_attr, its first version, by its own name (glibc
+   declares it only from 2.41): defined in the source below; Python reads the slice. */
+struct zocket_sched_attr {
+    uint32_t sched_policy;
+    uint64_t sched_runtime;
+    ...;
+};
+int zocket_sched_getattr(pid_t tid, struct zocket_sched_attr *attr);
+int zocket_sched_setattr(pid_t tid, const struct zocket_sched_attr *attr);
+int zocket_set_slice(pid_t tid, uint64_t slice_ns);
+
 int WIFEXITED(int);
 int WEXITSTATUS(int);
 int WIFSIGNALED(int);
@@ -287,7 +306,7 @@ struct sock_fprog;
 pid_t zocket_spawn(char *const paths[], char *const argv[], char *envp[],
                    int listen_pid_slot, const int fds[], int nfds,
                    int errpipe, int new_group, int deathsig, const char *cwd,
-                   const struct sock_fprog *filter);
+                   const struct sock_fprog *filter, uint64_t slice_ns);
 """,
     source=r"""
 #ifdef SYS_pidfd_open
@@ -314,6 +333,58 @@ static int zocket_pidfd_open(pid_t pid, unsigned int flags)
 static int zocket_tgkill(pid_t tgid, pid_t tid, int sig)
 {
     return (int)syscall(SYS_tgkill, tgid, tid, sig);
+}
+
+struct zocket_sched_attr {
+    uint32_t size;
+    uint32_t sched_policy;
+    uint64_t sched_flags;
+    int32_t sched_nice;
+    uint32_t sched_priority;
+    uint64_t sched_runtime;
+    uint64_t sched_deadline;
+    uint64_t sched_period;
+};
+
+static int zocket_sched_getattr(pid_t tid, struct zocket_sched_attr *attr)
+{
+#ifdef SYS_sched_getattr
+    return (int)syscall(SYS_sched_getattr, tid, attr, (unsigned int)sizeof *attr, 0U);
+#else
+    errno = ENOSYS;
+    return -1;
+#endif
+}
+
+static int zocket_sched_setattr(pid_t tid, const struct zocket_sched_attr *attr)
+{
+#ifdef SYS_sched_setattr
+    return (int)syscall(SYS_sched_setattr, tid, attr, 0U);
+#else
+    errno = ENOSYS;
+    return -1;
+#endif
+}
+
+/* Give thread `tid` a time slice of `slice_ns` (0: the kernel's default), keeping
+   its policy, nice value and reset-on-fork flag. Only the fair policies have a
+   slice: a thread under another one is left alone and 1 is returned. Syscalls
+   only, so that the child of a fork may call it before exec. */
+static int zocket_set_slice(pid_t tid, uint64_t slice_ns)
+{
+    struct zocket_sched_attr attr;
+
+    memset(&attr, 0, sizeof attr);
+    if (zocket_sched_getattr(tid, &attr) < 0)
+        return -1;
+    if (attr.sched_policy != SCHED_OTHER && attr.sched_policy != SCHED_BATCH)
+        return 1;
+    attr.size = sizeof attr;
+    attr.sched_flags &= SCHED_FLAG_RESET_ON_FORK;
+    attr.sched_runtime = slice_ns;
+    attr.sched_deadline = 0;
+    attr.sched_period = 0;
+    return zocket_sched_setattr(tid, &attr);
 }
 
 static int zocket_pidfd_send_signal(int pidfd, int sig, unsigned int flags)
@@ -425,7 +496,7 @@ static void zocket_child(char *const paths[], char *const argv[], char *envp[],
                          int listen_pid_slot, const int fds[], int nfds,
                          int errpipe, int new_group, int deathsig,
                          const char *cwd, pid_t parent,
-                         const struct sock_fprog *filter)
+                         const struct sock_fprog *filter, uint64_t slice_ns)
 {
     struct sigaction dfl;
     int high[ZOCKET_SPAWN_MAX_FDS];
@@ -455,6 +526,11 @@ static void zocket_child(char *const paths[], char *const argv[], char *envp[],
 
     if (listen_pid_slot >= 0)
         zocket_put_pid(envp[listen_pid_slot], getpid());
+
+    /* A preference, not a condition: a kernel without custom slices (before 6.12)
+       takes the value and keeps its own. */
+    if (slice_ns != 0)
+        (void)zocket_set_slice(0, slice_ns);
 
     /* Move the error pipe and every held fd above the target range first, so
        that placing fd i on 3+i can never overwrite a source still needed. */
@@ -523,7 +599,7 @@ static void zocket_child(char *const paths[], char *const argv[], char *envp[],
 static pid_t zocket_spawn(char *const paths[], char *const argv[], char *envp[],
                           int listen_pid_slot, const int fds[], int nfds,
                           int errpipe, int new_group, int deathsig, const char *cwd,
-                          const struct sock_fprog *filter)
+                          const struct sock_fprog *filter, uint64_t slice_ns)
 {
     sigset_t all, old;
     pid_t parent = getpid();
@@ -541,7 +617,7 @@ static pid_t zocket_spawn(char *const paths[], char *const argv[], char *envp[],
     pid = fork();
     if (pid == 0)
         zocket_child(paths, argv, envp, listen_pid_slot, fds, nfds, errpipe,
-                     new_group, deathsig, cwd, parent, filter);
+                     new_group, deathsig, cwd, parent, filter, slice_ns);
     err = errno;
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     errno = err;

@@ -68,6 +68,7 @@ from .loop import Loop
 from .notifications import NotifySocket, trusted
 from .quiesce import QuietStops
 from .sentry import Sentry
+from .slices import DEFAULT, GIVE_WAY, set_generation_slice
 from .spawn import Child, SpawnError, spawn
 from .upgrade import UpgradeError
 from .watch import Watcher, describe
@@ -111,6 +112,9 @@ class Process:
     untrusted_logged: bool = False
     #: Booting at --boot-nice: to be given zocket's own priority when ready.
     niced: bool = False
+    #: Started while another generation served: its threads have the longest slice
+    #: (zocket.slices) until it is ready.
+    giving_way: bool = False
 
 
 class Holder:
@@ -310,7 +314,8 @@ class Holder:
         processes = {
             str(n): {"pid": p.child.pid, "notify": [p.notify.fd, p.notify.name],
                      "seccomp": p.child.seccomp_listener,
-                     "started_wall": p.started_wall, "niced": p.niced}
+                     "started_wall": p.started_wall, "niced": p.niced,
+                     "giving_way": p.giving_way}
             for n, p in self.processes.items()
         }
         keep = [listener.fd for listener in self.listeners]
@@ -376,7 +381,11 @@ class Holder:
             if seccomp is not None:
                 self._answer_binds(number, seccomp)
             self.processes[number] = Process(
-                child, notify_socket, saved["started_wall"], niced=saved["niced"]
+                child,
+                notify_socket,
+                saved["started_wall"],
+                niced=saved["niced"],
+                giving_way=saved.get("giving_way", False),
             )
             self._loop.add_reader(notify_socket.fd, self._notify_reader(number))
             if child.pidfd is not None:
@@ -545,6 +554,9 @@ class Holder:
         elif isinstance(action, Promote):
             generation = self.lifecycle.generations.get(action.number)
             process = self.processes.get(action.number)
+            if process is not None and process.giving_way:
+                process.giving_way = False
+                set_generation_slice(process.child.pid, DEFAULT)
             if generation is not None and process is not None and process.niced:
                 process.niced = False
                 _renice_group(process.child.pid, os.getpriority(os.PRIO_PROCESS, 0))
@@ -552,6 +564,12 @@ class Holder:
             generation = self.lifecycle.generations.get(action.number)
             if generation is not None and generation.pid is not None:
                 assert self._quiet is not None
+                serving = self.lifecycle.serving
+                if action.signum != signal.SIGKILL and serving is not None and (
+                    serving.number != action.number
+                ):
+                    # Its teardown gives way to the generation that now answers.
+                    set_generation_slice(generation.pid, GIVE_WAY)
                 self._quiet.signal(action.number, generation.pid, action.signum)
         elif isinstance(action, KillLeftovers):
             # By its group, not its record: the lifecycle may have forgotten the generation.
@@ -585,6 +603,8 @@ class Holder:
     def _spawn(self, action: Spawn) -> None:
         number = action.number
         notify_socket: NotifySocket | None = None
+        # A generation that boots while another serves gives way to it (zocket.slices).
+        giving_way = self.lifecycle.serving is not None
         try:
             notify_socket = NotifySocket(number)
             child = spawn(
@@ -596,6 +616,7 @@ class Holder:
                 cwd=self.config.cwd,
                 deathsig=self.config.deathsig,
                 adopt=self.config.adopt,
+                slice_ns=GIVE_WAY if giving_way else DEFAULT,
             )
         except (SpawnError, OSError) as exc:
             # fork's EAGAIN under RLIMIT_NPROC, EMFILE: generation N+1 cannot start, and
@@ -611,7 +632,7 @@ class Holder:
             if notify_socket is not None:
                 notify_socket.close()
             raise
-        self.processes[number] = Process(child, notify_socket)
+        self.processes[number] = Process(child, notify_socket, giving_way=giving_way)
         if self.config.boot_nice and self.lifecycle.serving is not None and _may_renice():
             # The serving generation keeps the cores while this one boots (its workers,
             # forked later, inherit the value); Promote gives the priority back.

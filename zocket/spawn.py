@@ -97,13 +97,15 @@ def spawn(
     cwd: str | None = None,
     deathsig: int = libc.SIGTERM,
     adopt: bool = False,
+    slice_ns: int = 0,
 ) -> Child:
     """Start ``argv`` in its own process group with ``fds`` on 3, 4, ...
 
     The child gets exactly fds 0, 1, 2 and the held ones; LISTEN_FDS,
     LISTEN_FDNAMES and LISTEN_PID (its own pid) describe them. ``deathsig`` is
     sent to it if the holder dies (0: none). With ``adopt`` its bind() and listen()
-    calls wait for the holder's answer on ``Child.seccomp_listener``. Raises
+    calls wait for the holder's answer on ``Child.seccomp_listener``. With ``slice_ns``
+    it starts with that time slice (`libc.set_sched_slice`). Raises
     CommandNotFound, CommandNotExecutable or SpawnError, each with a one-line message.
     """
     if not argv or not argv[0]:
@@ -135,6 +137,7 @@ def spawn(
             deathsig=deathsig,
             cwd=os.fsencode(cwd) if cwd is not None else None,
             seccomp_filter=program,
+            slice_ns=slice_ns,
         )
         libc.close(write_end)
         write_end = -1

@@ -1,0 +1,150 @@
+"""A generation that is not serving has the longest CPU slice: it gives way to the one that is.
+
+Read back with sched_getattr(2) from each thread of each process of a generation, as
+the kernel holds it. Needs Linux 6.12 or later (custom slices); skipped before.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from support import start_zocket, started, wait_for
+from zocket import libc
+from zocket.slices import GIVE_WAY, set_generation_slice
+
+#: Boots until ``gate`` exists (generation 1 at once), with a thread and a forked
+#: worker, as a server has; then waits on the held socket. Told to stop, it writes
+#: ``stopping`` and lingers until ``release`` exists, so that its slices can be read.
+SERVER = r"""
+import os, signal, socket, sys, threading, time
+gate, stopping, release = sys.argv[1:4]
+generation = os.environ["ZOCKET_GENERATION"]
+threading.Thread(target=time.sleep, args=(3600,), daemon=True).start()
+while generation != "1" and not os.path.exists(gate):
+    time.sleep(0.01)
+if os.fork() == 0:
+    while True:  # a worker: SIGTERM's default ends it
+        time.sleep(0.05)
+
+def linger(signum, frame):
+    open(stopping + generation, "w").close()
+    while not os.path.exists(release):
+        time.sleep(0.01)
+    os._exit(0)
+
+signal.signal(signal.SIGTERM, linger)
+listener = socket.socket(fileno=3)
+while True:
+    listener.accept()[0].close()
+"""
+
+pytestmark = pytest.mark.skipif(
+    libc.sched_slice(0) == 0, reason="this kernel has no custom slices (Linux 6.12+)"
+)
+
+
+def slices(leader: int) -> dict[int, int]:
+    """The slice of every thread of every process in ``leader``'s group, by tid."""
+    found = {}
+    for pid in _members(leader):
+        for name in os.listdir(f"/proc/{pid}/task"):
+            try:
+                found[int(name)] = libc.sched_slice(int(name))
+            except ProcessLookupError:
+                pass
+    return found
+
+
+def _members(pgid: int) -> list[int]:
+    members = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                if os.getpgid(int(name)) == pgid:
+                    members.append(int(name))
+            except ProcessLookupError:
+                pass
+    return members
+
+
+def has_all(leader: int, value: int, threads: int) -> bool:
+    """Whether at least ``threads`` threads are in the group, each with slice ``value``."""
+    seen = slices(leader)
+    return len(seen) >= threads and set(seen.values()) == {value}
+
+
+def test_a_generation_gives_way_while_it_boots_and_while_it_stops(tmp_path: Path) -> None:
+    default = libc.sched_slice(0)
+    assert default != GIVE_WAY
+    script = tmp_path / "server.py"
+    script.write_text(SERVER)
+    gate, release = tmp_path / "gate", tmp_path / "release"
+    stopping = f"{tmp_path}/stopping-"
+    command = [sys.executable, script, gate, stopping, release]
+    options = ["--port", "0", "--no-hook", "--stop-timeout", "60"]
+    with start_zocket([*options, "--", *command]) as zocket:
+        zocket.wait_for_stderr(r"generation 1 ready in", 30)
+        first = zocket.child_pid
+        # Main thread, sleeping thread, forked worker: nothing to give way to yet.
+        wait_for(lambda: has_all(first, default, 3), 10, message="generation 1 at the default")
+
+        zocket.send_signal(signal.SIGHUP)
+        zocket.wait_for_stderr(r"generation 2 started", 10)
+        second = dict(started(zocket))[2]
+        # Booting: the process and its thread, from before the gate, have the longest slice.
+        wait_for(lambda: has_all(second, GIVE_WAY, 2), 10, message="generation 2 giving way")
+        assert has_all(first, default, 3)
+
+        gate.touch()  # generation 2 forks its worker (which inherits the slice), then waits
+        zocket.wait_for_stderr(r"generation 2 ready in", 30)
+        wait_for(lambda: os.path.exists(stopping + "1"), 10, message="generation 1 told to stop")
+        # The new one serves at the default, worker included; the old one gives way.
+        assert has_all(second, default, 3), slices(second)
+        assert set(slices(first).values()) == {GIVE_WAY}, slices(first)
+        release.touch()
+        zocket.wait_for_stderr(r"generation 1 stopped", 10)
+        assert zocket.stop() == 0  # generation 2 lingers too, and exits 0 once released
+
+
+def test_only_threads_under_a_fair_policy_are_given_a_slice() -> None:
+    """A thread under SCHED_IDLE has no slice: left as it is, and counted out."""
+    idle = "import os, signal; os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0)); signal.pause()"
+    with subprocess.Popen([sys.executable, "-c", idle], start_new_session=True) as child:
+        try:
+            wait_for(lambda: os.sched_getscheduler(child.pid) == os.SCHED_IDLE, 10, message="idle")
+            assert set_generation_slice(child.pid, GIVE_WAY) == 0
+            assert os.sched_getscheduler(child.pid) == os.SCHED_IDLE
+            os.sched_setscheduler(child.pid, os.SCHED_BATCH, os.sched_param(0))
+            assert set_generation_slice(child.pid, GIVE_WAY) == 1
+            assert libc.sched_slice(child.pid) == GIVE_WAY
+            assert os.sched_getscheduler(child.pid) == os.SCHED_BATCH  # the policy is kept
+        finally:
+            child.kill()
+
+
+def test_the_nice_value_is_kept() -> None:
+    niced = "import os, signal; os.nice(5); signal.pause()"
+    with subprocess.Popen([sys.executable, "-c", niced]) as child:
+        try:
+            wait_for(lambda: os.getpriority(os.PRIO_PROCESS, child.pid) == 5, 10, message="niced")
+            assert libc.set_sched_slice(child.pid, GIVE_WAY)
+            assert libc.sched_slice(child.pid) == GIVE_WAY
+            assert os.getpriority(os.PRIO_PROCESS, child.pid) == 5
+            assert libc.set_sched_slice(child.pid, 0)
+            assert libc.sched_slice(child.pid) == libc.sched_slice(0)
+        finally:
+            child.kill()
+
+
+def test_a_slice_out_of_range_is_an_argument_error() -> None:
+    with pytest.raises(libc.ArgumentError, match="slice_ns"):
+        libc.set_sched_slice(0, -1)
+    with pytest.raises(ProcessLookupError) as caught:
+        libc.set_sched_slice(2**22 + 12345, GIVE_WAY)  # above pid_max: no such thread
+    assert caught.value.call == "sched_setattr"

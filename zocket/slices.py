@@ -1,0 +1,65 @@
+"""CPU time slices: a generation that is not serving gives way to the one that is.
+
+During a restart two generations share the cores: the new one boots (an
+interpreter starting, imports, workers forking) while the old one answers, and
+then the old one tears down while the new one answers. Traced with the kernel's
+scheduler events on two cores, the slow requests of a restart were mostly of one
+kind: a serving worker, woken by a new connection, waited 1-4 ms in the run queue
+behind a booting process of the same priority. Linux's EEVDF scheduler lets the
+running task finish its slice before a task that wakes may take the CPU, and
+with a 250 Hz tick that slice ends at the next tick.
+
+Since Linux 6.12 a thread may ask for its own slice (0.1 to 100 ms) without
+privileges. A task that wakes with a *shorter* slice than the running one's
+takes the CPU at once; one with a longer slice never does. The share of CPU each
+gets is unchanged: the slice decides who goes first, not who gets more. So the
+holder gives a generation the longest slice while it is not the one serving:
+from its spawn (the child asks for it before exec, and every process and thread
+it starts inherits it) until it is ready, and again from the moment it is told
+to stop. A ready generation's threads get the kernel's default back. The
+first generation, with nobody to give way to, is left as it is.
+
+Nothing depends on it: on an older kernel, or for a thread whose policy has no
+slice (real-time, SCHED_IDLE), nothing changes. A thread a process starts while
+its generation is being reset may keep the long slice: it then only waits its
+turn behind the serving ones, as a booting one did.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+
+from . import libc, readiness
+
+__all__ = ["DEFAULT", "GIVE_WAY", "set_generation_slice"]
+
+#: The longest slice the kernel grants: a generation with it never preempts one with less.
+GIVE_WAY = 100_000_000
+#: Ask for the kernel's default slice back.
+DEFAULT = 0
+
+
+def set_generation_slice(leader: int, slice_ns: int) -> int:
+    """Give every thread of generation ``leader``'s processes ``slice_ns``; how many took it.
+
+    The processes are those `readiness.processes_of` finds: the leader's descendants
+    and its process group. A thread that exits meanwhile is skipped.
+    """
+    changed = 0
+    for pid in readiness.processes_of(leader):
+        try:
+            tids = [int(name) for name in os.listdir(f"/proc/{pid}/task")]
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                if libc.set_sched_slice(tid, slice_ns):
+                    changed += 1
+            except OSError as exc:
+                # ESRCH: it exited. EPERM: it changed its credentials (setuid) since.
+                # ENOSYS, EINVAL: a kernel or a policy without slices. None is the
+                # holder's to fix, and none changes what a generation may do.
+                if exc.errno not in (errno.ESRCH, errno.EPERM, errno.ENOSYS, errno.EINVAL):
+                    raise
+    return changed
