@@ -116,6 +116,11 @@ class NativeOpenLoopLoad(OpenLoopLoad):
         self._thread.start()
         return self
 
+    @property
+    def pid(self) -> int | None:
+        """The client process's pid, once started (a scheduler trace names it the client)."""
+        return self._process.pid if self._process is not None else None
+
     def _read(self, stream: IO[bytes]) -> None:
         try:
             for raw in stream:

@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 if __package__ in (None, ""):  # run as a script: make the package importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import metrics, report
+from benchmarks import metrics, report, sched_trace
 from benchmarks.cost import (
     machine_cpu_ticks,
     measure_cold_starts,
@@ -91,6 +91,8 @@ class Options:
     quick: bool
     #: Which open-loop client: "native" (benchmarks/openloop.c), "python" or "auto".
     client: str = "auto"
+    #: Record the scheduler's events per scenario under this directory (benchmarks.sched_trace).
+    trace: Path | None = None
 
     def spacing_for(self, boot: float) -> float:
         """Seconds between triggers: a restart must be over before the next one."""
@@ -171,6 +173,14 @@ def parse_args(argv: Sequence[str]) -> Options:
         "built with cc), python (a thread of the runner), auto (native where there is a C "
         "compiler; the default)",
     )
+    parser.add_argument(
+        "--trace",
+        type=Path,
+        metavar="DIR",
+        help="record the kernel's scheduler events while each scenario runs (tracefs: root), "
+        "and write, per scenario, who had the CPUs in each phase of each restart and while "
+        "each slow request waited, to DIR/SCENARIO-BOOT/analysis.txt",
+    )
     args = parser.parse_args(argv)
     names = tuple(n.strip() for n in args.scenarios.split(",") if n.strip())
     unknown = [n for n in names if n not in SCENARIOS]
@@ -201,6 +211,7 @@ def parse_args(argv: Sequence[str]) -> Options:
         keep=args.keep,
         quick=quick,
         client=args.client,
+        trace=args.trace,
     )
     if options.rate <= 0 or options.restarts < 0 or options.timeout <= 0:
         parser.error("--rate and --timeout must be positive, --restarts at least 0")
@@ -263,8 +274,11 @@ def run_scenario(
     records: list[Record] = []
     restarts: list[metrics.Restart] = []
     spacing = options.spacing_for(boot)
+    trace: sched_trace.Trace | None = None
     try:
         scenario.prepare()
+        if options.trace is not None:
+            trace = _start_trace(result)
         began = time.monotonic()
         port = scenario.start()
         wait_first_ok(port, "1", timeout=boot + 60)
@@ -277,6 +291,7 @@ def run_scenario(
         budget = options.warmup + options.restarts * (spacing + options.restart_timeout) + 60
         load = client(port, options.rate, timeout=options.timeout, max_duration=budget)
         load.start()
+        client_pid = getattr(load, "pid", None)
         ticks = machine_cpu_ticks()
         next_at = options.warmup
         for number in range(1, options.restarts + 1):
@@ -284,6 +299,8 @@ def run_scenario(
             _sleep_until(load, next_at)
             scenario.check_running()
             triggered = load.now()
+            if trace is not None:
+                trace.mark(number, triggered)
             scenario.trigger(number + 1)
             restarts.append(metrics.Restart(number, generation, triggered, load.now()))
             log(f"{cls.name}: restart {number} triggered")
@@ -307,6 +324,12 @@ def run_scenario(
             result["holder_cpu_s"] = proc_cpu_seconds(holder) - holder_cpu
             result["holder_rss_kib"] = {"first_answer": holder_rss[0], "max": max(holder_rss)}
         summary = metrics.summarise(records, restarts, margin=options.margin)
+        if trace is not None and options.trace is not None:
+            directory = options.trace / f"{cls.name}-{boot:g}"
+            result["trace"] = _finish_trace(
+                trace, directory, records, restarts, holder, client_pid, summary
+            )
+            trace = None
         failures = [r for r in records if not r.ok]
         result.update(
             status="ok",
@@ -333,6 +356,8 @@ def run_scenario(
                 records = load.stop()
             except RuntimeError as exc:
                 log(f"{cls.name}: {exc}")
+        if trace is not None:
+            trace.stop(Path(tempfile.mkdtemp(prefix="trace-", dir=root)))
         scenario.stop()
         result["notes"] = scenario.notes()
         if options.keep:
@@ -340,6 +365,41 @@ def run_scenario(
         else:
             shutil.rmtree(workdir, ignore_errors=True)
     return Run(result, records, restarts)
+
+
+def _start_trace(result: dict[str, Any]) -> sched_trace.Trace | None:
+    try:
+        return sched_trace.Trace().start()
+    except sched_trace.TraceUnavailable as exc:
+        result["trace"] = {"status": f"skipped: {exc}"}
+        log(str(exc))
+        return None
+
+
+def _finish_trace(
+    trace: sched_trace.Trace,
+    directory: Path,
+    records: Sequence[Record],
+    restarts: Sequence[metrics.Restart],
+    holder: int | None,
+    client: int | None,
+    summary: Mapping[str, Any],
+) -> dict[str, Any]:
+    """Stop the recording and analyse it: a request is slow above 1.3 times the outside p99,
+    the goal of issue 16's part 4."""
+    path = trace.stop(directory)
+    outside = summary["latency_outside"].get("p99_ms")
+    if holder is None or outside is None:
+        return {"status": "recorded, not analysed (no holder or no p99 outside)", "dir": str(directory)}
+    with open(path, encoding="utf-8", errors="replace") as lines:
+        events = sched_trace.parse(lines)
+    # A Python client is a thread of this process: its role is this pid's.
+    analysis = sched_trace.analyse(
+        events, records, restarts, holder, client or os.getpid(), 1.3 * outside / 1000
+    )
+    sched_trace.record_files(directory, records, analysis)
+    log(f"scheduler trace and its analysis: {directory}")
+    return {"status": analysis["status"], "dir": str(directory)}
 
 
 # --- versions -----------------------------------------------------------------------------
