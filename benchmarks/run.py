@@ -356,9 +356,14 @@ def run_scenario(
                 records = load.stop()
             except RuntimeError as exc:
                 log(f"{cls.name}: {exc}")
-        if trace is not None:
-            trace.stop(Path(tempfile.mkdtemp(prefix="trace-", dir=root)))
         scenario.stop()
+        if trace is not None and options.trace is not None:
+            # The scenario failed before its analysis: its events are kept to be read.
+            try:
+                kept = trace.stop(options.trace / f"{cls.name}-{boot:g}-unfinished")
+                log(f"{cls.name}: its scheduler trace is in {kept}")
+            except OSError as exc:
+                log(f"{cls.name}: the scheduler trace could not be kept: {exc}")
         result["notes"] = scenario.notes()
         if options.keep:
             result["workdir"] = str(workdir)
@@ -387,17 +392,23 @@ def _finish_trace(
 ) -> dict[str, Any]:
     """Stop the recording and analyse it: a request is slow above 1.3 times the outside p99,
     the goal of issue 16's part 4."""
-    path = trace.stop(directory)
+    try:
+        path = trace.stop(directory)
+    except OSError as exc:
+        return {"status": f"error: the trace could not be kept: {exc}"}
     outside = summary["latency_outside"].get("p99_ms")
-    if holder is None or outside is None:
+    if path is None or holder is None or outside is None:
         return {"status": "recorded, not analysed (no holder or no p99 outside)", "dir": str(directory)}
-    with open(path, encoding="utf-8", errors="replace") as lines:
-        events = sched_trace.parse(lines)
-    # A Python client is a thread of this process: its role is this pid's.
-    analysis = sched_trace.analyse(
-        events, records, restarts, holder, client or os.getpid(), 1.3 * outside / 1000
-    )
-    sched_trace.record_files(directory, records, analysis)
+    try:
+        with open(path, encoding="utf-8", errors="replace") as lines:
+            events = sched_trace.parse(lines)
+        # A Python client is a thread of this process: its role is this pid's and its threads'.
+        analysis = sched_trace.analyse(
+            events, records, restarts, holder, client or os.getpid(), 1.3 * outside / 1000
+        )
+        sched_trace.record_files(directory, records, analysis)
+    except Exception as exc:  # noqa: BLE001 - the scenario's figures stand without it
+        return {"status": f"error: the trace could not be analysed: {exc!r}", "dir": str(directory)}
     log(f"scheduler trace and its analysis: {directory}")
     return {"status": analysis["status"], "dir": str(directory)}
 

@@ -19,6 +19,9 @@ it back beside the load's records:
   the server's doing.
 
 Recording needs root (or write access to tracefs); the analysis needs only the files.
+Generation k is taken to be the k-th process the holder forked (its sentry aside): a
+scenario whose restarts happen inside one generation (a server's own reloader), or a
+run with a failed start or a crash, is mislabelled.
 """
 
 from __future__ import annotations
@@ -62,22 +65,31 @@ class Trace:
     (about 10,000 events a second); events that overflow it are counted in the file.
     """
 
-    def __init__(self, root: Path = TRACEFS, buffer_kib: int = 131072) -> None:
+    def __init__(self, root: Path = TRACEFS, buffer_kib: int = 65536) -> None:
         self.root = root
         self.buffer_kib = buffer_kib
         self._marker: Any = None
+        #: What start() changed, to be put back by stop(): (file, value before).
+        self._saved: list[tuple[str, str]] = []
 
     def start(self) -> Trace:
         try:
             self._write("tracing_on", "0")
             self._write("trace", "")
-            self._write("trace_clock", "mono")
-            self._write("buffer_size_kb", str(self.buffer_kib))
+            for name, value in (("trace_clock", "mono"), ("buffer_size_kb", str(self.buffer_kib))):
+                before = (self.root / name).read_text() if (self.root / name).exists() else ""
+                # trace_clock lists every clock, the current one in brackets; an unused
+                # buffer reads "7 (expanded: 1408)", 1408 being what it will take.
+                chosen = re.search(r"\[(\w+)\]|expanded: (\d+)", before)
+                kept = next((g for g in chosen.groups() if g), "") if chosen else before.strip()
+                self._saved.append((name, kept))
+                self._write(name, value)
             for event in EVENTS:
                 self._write(f"events/{event}/enable", "1")
             self._marker = open(self.root / "trace_marker", "w", buffering=1)  # noqa: SIM115
             self._write("tracing_on", "1")
         except OSError as exc:
+            self._undo()
             raise TraceUnavailable(f"cannot trace the scheduler ({self.root}): {exc}") from exc
         return self
 
@@ -86,21 +98,37 @@ class Trace:
         if self._marker is not None:
             self._marker.write(f"{MARKER} {number} {at:.9f}\n")
 
-    def stop(self, directory: Path) -> Path:
-        """End the recording; the events go to ``directory/trace.txt``."""
+    def stop(self, directory: Path | None) -> Path | None:
+        """End the recording; the events go to ``directory/trace.txt`` (None: nowhere).
+
+        tracefs is left as it was found, whatever fails on the way.
+        """
+        path = None
         try:
             self._write("tracing_on", "0")
-            for event in EVENTS:
-                self._write(f"events/{event}/enable", "0")
+            if directory is not None:
+                directory.mkdir(parents=True, exist_ok=True)
+                path = directory / "trace.txt"
+                shutil.copyfile(self.root / "trace", path)
         finally:
-            if self._marker is not None:
-                self._marker.close()
-                self._marker = None
-        directory.mkdir(parents=True, exist_ok=True)
-        path = directory / "trace.txt"
-        shutil.copyfile(self.root / "trace", path)
-        self._write("trace", "")
+            self._undo()
         return path
+
+    def _undo(self) -> None:
+        """Events off, the marker closed, the buffer emptied, clock and size put back."""
+        if self._marker is not None:
+            self._marker.close()
+            self._marker = None
+        for step in [
+            *((f"events/{event}/enable", "0") for event in EVENTS),
+            ("trace", ""),
+            *reversed(self._saved),
+        ]:
+            try:
+                self._write(*step)
+            except OSError:
+                pass  # not there (a failed start) or not ours to change
+        self._saved = []
 
     def _write(self, name: str, value: str) -> None:
         (self.root / name).write_text(value)
@@ -118,6 +146,8 @@ class Events:
     names: dict[int, str] = field(default_factory=dict)
     #: (trace time, restart number, load time) per trigger.
     markers: list[tuple[float, int, float]] = field(default_factory=list)
+    #: How many CPUs the trace covers (its header's #P:), or those seen running.
+    cpus: int = 0
 
 
 def parse(lines: Iterable[str]) -> Events:
@@ -131,6 +161,9 @@ def parse(lines: Iterable[str]) -> Events:
     for line in lines:
         match = _LINE.match(line)
         if match is None:
+            header = re.search(r"#P:(\d+)", line) if line.startswith("#") else None
+            if header:
+                events.cpus = int(header[1])
             continue
         _comm, _pid, cpu_text, stamp, kind, rest = match.groups()
         now, cpu = float(stamp), int(cpu_text)
@@ -148,18 +181,23 @@ def parse(lines: Iterable[str]) -> Events:
                 began, pid = on_cpu[cpu]
                 running[cpu].append((began, now, pid))
             on_cpu[cpu] = (now, nxt)
+            # A wake-up seen while it still ran (it had not yet switched out to sleep)
+            # is no wait: whatever it left in `waiting` goes with the switch.
+            waiting.pop(prev, None)
             if prev and values["prev_state"].startswith("R"):
-                waiting.setdefault(prev, now)  # preempted: runnable still
+                waiting[prev] = now  # preempted: runnable still
             if nxt in waiting:
                 runnable[nxt].append((waiting.pop(nxt), now))
         elif kind in ("sched_wakeup", "sched_wakeup_new"):
             pid = int(values["pid"])
             events.names.setdefault(pid, values["comm"])
-            waiting.setdefault(pid, now)
+            if not any(p == pid for _, p in on_cpu.values()):
+                waiting.setdefault(pid, now)
         elif kind == "sched_process_fork":
             children[int(values["pid"])].append(int(values["child_pid"]))
             events.names.setdefault(int(values["child_pid"]), values["child_comm"])
     events.running = dict(running)
+    events.cpus = events.cpus or len(running)
     events.runnable = dict(runnable)
     events.children = dict(children)
     return events
@@ -212,7 +250,9 @@ def roles(events: Events, holder: int, client: int | None) -> Roles:
             helpers |= tasks
         else:
             generations.append(tasks)
-    return Roles(helpers, generations, {client} if client is not None else set())
+    # A Python client is a thread of the runner: the threads it started count too.
+    clients = _descendants(events, client) if client is not None else set()
+    return Roles(helpers, generations, clients)
 
 
 def _within(
@@ -260,7 +300,7 @@ def analyse(
         return {"status": "no trigger markers in the trace"}
     who = roles(events, holder, client)
     by_number = {number: (stamp, at) for stamp, number, at in events.markers}
-    cpus = max(len(events.running), 1)
+    cpus = max(events.cpus, 1)
     out: list[dict[str, Any]] = []
     for restart in restarts:
         if restart.number not in by_number:

@@ -527,10 +527,12 @@ def start_zocket(
     env: Mapping[str, str] | None = None,
     start_timeout: float = START_TIMEOUT,
     stop_timeout: float = STOP_TIMEOUT,
+    prefix: Sequence[str] = (),
     **popen_kw: object,
 ) -> ZocketProcess:
     """Start ``python -m zocket ARGS`` and wait for its start line.
 
+    ``prefix`` is put before the interpreter; it must exec it (zocket keeps the pid).
     ``env`` defaults to os.environ (see `zocket_env`); other keyword arguments
     go to Popen (``cwd``, ``stdout``, ...; stdin defaults to /dev/null).
     Raises ZocketStartError, with all of stderr, if zocket exits or prints no
@@ -539,7 +541,11 @@ def start_zocket(
     words = [str(a) for a in args]
     popen_kw.setdefault("stdin", subprocess.DEVNULL)
     proc = subprocess.Popen(  # type: ignore[call-overload]
-        zocket_argv(words), env=zocket_env(env), stderr=subprocess.PIPE, bufsize=0, **popen_kw
+        [*prefix, *zocket_argv(words)],
+        env=zocket_env(env),
+        stderr=subprocess.PIPE,
+        bufsize=0,
+        **popen_kw,
     )
     zocket = ZocketProcess(words, proc, stop_timeout)
     try:

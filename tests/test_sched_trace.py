@@ -84,6 +84,7 @@ def test_the_trace_is_read_into_runs_waits_forks_and_markers(events: sched_trace
 
 def test_roles_come_from_the_holder_s_forks(events: sched_trace.Events) -> None:
     roles = sched_trace.roles(events, HOLDER, CLIENT)
+    assert roles.client == {CLIENT}
     assert roles.holder == {HOLDER, SENTRY}
     assert roles.generations == [{OLD, WORKER}, {NEW}]
     names = events.names
@@ -136,6 +137,8 @@ def test_recording_writes_the_events_and_the_markers(tmp_path: Path) -> None:
     root = tmp_path / "tracefs"
     for event in sched_trace.EVENTS:
         (root / "events" / event).mkdir(parents=True)
+    (root / "trace_clock").write_text("[local] global counter mono\n")
+    (root / "buffer_size_kb").write_text("7 (expanded: 1408)\n")
     trace = sched_trace.Trace(root=root).start()
     assert (root / "trace_clock").read_text() == "mono"  # the clock time.monotonic() reads
     assert (root / "tracing_on").read_text() == "1"
@@ -148,3 +151,31 @@ def test_recording_writes_the_events_and_the_markers(tmp_path: Path) -> None:
     assert all((root / "events" / e / "enable").read_text() == "0" for e in sched_trace.EVENTS)
     assert path.read_text().splitlines() == TRACE
     assert (root / "trace").read_text() == ""  # the kernel's buffer is cleared
+    # tracefs is left as it was found: its clock, and the buffer size it would have taken.
+    assert (root / "trace_clock").read_text() == "local"
+    assert (root / "buffer_size_kb").read_text() == "1408"
+
+
+def test_a_failed_start_leaves_no_event_enabled(tmp_path: Path) -> None:
+    root = tmp_path / "tracefs"
+    for event in sched_trace.EVENTS:
+        (root / "events" / event).mkdir(parents=True)
+    (root / "trace_marker").mkdir()  # cannot be opened for writing
+    with pytest.raises(sched_trace.TraceUnavailable):
+        sched_trace.Trace(root=root).start()
+    assert all((root / "events" / e / "enable").read_text() == "0" for e in sched_trace.EVENTS)
+
+
+def test_a_wake_up_seen_while_the_task_still_runs_is_no_wait() -> None:
+    """The kernel may log a task's wake-up before it has switched out to sleep; the sleep
+    that follows is not time spent waiting for a CPU."""
+    events = sched_trace.parse([
+        "# entries-in-buffer/entries-written: 5/5   #P:4",
+        switch(0, 1.000, ("swapper/0", 0, "R"), ("python", 300)),
+        line("python", 301, 1, 1.001, "sched_wakeup", "comm=python pid=300 prio=120 target_cpu=000"),
+        switch(0, 1.002, ("python", 300, "S"), ("swapper/0", 0)),
+        line("python", 301, 1, 2.000, "sched_wakeup", "comm=python pid=300 prio=120 target_cpu=000"),
+        switch(0, 2.0001, ("swapper/0", 0, "R"), ("python", 300)),
+    ])
+    assert events.runnable[300] == [(2.000, 2.0001)]
+    assert events.cpus == 4  # from the header, not from the one CPU that switched

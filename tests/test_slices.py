@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from support import start_zocket, started, wait_for
+from support import http_get, start_zocket, started, wait_for, write_responder
 from zocket import libc
 from zocket.slices import GIVE_WAY, set_generation_slice
 
@@ -44,16 +44,30 @@ while True:
     listener.accept()[0].close()
 """
 
+def _custom_slices() -> bool:
+    try:
+        return libc.sched_slice(0) != 0
+    except OSError:
+        return False
+
+
 pytestmark = pytest.mark.skipif(
-    libc.sched_slice(0) == 0, reason="this kernel has no custom slices (Linux 6.12+)"
+    not _custom_slices(), reason="this kernel has no custom slices (Linux 6.12+)"
 )
+#: x86_64's sched_setattr and sched_getattr, for a filter that refuses them.
+SCHED_SETATTR, SCHED_GETATTR = 314, 315
+DENY = Path(__file__).resolve().parent / "seccomp_deny.py"
 
 
 def slices(leader: int) -> dict[int, int]:
     """The slice of every thread of every process in ``leader``'s group, by tid."""
     found = {}
     for pid in _members(leader):
-        for name in os.listdir(f"/proc/{pid}/task"):
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except FileNotFoundError:
+            continue  # exited meanwhile
+        for name in tids:
             try:
                 found[int(name)] = libc.sched_slice(int(name))
             except ProcessLookupError:
@@ -103,27 +117,32 @@ def test_a_generation_gives_way_while_it_boots_and_while_it_stops(tmp_path: Path
 
         gate.touch()  # generation 2 forks its worker (which inherits the slice), then waits
         zocket.wait_for_stderr(r"generation 2 ready in", 30)
-        wait_for(lambda: os.path.exists(stopping + "1"), 10, message="generation 1 told to stop")
-        # The new one serves at the default, worker included; the old one gives way.
-        assert has_all(second, default, 3), slices(second)
-        assert set(slices(first).values()) == {GIVE_WAY}, slices(first)
-        release.touch()
+        try:
+            wait_for(lambda: os.path.exists(stopping + "1"), 10, message="generation 1 stopping")
+            # The new one serves at the default, worker included; the old one gives way.
+            assert has_all(second, default, 3), slices(second)
+            assert set(slices(first).values()) == {GIVE_WAY}, slices(first)
+        finally:
+            release.touch()
         zocket.wait_for_stderr(r"generation 1 stopped", 10)
         assert zocket.stop() == 0  # generation 2 lingers too, and exits 0 once released
 
 
 def test_only_threads_under_a_fair_policy_are_given_a_slice() -> None:
-    """A thread under SCHED_IDLE has no slice: left as it is, and counted out."""
-    idle = "import os, signal; os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0)); signal.pause()"
-    with subprocess.Popen([sys.executable, "-c", idle], start_new_session=True) as child:
+    """SCHED_BATCH keeps its policy and takes the slice; SCHED_IDLE has none: left alone.
+
+    Batch first, idle second: leaving SCHED_IDLE would need a privilege, entering it not.
+    """
+    batch = "import os, signal; os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0)); signal.pause()"
+    with subprocess.Popen([sys.executable, "-c", batch], start_new_session=True) as child:
         try:
-            wait_for(lambda: os.sched_getscheduler(child.pid) == os.SCHED_IDLE, 10, message="idle")
-            assert set_generation_slice(child.pid, GIVE_WAY) == 0
-            assert os.sched_getscheduler(child.pid) == os.SCHED_IDLE
-            os.sched_setscheduler(child.pid, os.SCHED_BATCH, os.sched_param(0))
+            wait_for(lambda: os.sched_getscheduler(child.pid) == os.SCHED_BATCH, 10, message="batch")
             assert set_generation_slice(child.pid, GIVE_WAY) == 1
             assert libc.sched_slice(child.pid) == GIVE_WAY
             assert os.sched_getscheduler(child.pid) == os.SCHED_BATCH  # the policy is kept
+            os.sched_setscheduler(child.pid, os.SCHED_IDLE, os.sched_param(0))
+            assert set_generation_slice(child.pid, GIVE_WAY) == 0
+            assert os.sched_getscheduler(child.pid) == os.SCHED_IDLE
         finally:
             child.kill()
 
@@ -148,3 +167,25 @@ def test_a_slice_out_of_range_is_an_argument_error() -> None:
     with pytest.raises(ProcessLookupError) as caught:
         libc.set_sched_slice(2**22 + 12345, GIVE_WAY)  # above pid_max: no such thread
     assert caught.value.call == "sched_setattr"
+
+
+def test_a_kernel_that_refuses_slices_is_named_once_and_restarts_go_on(tmp_path: Path) -> None:
+    """sched_getattr and sched_setattr refused (EACCES, as a security module would): one
+    line, then zocket stops asking, and every restart still goes through."""
+    command = [sys.executable, write_responder(tmp_path)]
+    refused = f"EACCES:{SCHED_SETATTR},{SCHED_GETATTR}"
+    with start_zocket(["--port", "0", "--", *command], prefix=[sys.executable, DENY, refused]) as zocket:
+        zocket.wait_for_stderr(r"generation 1 ready in", 30)
+        for number in ("2", "3"):
+            zocket.send_signal(signal.SIGHUP)
+            zocket.wait_for_stderr(rf"generation {number} ready in", 30)
+            wait_for(lambda n=number: http_get(zocket.port)[1]["X-Zocket-Generation"] == n, 10,
+                     message=f"generation {number} answering")
+        assert zocket.stop() == 128 + signal.SIGTERM
+        text = zocket.stderr_text()
+    expected = (
+        "zocket: CPU slices refused (sched_setattr: Permission denied): a booting generation no longer "
+        "gives way to the serving one"
+    )
+    assert text.splitlines().count(expected) == 1, text
+    assert "Traceback" not in text

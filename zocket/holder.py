@@ -148,6 +148,8 @@ class Holder:
         self._argv: list[str] = []
         self._inodes: frozenset[int] = frozenset()
         self._quiet: QuietStops | None = None
+        #: Whether zocket.slices may be asked for (False once the kernel refused).
+        self._slices = True
         self._loop: Loop | None = None
         self._watcher: Watcher | None = None
         self._changed: list[str] = []
@@ -556,7 +558,7 @@ class Holder:
             process = self.processes.get(action.number)
             if process is not None and process.giving_way:
                 process.giving_way = False
-                set_generation_slice(process.child.pid, DEFAULT)
+                self._set_slice(process.child.pid, DEFAULT)
             if generation is not None and process is not None and process.niced:
                 process.niced = False
                 _renice_group(process.child.pid, os.getpriority(os.PRIO_PROCESS, 0))
@@ -564,12 +566,9 @@ class Holder:
             generation = self.lifecycle.generations.get(action.number)
             if generation is not None and generation.pid is not None:
                 assert self._quiet is not None
-                serving = self.lifecycle.serving
-                if action.signum != signal.SIGKILL and serving is not None and (
-                    serving.number != action.number
-                ):
+                if action.signum != signal.SIGKILL and self.lifecycle.serving is not None:
                     # Its teardown gives way to the generation that now answers.
-                    set_generation_slice(generation.pid, GIVE_WAY)
+                    self._set_slice(generation.pid, GIVE_WAY)
                 self._quiet.signal(action.number, generation.pid, action.signum)
         elif isinstance(action, KillLeftovers):
             # By its group, not its record: the lifecycle may have forgotten the generation.
@@ -604,7 +603,7 @@ class Holder:
         number = action.number
         notify_socket: NotifySocket | None = None
         # A generation that boots while another serves gives way to it (zocket.slices).
-        giving_way = self.lifecycle.serving is not None
+        giving_way = self._slices and self.lifecycle.serving is not None
         try:
             notify_socket = NotifySocket(number)
             child = spawn(
@@ -661,6 +660,19 @@ class Holder:
                 f"): generation {number} runs without it"
             )
         self.handle(Spawned(self._now(), number, child.pid))
+
+    def _set_slice(self, leader: int, slice_ns: int) -> None:
+        """zocket.slices for one generation; a kernel that refuses is told once, then spared."""
+        if not self._slices:
+            return
+        try:
+            set_generation_slice(leader, slice_ns)
+        except OSError as exc:
+            self._slices = False
+            self.log(
+                f"CPU slices refused ({exc.strerror or exc}): a booting generation no longer "
+                "gives way to the serving one"
+            )
 
     def _answer_binds(self, number: int, listener: int) -> None:
         """The generation's bind()/listen() calls wait on ``listener`` for adoption's answer."""

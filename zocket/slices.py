@@ -20,7 +20,8 @@ to stop. A ready generation's threads get the kernel's default back. The
 first generation, with nobody to give way to, is left as it is.
 
 Nothing depends on it: on an older kernel, or for a thread whose policy has no
-slice (real-time, SCHED_IDLE), nothing changes. A thread a process starts while
+slice (real-time, SCHED_IDLE), nothing changes; where the kernel refuses the calls
+(a security module), the holder says so once and stops asking. A thread a process starts while
 its generation is being reset may keep the long slice: it then only waits its
 turn behind the serving ones, as a booting one did.
 """
@@ -44,7 +45,9 @@ def set_generation_slice(leader: int, slice_ns: int) -> int:
     """Give every thread of generation ``leader``'s processes ``slice_ns``; how many took it.
 
     The processes are those `readiness.processes_of` finds: the leader's descendants
-    and its process group. A thread that exits meanwhile is skipped.
+    and its process group. A thread that exits meanwhile, or that changed its
+    credentials since (EPERM), is skipped. Any other refusal (a security module's
+    EACCES, say) raises OSError: the caller decides whether to try again.
     """
     changed = 0
     for pid in readiness.processes_of(leader):
@@ -57,9 +60,6 @@ def set_generation_slice(leader: int, slice_ns: int) -> int:
                 if libc.set_sched_slice(tid, slice_ns):
                     changed += 1
             except OSError as exc:
-                # ESRCH: it exited. EPERM: it changed its credentials (setuid) since.
-                # ENOSYS, EINVAL: a kernel or a policy without slices. None is the
-                # holder's to fix, and none changes what a generation may do.
-                if exc.errno not in (errno.ESRCH, errno.EPERM, errno.ENOSYS, errno.EINVAL):
+                if exc.errno not in (errno.ESRCH, errno.EPERM):
                     raise
     return changed
