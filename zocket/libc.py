@@ -146,6 +146,8 @@ __all__ = [  # noqa: RUF022 - grouped as docs/libc.md is
     "kill",
     "killpg",
     "tgkill",
+    "sched_slice",
+    "set_sched_slice",
     "setpgid",
     "getpgid",
     "setsid",
