@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from support import http_get, start_zocket, started, wait_for, write_responder
+from support import group_members, http_get, start_zocket, started, wait_for, write_responder
 from zocket import libc
 from zocket.slices import GIVE_WAY, set_generation_slice
 
@@ -62,7 +62,7 @@ DENY = Path(__file__).resolve().parent / "seccomp_deny.py"
 def slices(leader: int) -> dict[int, int]:
     """The slice of every thread of every process in ``leader``'s group, by tid."""
     found = {}
-    for pid in _members(leader):
+    for pid in group_members(leader):
         try:
             tids = os.listdir(f"/proc/{pid}/task")
         except FileNotFoundError:
@@ -73,18 +73,6 @@ def slices(leader: int) -> dict[int, int]:
             except ProcessLookupError:
                 pass
     return found
-
-
-def _members(pgid: int) -> list[int]:
-    members = []
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                if os.getpgid(int(name)) == pgid:
-                    members.append(int(name))
-            except ProcessLookupError:
-                pass
-    return members
 
 
 def has_all(leader: int, value: int, threads: int) -> bool:
