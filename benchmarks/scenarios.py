@@ -841,6 +841,15 @@ class ZocketBootNice(ZocketScenario):
     zocket_options = ("--ready", "auto", "--boot-nice", "10")
 
 
+class ZocketSharedCpus(ZocketScenario):
+    """zocket with the generations of a restart on every CPU (--share-cpus): the control
+    for zocket.placement, which keeps the serving generation on CPUs of its own."""
+
+    name = "zocket-shared-cpus"
+    description = "zocket --share-cpus + gunicorn; restart = SIGHUP to zocket (overlap)"
+    zocket_options = ("--ready", "auto", "--share-cpus")
+
+
 class ZocketWatch(ZocketScenario):
     name = "zocket-watch"
     description = "zocket --watch APPDIR + gunicorn; restart = an edit of the app file"
@@ -1324,6 +1333,7 @@ SCENARIOS: dict[str, type[Scenario]] = {
         ZocketGunicorn,
         ZocketNoOverlap,
         ZocketBootNice,
+        ZocketSharedCpus,
         ZocketWatch,
         ZocketDjango,
         ZocketUvicornReload,

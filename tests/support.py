@@ -959,6 +959,23 @@ def group_members(pgid: int, *, zombies: bool = False) -> list[int]:
     return sorted(members)
 
 
+def per_thread(pgid: int, read: Callable[[int], T]) -> dict[int, T]:
+    """``read(tid)`` for every thread of every process in group ``pgid``, by tid; threads
+    and processes that exit meanwhile are left out."""
+    found = {}
+    for pid in group_members(pgid):
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except FileNotFoundError:
+            continue
+        for name in tids:
+            try:
+                found[int(name)] = read(int(name))
+            except ProcessLookupError:
+                pass
+    return found
+
+
 def read_cmdline(pid: int) -> list[str]:
     """The argv of process ``pid``."""
     with open(f"/proc/{pid}/cmdline", "rb") as f:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from support import group_members, http_get, start_zocket, started, wait_for, write_responder
+from support import http_get, per_thread, start_zocket, started, wait_for, write_responder
 from zocket import libc
 from zocket.slices import GIVE_WAY, set_generation_slice
 
@@ -61,18 +61,7 @@ DENY = Path(__file__).resolve().parent / "seccomp_deny.py"
 
 def slices(leader: int) -> dict[int, int]:
     """The slice of every thread of every process in ``leader``'s group, by tid."""
-    found = {}
-    for pid in group_members(leader):
-        try:
-            tids = os.listdir(f"/proc/{pid}/task")
-        except FileNotFoundError:
-            continue  # exited meanwhile
-        for name in tids:
-            try:
-                found[int(name)] = libc.sched_slice(int(name))
-            except ProcessLookupError:
-                pass
-    return found
+    return per_thread(leader, libc.sched_slice)
 
 
 def has_all(leader: int, value: int, threads: int) -> bool:

@@ -183,6 +183,14 @@ def build_parser() -> argparse.ArgumentParser:
         "and restore its priority once it is ready (root or RLIMIT_NICE; default 0: off)",
     )
     restarts.add_argument(
+        "--share-cpus",
+        dest="split_cpus",
+        action="store_false",
+        default=Config.split_cpus,
+        help="let the generations of a restart share every CPU; by default the serving one "
+        "keeps half of zocket's CPUs to itself while another boots or stops",
+    )
+    restarts.add_argument(
         "--copies",
         action=_Once,
         type=_copies,
@@ -366,6 +374,7 @@ def parse_args(argv: Sequence[str]) -> Config:
         control=args.control,
         user=args.user,
         boot_nice=args.boot_nice,
+        split_cpus=args.split_cpus,
         pid_file=args.pid_file,
         unix_permissions=UnixPermissions(args.socket_mode, *(args.socket_owner or (-1, -1))),
     )

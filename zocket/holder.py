@@ -66,6 +66,7 @@ from .lifecycle import (
 from .listeners import Listener, inherited_listeners, open_listeners, resumed_listener
 from .loop import Loop
 from .notifications import NotifySocket, trusted
+from .placement import CpuSplit
 from .quiesce import QuietStops
 from .sentry import Sentry
 from .slices import DEFAULT, GIVE_WAY, set_generation_slice
@@ -150,6 +151,11 @@ class Holder:
         self._quiet: QuietStops | None = None
         #: Whether zocket.slices may be asked for (False once the kernel refused).
         self._slices = True
+        #: The CPUs zocket was given, split in halves while a restart runs (zocket.placement);
+        #: None with --share-cpus, or once the kernel refused.
+        self._cpus: CpuSplit | None = (
+            CpuSplit(os.sched_getaffinity(0)) if config.split_cpus else None
+        )
         self._loop: Loop | None = None
         self._watcher: Watcher | None = None
         self._changed: list[str] = []
@@ -219,6 +225,7 @@ class Holder:
                         self._on_signal(signum)
                 while self._exit_status is None:
                     loop.step()
+                    self._place()
                     self._write_status()
                 return self._exit_status
         finally:
@@ -293,6 +300,7 @@ class Holder:
         caught = self._loop.take_signals()  # caught, not yet handled: they go along
         if self._quiet is not None:
             self._quiet.flush()  # the new image knows nothing of a stop still waiting
+        self._place(together=True)  # nor of a split of the CPUs: it takes them as it finds them
         try:
             state, keep = self._snapshot(client)
             state["signals"] = caught
@@ -602,8 +610,10 @@ class Holder:
     def _spawn(self, action: Spawn) -> None:
         number = action.number
         notify_socket: NotifySocket | None = None
-        # A generation that boots while another serves gives way to it (zocket.slices).
+        # A generation that boots while another serves gives way to it (zocket.slices), and
+        # boots on CPUs of its own, forked by a holder already there (zocket.placement).
         giving_way = self._slices and self.lifecycle.serving is not None
+        self._place()
         try:
             notify_socket = NotifySocket(number)
             child = spawn(
@@ -672,6 +682,29 @@ class Holder:
             self.log(
                 f"CPU slices refused ({exc.strerror or exc}): a booting generation no longer "
                 "gives way to the serving one"
+            )
+
+    def _place(self, together: bool = False) -> None:
+        """The CPUs follow the lifecycle (zocket.placement): split while one generation
+        serves and another boots or stops, whole again otherwise."""
+        if self._cpus is None:
+            return
+        serving: list[int] = []
+        others: list[int] = []
+        for generation in self.lifecycle.alive():
+            if generation.pid is not None:
+                (serving if generation.state is State.SERVING else others).append(generation.pid)
+        booting = self.lifecycle.starting is not None  # about to be spawned, or just was
+        try:
+            if together or len(serving) != 1 or not (others or booting):
+                self._cpus.together(serving + others)
+            else:
+                self._cpus.apart(serving[0], others)
+        except OSError as exc:
+            self._cpus = None
+            self.log(
+                f"CPU placement refused ({exc.strerror or exc}): generations now share "
+                "every CPU during a restart"
             )
 
     def _answer_binds(self, number: int, listener: int) -> None:
@@ -810,6 +843,7 @@ class Holder:
                     {"ok": False, "message": "upgrade failed: zocket is stopping"}
                 )
             self._preflight_client = None
+        self._place(together=True)  # a holder run in-process leaves its thread as it found it
         if self._sentry is not None:
             self._sentry.close()
             self._sentry = None

@@ -1,0 +1,225 @@
+"""While a restart runs, the serving generation has half of zocket's CPUs to itself.
+
+Read back with sched_getaffinity(2) from each thread of each process, as the kernel
+holds it: the serving generation on one half, the booting one and zocket itself on
+the other; the halves swap roles when the new generation serves; every CPU back once
+one generation is left. Needs two CPUs; on one there is nothing to split.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from support import http_get, per_thread, start_zocket, started, wait_for, write_responder
+from zocket.placement import CpuSplit, halves
+
+CPUS = frozenset(os.sched_getaffinity(0))
+needs_two = pytest.mark.skipif(len(CPUS) < 2, reason="one CPU: nothing to split")
+
+#: Boots until ``gate``N exists (generation 1 at once), with a thread, a forked worker and
+#: a thread that places itself on the last CPU, as a server may; then waits on the held
+#: socket. Told to stop, it writes ``stopping``N and lingers until ``release``N exists.
+SERVER = r"""
+import os, signal, socket, sys, threading, time
+gate, stopping, release = sys.argv[1:4]
+generation = os.environ["ZOCKET_GENERATION"]
+threading.Thread(target=time.sleep, args=(3600,), daemon=True).start()
+
+def placed():
+    os.sched_setaffinity(0, {max(os.sched_getaffinity(0))})
+    open(stopping + "placed-" + generation, "w").close()
+    time.sleep(3600)
+
+if generation == "1":
+    threading.Thread(target=placed, daemon=True).start()
+while generation != "1" and not os.path.exists(gate + generation):
+    time.sleep(0.01)
+if os.fork() == 0:
+    while True:  # a worker: SIGTERM's default ends it
+        time.sleep(0.05)
+
+def linger(signum, frame):
+    open(stopping + generation, "w").close()
+    while not os.path.exists(release + generation):
+        time.sleep(0.01)
+    os._exit(0)
+
+signal.signal(signal.SIGTERM, linger)
+listener = socket.socket(fileno=3)
+while True:
+    listener.accept()[0].close()
+"""
+
+
+def masks(leader: int) -> dict[int, frozenset[int]]:
+    """The CPUs of every thread of every process in ``leader``'s group, by tid."""
+    return per_thread(leader, lambda tid: frozenset(os.sched_getaffinity(tid)))
+
+
+def on(leader: int, cpus: frozenset[int], threads: int, *, except_placed: bool = False) -> bool:
+    """Whether ``leader``'s group has at least ``threads`` threads, each on ``cpus``
+    (but for the one thread that placed itself on the last CPU, if ``except_placed``)."""
+    seen = list(masks(leader).values())
+    if except_placed:
+        alone = frozenset({max(CPUS)})
+        if alone not in seen:
+            return False
+        seen.remove(alone)
+    return len(seen) >= threads and set(seen) == {cpus}
+
+
+def holder_cpus(pid: int) -> frozenset[int]:
+    return frozenset(os.sched_getaffinity(pid))
+
+
+@given(st.sets(st.integers(0, 4095), max_size=64))
+def test_halves_cover_the_cpus_each_once_the_larger_first(cpus: set[int]) -> None:
+    split = halves(cpus)
+    if len(cpus) < 2:
+        assert split is None
+        return
+    assert split is not None
+    front, back = split
+    assert front | back == cpus and not front & back
+    assert len(front) - len(back) in (0, 1)
+    assert max(front) < min(back)  # neighbouring numbers together
+
+
+def test_one_cpu_is_never_split() -> None:
+    split = CpuSplit({3})
+    assert not split.possible
+    split.apart(os.getpid(), [])
+    assert os.sched_getaffinity(0) == CPUS
+
+
+@needs_two
+def test_a_restart_keeps_the_serving_generation_on_cpus_of_its_own(tmp_path: Path) -> None:
+    front, back = halves(CPUS) or (CPUS, CPUS)
+    script = tmp_path / "server.py"
+    script.write_text(SERVER)
+    gate, release, stopping = (f"{tmp_path}/{name}-" for name in ("gate", "release", "stopping"))
+    command = [sys.executable, script, gate, stopping, release]
+    options = ["--port", "0", "--no-hook", "--stop-timeout", "60"]
+    with start_zocket([*options, "--", *command]) as zocket:
+        zocket.wait_for_stderr(r"generation 1 ready in", 30)
+        first = zocket.child_pid
+        wait_for(lambda: os.path.exists(stopping + "placed-1"), 10, message="a thread placed")
+        # Main thread, sleeping thread, forked worker on every CPU; nothing split yet.
+        wait_for(lambda: on(first, CPUS, 3, except_placed=True), 10, message="every CPU")
+        assert holder_cpus(zocket.pid) == CPUS
+
+        zocket.send_signal(signal.SIGHUP)
+        zocket.wait_for_stderr(r"generation 2 started", 10)
+        second = dict(started(zocket))[2]
+        # Booting: generation 2 and zocket on the back half, generation 1 on the front;
+        # the thread that placed itself stays where it is.
+        wait_for(lambda: on(second, back, 2), 10, message="generation 2 on the back half")
+        assert on(first, front, 3, except_placed=True), masks(first)
+        assert holder_cpus(zocket.pid) == back
+
+        Path(gate + "2").touch()  # generation 2 forks its worker (it inherits the half), waits
+        zocket.wait_for_stderr(r"generation 2 ready in", 30)
+        try:
+            wait_for(lambda: os.path.exists(stopping + "1"), 10, message="generation 1 stopping")
+            # The halves swap roles: nothing of either generation moved, zocket did.
+            assert on(second, back, 3), masks(second)
+            # (its forked worker died of the stop signal)
+            assert on(first, front, 2, except_placed=True), masks(first)
+            assert holder_cpus(zocket.pid) == front
+        finally:
+            Path(release + "1").touch()
+        zocket.wait_for_stderr(r"generation 1 stopped", 10)
+        # One generation left: every CPU back, to it and to zocket.
+        wait_for(lambda: on(second, CPUS, 3), 10, message="generation 2 on every CPU")
+        assert holder_cpus(zocket.pid) == CPUS
+
+        # The next restart starts from the other side: the halves keep their last roles.
+        zocket.send_signal(signal.SIGHUP)
+        zocket.wait_for_stderr(r"generation 3 started", 10)
+        third = dict(started(zocket))[3]
+        wait_for(lambda: on(third, front, 2), 10, message="generation 3 on the front half")
+        assert on(second, back, 3), masks(second)
+        assert holder_cpus(zocket.pid) == front
+        Path(gate + "3").touch()
+        Path(release + "2").touch()
+        zocket.wait_for_stderr(r"generation 3 ready in", 30)
+        zocket.wait_for_stderr(r"generation 2 stopped", 10)
+        wait_for(lambda: on(third, CPUS, 3), 10, message="generation 3 on every CPU")
+        Path(release + "3").touch()
+        assert zocket.stop() == 0
+
+
+@needs_two
+def test_a_failed_start_gives_the_serving_generation_every_cpu_back(tmp_path: Path) -> None:
+    script = tmp_path / "server.py"
+    # Generation 1 serves; every later one exits before it is ready.
+    script.write_text(
+        "import os, signal, socket, sys\n"
+        "if os.environ['ZOCKET_GENERATION'] != '1':\n"
+        "    sys.exit(3)\n"
+        "listener = socket.socket(fileno=3)\n"
+        "while True:\n"
+        "    listener.accept()[0].close()\n"
+    )
+    with start_zocket(["--port", "0", "--no-hook", "--", sys.executable, script]) as zocket:
+        zocket.wait_for_stderr(r"generation 1 ready in", 30)
+        first = zocket.child_pid
+        zocket.send_signal(signal.SIGHUP)
+        zocket.wait_for_stderr(r"generation 2 failed before ready", 30)
+        wait_for(lambda: on(first, CPUS, 1), 10, message="generation 1 on every CPU")
+        wait_for(lambda: holder_cpus(zocket.pid) == CPUS, 10, message="zocket on every CPU")
+        assert zocket.stop() == 128 + signal.SIGTERM
+
+
+@needs_two
+def test_share_cpus_moves_nothing(tmp_path: Path) -> None:
+    script = tmp_path / "server.py"
+    script.write_text(SERVER)
+    gate, release, stopping = (f"{tmp_path}/{name}-" for name in ("gate", "release", "stopping"))
+    command = [sys.executable, script, gate, stopping, release]
+    options = ["--port", "0", "--no-hook", "--share-cpus"]
+    with start_zocket([*options, "--", *command]) as zocket:
+        zocket.wait_for_stderr(r"generation 1 ready in", 30)
+        first = zocket.child_pid
+        zocket.send_signal(signal.SIGHUP)
+        zocket.wait_for_stderr(r"generation 2 started", 10)
+        second = dict(started(zocket))[2]
+        wait_for(lambda: on(second, CPUS, 2), 10, message="generation 2 on every CPU")
+        assert on(first, CPUS, 3, except_placed=True), masks(first)
+        assert holder_cpus(zocket.pid) == CPUS
+        Path(release + "1").touch()
+        Path(release + "2").touch()
+        Path(gate + "2").touch()
+        zocket.wait_for_stderr(r"generation 2 ready in", 30)
+        assert zocket.stop() == 0
+
+
+@needs_two
+def test_restarts_under_a_narrower_affinity_split_only_what_zocket_was_given(
+    tmp_path: Path,
+) -> None:
+    """zocket started on two CPUs (taskset): the halves are those, and what zocket gives
+    back is those two, not every CPU of the machine."""
+    given = frozenset(sorted(CPUS)[:2])
+    command = [sys.executable, write_responder(tmp_path)]
+    prefix = [sys.executable, "-c",
+              f"import os, sys; os.sched_setaffinity(0, {set(given)!r}); "
+              "os.execv(sys.argv[1], sys.argv[1:])"]
+    with start_zocket(["--port", "0", "--", *command], prefix=prefix) as zocket:
+        zocket.wait_for_stderr(r"generation 1 ready in", 30)
+        assert holder_cpus(zocket.pid) == given
+        zocket.send_signal(signal.SIGHUP)
+        zocket.wait_for_stderr(r"generation 2 ready in", 30)
+        zocket.wait_for_stderr(r"generation 1 stopped", 10)
+        second = dict(started(zocket))[2]
+        wait_for(lambda: on(second, given, 1), 10, message="generation 2 on zocket's CPUs")
+        assert holder_cpus(zocket.pid) == given
+        assert http_get(zocket.port)[1]["X-Zocket-Generation"] == "2"
+        assert zocket.stop() == 128 + signal.SIGTERM
