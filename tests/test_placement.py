@@ -10,14 +10,19 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from support import http_get, per_thread, start_zocket, started, wait_for, write_responder
+from support import (
+    group_members, http_get, per_thread, start_zocket, started, wait_for, write_responder,
+)
 from zocket.placement import CpuSplit, halves
 
 CPUS = frozenset(os.sched_getaffinity(0))
@@ -92,6 +97,99 @@ def test_halves_cover_the_cpus_each_once_the_larger_first(cpus: set[int]) -> Non
     assert max(front) < min(back)  # neighbouring numbers together
 
 
+#: A process with a thread and a forked worker; with an argument, one more thread that
+#: places itself on that CPU alone. It says "up" once all are there.
+WORKERS = r"""
+import os, sys, threading, time
+if len(sys.argv) > 1:
+    def placed():
+        os.sched_setaffinity(0, {int(sys.argv[1])})
+        time.sleep(3600)
+    threading.Thread(target=placed, daemon=True).start()
+threading.Thread(target=time.sleep, args=(3600,), daemon=True).start()
+if os.fork() == 0:
+    time.sleep(3600)
+    os._exit(0)
+time.sleep(0.2)
+print("up", flush=True)
+time.sleep(3600)
+"""
+
+
+@contextmanager
+def generations(*extra: list[str]) -> Iterator[list[subprocess.Popen[str]]]:
+    """Processes standing for generations, each the leader of its own group; stopped
+    (the whole group) at the end, and the calling thread given its CPUs back."""
+    started: list[subprocess.Popen[str]] = []
+    try:
+        for args in extra:
+            child = subprocess.Popen([sys.executable, "-c", WORKERS, *args], text=True,
+                                     stdout=subprocess.PIPE, start_new_session=True)
+            started.append(child)
+            assert child.stdout is not None and child.stdout.readline() == "up\n"
+        yield started
+    finally:
+        os.sched_setaffinity(0, CPUS)
+        for child in started:
+            try:
+                os.killpg(child.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            child.wait()
+            if child.stdout is not None:
+                child.stdout.close()
+
+
+@needs_two
+def test_a_third_generation_joins_the_back_half_at_a_swap() -> None:
+    """A still stopping while B serves and C boots; C serves: A must leave C's half."""
+    split = CpuSplit(CPUS)
+    with generations([], [], []) as (a, b, c):
+        split.apart(a.pid, [b.pid])
+        first_front, first_back = split.front, split.back
+        split.apart(b.pid, [a.pid])  # B serves on the half it booted on
+        assert split.front == first_back and holder_cpus(0) == first_front
+        assert on(a.pid, first_front, 3) and on(b.pid, first_back, 3)
+        split.apart(b.pid, [a.pid, c.pid])  # C boots beside A, which is still stopping
+        assert on(c.pid, first_front, 3)
+        split.apart(c.pid, [a.pid, b.pid])  # C serves: A and B on the other half
+        assert on(c.pid, first_front, 3), masks(c.pid)
+        assert on(a.pid, first_back, 3), masks(a.pid)
+        assert on(b.pid, first_back, 3), masks(b.pid)
+        assert holder_cpus(0) == first_back
+        split.together([c.pid])  # A and B's leaders are left out, as once they exited
+        for leader in (a.pid, b.pid, c.pid):
+            assert on(leader, CPUS, 3), masks(leader)
+        assert holder_cpus(0) == CPUS
+
+
+@needs_two
+def test_a_thread_the_server_placed_on_a_half_is_never_widened() -> None:
+    front, back = halves(CPUS) or (CPUS, CPUS)
+    alone = frozenset({min(front)})
+    split = CpuSplit(CPUS)
+    with generations([str(min(front))], []) as (serving, booting):
+        wait_for(lambda: alone in masks(serving.pid).values(), 10, message="a thread placed")
+        split.apart(serving.pid, [booting.pid])
+        split.apart(booting.pid, [serving.pid])
+        split.together([serving.pid, booting.pid])
+        assert sorted(masks(serving.pid).values(), key=len) == [alone, CPUS, CPUS, CPUS]
+
+
+@needs_two
+def test_workers_left_behind_by_their_leader_get_every_cpu_back() -> None:
+    split = CpuSplit(CPUS)
+    with generations([], []) as (serving, booting):
+        worker = [pid for pid in group_members(booting.pid) if pid != booting.pid]
+        assert len(worker) == 1
+        split.apart(serving.pid, [booting.pid])
+        assert on(booting.pid, split.back, 3)
+        os.kill(booting.pid, signal.SIGKILL)
+        booting.wait()
+        split.together([serving.pid])  # the leader is gone: only its worker is left
+        assert frozenset(os.sched_getaffinity(worker[0])) == CPUS
+
+
 def test_one_cpu_is_never_split() -> None:
     split = CpuSplit({3})
     assert not split.possible
@@ -132,7 +230,8 @@ def test_a_restart_keeps_the_serving_generation_on_cpus_of_its_own(tmp_path: Pat
             assert on(second, back, 3), masks(second)
             # (its forked worker died of the stop signal)
             assert on(first, front, 2, except_placed=True), masks(first)
-            assert holder_cpus(zocket.pid) == front
+            # (zocket changes sides after the turn of its loop that sent the stop signal)
+            wait_for(lambda: holder_cpus(zocket.pid) == front, 10, message="zocket on the front")
         finally:
             Path(release + "1").touch()
         zocket.wait_for_stderr(r"generation 1 stopped", 10)
@@ -140,13 +239,13 @@ def test_a_restart_keeps_the_serving_generation_on_cpus_of_its_own(tmp_path: Pat
         wait_for(lambda: on(second, CPUS, 3), 10, message="generation 2 on every CPU")
         assert holder_cpus(zocket.pid) == CPUS
 
-        # The next restart starts from the other side: the halves keep their last roles.
+        # The next restart splits as the first did: the larger half serves, whoever serves.
         zocket.send_signal(signal.SIGHUP)
         zocket.wait_for_stderr(r"generation 3 started", 10)
         third = dict(started(zocket))[3]
-        wait_for(lambda: on(third, front, 2), 10, message="generation 3 on the front half")
-        assert on(second, back, 3), masks(second)
-        assert holder_cpus(zocket.pid) == front
+        wait_for(lambda: on(third, back, 2), 10, message="generation 3 on the back half")
+        assert on(second, front, 3), masks(second)
+        assert holder_cpus(zocket.pid) == back
         Path(gate + "3").touch()
         Path(release + "2").touch()
         zocket.wait_for_stderr(r"generation 3 ready in", 30)

@@ -153,9 +153,7 @@ class Holder:
         self._slices = True
         #: The CPUs zocket was given, split in halves while a restart runs (zocket.placement);
         #: None with --share-cpus, or once the kernel refused.
-        self._cpus: CpuSplit | None = (
-            CpuSplit(os.sched_getaffinity(0)) if config.split_cpus else None
-        )
+        self._cpus: CpuSplit | None = None
         self._loop: Loop | None = None
         self._watcher: Watcher | None = None
         self._changed: list[str] = []
@@ -196,6 +194,9 @@ class Holder:
     def run(self) -> int:
         """Serve until told to stop (or, with respawn off, until the server exits)."""
         self.open()
+        if self.config.split_cpus and self.config.copies == 1:
+            # Read here, not at construction: the CPUs of the thread that runs (and forks).
+            self._cpus = CpuSplit(os.sched_getaffinity(0))
         loop = self._loop = Loop()
         try:
             self._argv = expand(self.config.command, self.listeners)
@@ -701,11 +702,15 @@ class Holder:
             else:
                 self._cpus.apart(serving[0], others)
         except OSError as exc:
-            self._cpus = None
+            cpus, self._cpus = self._cpus, None
             self.log(
                 f"CPU placement refused ({exc.strerror or exc}): generations now share "
                 "every CPU during a restart"
             )
+            try:  # as much as the kernel allows, back as it was
+                cpus.together(serving + others)
+            except OSError:
+                pass
 
     def _answer_binds(self, number: int, listener: int) -> None:
         """The generation's bind()/listen() calls wait on ``listener`` for adoption's answer."""

@@ -19,9 +19,11 @@ halves swap roles and only the holder changes sides. Once a single generation
 is left, every thread zocket moved gets every CPU back.
 
 Only threads that run on every CPU zocket was given are moved (a thread the
-server placed itself is left alone), and only threads still on the half zocket
-put them on are given the CPUs back. Processes and threads started meanwhile
-inherit their parent's half, and are given the CPUs back with the rest.
+server placed itself is left alone, and never widened later), and only threads
+still on a half are given the CPUs back. Processes and threads started
+meanwhile inherit their parent's half, and are given the CPUs back with the
+rest. The holder reads its CPUs when it starts to run: a change of its cpuset
+later is not followed.
 Nothing depends on it: with one CPU there is nothing to split; a thread that
 is gone or changed its credentials (EPERM) is skipped; any other refusal is
 raised for the holder to report, once.
@@ -61,65 +63,121 @@ def _threads(leader: int) -> list[int]:
     return tids
 
 
-def _move(leader: int, source: frozenset[int], target: frozenset[int]) -> None:
-    """Put each thread of ``leader``'s generation that runs on ``source`` on ``target``."""
-    for tid in _threads(leader):
-        try:
-            if os.sched_getaffinity(tid) == source:
-                os.sched_setaffinity(tid, target)
-        except OSError as exc:
-            if exc.errno not in (errno.ESRCH, errno.EPERM):
-                raise
-
-
 class CpuSplit:
     """Which half of the CPUs each generation, and the holder, runs on during a restart.
 
     ``apart`` and ``together`` are idempotent: the holder calls one or the other
     after each turn of its loop, from the lifecycle's state, and only a change
-    of that state moves a thread.
+    of that state moves a thread. Every thread moved is remembered, so that the
+    CPUs go back to it even once its generation's leader is gone (workers left
+    behind), and every thread left alone, so that a server's own placement that
+    happens to equal a half is never widened.
     """
 
     def __init__(self, cpus: Iterable[int]) -> None:
         self.cpus = frozenset(cpus)
-        split = halves(self.cpus)
+        self._halves = halves(self.cpus)
         #: The half of the serving generation, and the half of everything else.
-        self.front, self.back = split if split is not None else (self.cpus, self.cpus)
+        self.front, self.back = self._halves or (self.cpus, self.cpus)
         #: The serving generation's leader while the CPUs are split, else None.
         self.serving: int | None = None
         #: The other generations' leaders, already on the back half.
         self.others: set[int] = set()
+        #: Threads zocket moved, and threads it found placed by the server and left alone.
+        self.moved: set[int] = set()
+        self.kept: set[int] = set()
 
     @property
     def possible(self) -> bool:
-        return self.front != self.back
+        return self._halves is not None
 
     def apart(self, serving: int, others: Iterable[int]) -> None:
         """Generation ``serving`` on the front half; ``others`` and the holder on the back."""
-        if not self.possible:
+        if self._halves is None:
             return
         others = set(others)
         if self.serving is None:
+            self.front, self.back = self._halves  # the larger half serves, whatever came last
+            self.serving = serving
             os.sched_setaffinity(0, self.back)  # first: what it forks from now on starts there
-            _move(serving, self.cpus, self.front)
+            self._move(serving, self.front)
         elif serving != self.serving:
-            # The new generation serves: it is on the back half, which becomes the front.
+            # The new generation serves on the half it booted on, which becomes the front;
+            # the old one stops where it served. Any third one joins it on the back.
+            old = self.serving
             self.front, self.back = self.back, self.front
+            self.serving = serving
             os.sched_setaffinity(0, self.back)
-            self.others.add(self.serving)  # the old one is where the others belong now
-            self.others.discard(serving)
-        self.serving = serving
+            third = self.others - {serving}
+            self.others = third | {old}
+            for leader in third:
+                self._move(leader, self.back, source=self.front)
         for leader in others - self.others:
-            _move(leader, self.cpus, self.back)
+            self.others.add(leader)
+            self._move(leader, self.back, born_there=True)
         self.others = others
 
     def together(self, leaders: Iterable[int]) -> None:
-        """Every CPU back to ``leaders``' threads that zocket moved, and to the holder."""
+        """Every CPU back to the threads zocket moved (and to those they started), and to
+        the holder."""
         if self.serving is None:
             return
         self.serving = None
         self.others = set()
-        os.sched_setaffinity(0, self.cpus)
-        for leader in leaders:
-            for half in (self.front, self.back):
-                _move(leader, half, self.cpus)
+        error = _set(0, self.cpus)
+        leaders = list(leaders)
+        # Again until a pass finds nothing on a half: a process forked during one pass
+        # inherited its parent's half, and shows up in the next.
+        for _ in range(3):
+            found = self.moved | {tid for leader in leaders for tid in _threads(leader)}
+            back = [tid for tid in found - self.kept if _affinity(tid) in (self.front, self.back)]
+            for tid in back:
+                error = error or _set(tid, self.cpus)
+            if not back:
+                break
+        self.moved.clear()
+        self.kept.clear()
+        if error is not None:
+            raise error
+
+    def _move(self, leader: int, target: frozenset[int], source: frozenset[int] | None = None,
+              *, born_there: bool = False) -> None:
+        """Put each thread of ``leader``'s generation that runs on ``source`` (by default
+        every CPU zocket was given) on ``target``; the others are left alone, for good,
+        but for those already on ``target`` when the generation was ``born_there`` (forked
+        by the holder on the back half: they inherited it)."""
+        source = self.cpus if source is None else source
+        error = None
+        for tid in _threads(leader):
+            mask = _affinity(tid)
+            if mask is None:
+                continue  # gone
+            if mask != source:
+                if not (tid in self.moved or (mask == target and born_there)):
+                    self.kept.add(tid)  # neither zocket's nor inherited: the server's own
+                continue
+            failed = _set(tid, target)
+            if failed is None:
+                self.moved.add(tid)
+            error = error or failed
+        if error is not None:
+            raise error
+
+
+def _affinity(tid: int) -> frozenset[int] | None:
+    """The CPUs thread ``tid`` may run on; None once it is gone."""
+    try:
+        return frozenset(os.sched_getaffinity(tid))
+    except OSError:
+        return None
+
+
+def _set(tid: int, cpus: frozenset[int]) -> OSError | None:
+    """Put thread ``tid`` on ``cpus``; the error, unless the thread is gone (ESRCH) or no
+    longer zocket's to place (EPERM, changed credentials)."""
+    try:
+        os.sched_setaffinity(tid, cpus)
+    except OSError as exc:
+        if exc.errno not in (errno.ESRCH, errno.EPERM):
+            return exc
+    return None
