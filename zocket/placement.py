@@ -10,13 +10,13 @@ does not look far when the machine is busy, and the slice rules of
 `zocket.slices` only decide who goes first on one CPU.
 
 So the holder splits the CPUs it was given in two halves for the length of a
-restart. The serving generation runs on one half; everything else of the
-restart runs on the other: the generation that boots, later the one that
-stops, and the holder itself (its fork of the new generation, its readiness
-probes). When the new generation becomes the serving one, nothing moves: it
-already has its half, and the old one, now stopping, has the other, so the
-halves swap roles and only the holder changes sides. Once a single generation
-is left, every thread zocket moved gets every CPU back.
+restart. The serving generation runs on one half; the generation that boots
+runs on the other (the holder forks it from there, so it starts there), and
+later the one that stops. When the new generation becomes the serving one,
+nothing moves: it already has its half, and the old one, now stopping, has
+the other, so the halves swap roles. Once a single generation is left, every
+thread zocket moved gets every CPU back. The holder itself runs on every CPU
+but for the fork (see `CpuSplit.forking`).
 
 Only threads that run on every CPU zocket was given are moved (a thread the
 server placed itself is left alone, and never widened later), and only threads
@@ -33,7 +33,8 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 from . import readiness
 
@@ -64,7 +65,7 @@ def _threads(leader: int) -> list[int]:
 
 
 class CpuSplit:
-    """Which half of the CPUs each generation, and the holder, runs on during a restart.
+    """Which half of the CPUs each generation runs on during a restart.
 
     ``apart`` and ``together`` are idempotent: the holder calls one or the other
     after each turn of its loop, from the lifecycle's state, and only a change
@@ -92,14 +93,13 @@ class CpuSplit:
         return self._halves is not None
 
     def apart(self, serving: int, others: Iterable[int]) -> None:
-        """Generation ``serving`` on the front half; ``others`` and the holder on the back."""
+        """Generation ``serving`` on the front half; ``others`` on the back."""
         if self._halves is None:
             return
         others = set(others)
         if self.serving is None:
             self.front, self.back = self._halves  # the larger half serves, whatever came last
             self.serving = serving
-            os.sched_setaffinity(0, self.back)  # first: what it forks from now on starts there
             self._move(serving, self.front)
         elif serving != self.serving:
             # The new generation serves on the half it booted on, which becomes the front;
@@ -107,7 +107,6 @@ class CpuSplit:
             old = self.serving
             self.front, self.back = self.back, self.front
             self.serving = serving
-            os.sched_setaffinity(0, self.back)
             third = self.others - {serving}
             self.others = third | {old}
             for leader in third:
@@ -117,9 +116,25 @@ class CpuSplit:
             self._move(leader, self.back, born_there=True)
         self.others = others
 
+    @contextmanager
+    def forking(self) -> Iterator[None]:
+        """While split, the calling thread on the back half, so that what it forks starts
+        there; every CPU back to it afterwards.
+
+        Only for the fork: a holder confined to one CPU with a generation that exits
+        there was seen to hold up that exit (a graceful node under load was reported
+        exited only once the load stopped), so the holder itself stays on every CPU.
+        """
+        if self.serving is None or _set(0, self.back) is not None:
+            yield  # not split, or refused: the child starts beside its parent, then is moved
+            return
+        try:
+            yield
+        finally:
+            _set(0, self.cpus)
+
     def together(self, leaders: Iterable[int]) -> None:
-        """Every CPU back to the threads zocket moved (and to those they started), and to
-        the holder."""
+        """Every CPU back to the threads zocket moved (and to those they started)."""
         if self.serving is None:
             return
         self.serving = None
