@@ -145,20 +145,19 @@ def test_a_third_generation_joins_the_back_half_at_a_swap() -> None:
     """A still stopping while B serves and C boots; C serves: A must leave C's half."""
     split = CpuSplit(CPUS)
     with generations([], [], []) as (a, b, c):
-        split.apart(a.pid, [b.pid])
+        split.apart(a.pid, [b.pid], True)
         first_front, first_back = split.front, split.back
-        split.apart(b.pid, [a.pid])  # B serves on the half it booted on
+        assert holder_cpus(0) == first_back  # with the booting one
+        split.apart(b.pid, [a.pid], False)  # B serves on the half it booted on
         assert split.front == first_back and holder_cpus(0) == CPUS
         assert on(a.pid, first_front, 3) and on(b.pid, first_back, 3)
-        split.apart(b.pid, [a.pid, c.pid])  # C boots beside A, which is still stopping
-        assert on(c.pid, first_front, 3)
-        split.apart(c.pid, [a.pid, b.pid])  # C serves: A and B on the other half
+        split.apart(b.pid, [a.pid, c.pid], True)  # C boots beside A, which is still stopping
+        assert on(c.pid, first_front, 3) and holder_cpus(0) == first_front
+        split.apart(c.pid, [a.pid, b.pid], False)  # C serves: A and B on the other half
         assert on(c.pid, first_front, 3), masks(c.pid)
         assert on(a.pid, first_back, 3), masks(a.pid)
         assert on(b.pid, first_back, 3), masks(b.pid)
-        with split.forking():  # only while it forks is the caller on the back half
-            assert holder_cpus(0) == first_back
-        assert holder_cpus(0) == CPUS
+        assert holder_cpus(0) == CPUS  # never alone with stopping generations
         split.together([c.pid])  # A and B's leaders are left out, as once they exited
         for leader in (a.pid, b.pid, c.pid):
             assert on(leader, CPUS, 3), masks(leader)
@@ -172,8 +171,8 @@ def test_a_thread_the_server_placed_on_a_half_is_never_widened() -> None:
     split = CpuSplit(CPUS)
     with generations([str(min(front))], []) as (serving, booting):
         wait_for(lambda: alone in masks(serving.pid).values(), 10, message="a thread placed")
-        split.apart(serving.pid, [booting.pid])
-        split.apart(booting.pid, [serving.pid])
+        split.apart(serving.pid, [booting.pid], True)
+        split.apart(booting.pid, [serving.pid], False)
         split.together([serving.pid, booting.pid])
         assert sorted(masks(serving.pid).values(), key=len) == [alone, CPUS, CPUS, CPUS]
 
@@ -184,7 +183,7 @@ def test_workers_left_behind_by_their_leader_get_every_cpu_back() -> None:
     with generations([], []) as (serving, booting):
         worker = [pid for pid in group_members(booting.pid) if pid != booting.pid]
         assert len(worker) == 1
-        split.apart(serving.pid, [booting.pid])
+        split.apart(serving.pid, [booting.pid], True)
         assert on(booting.pid, split.back, 3)
         os.kill(booting.pid, signal.SIGKILL)
         booting.wait()
@@ -195,7 +194,7 @@ def test_workers_left_behind_by_their_leader_get_every_cpu_back() -> None:
 def test_one_cpu_is_never_split() -> None:
     split = CpuSplit({3})
     assert not split.possible
-    split.apart(os.getpid(), [])
+    split.apart(os.getpid(), [], True)
     assert os.sched_getaffinity(0) == CPUS
 
 
@@ -218,21 +217,22 @@ def test_a_restart_keeps_the_serving_generation_on_cpus_of_its_own(tmp_path: Pat
         zocket.send_signal(signal.SIGHUP)
         zocket.wait_for_stderr(r"generation 2 started", 10)
         second = dict(started(zocket))[2]
-        # Booting: generation 2 on the back half (forked there), generation 1 on the front;
-        # the thread that placed itself stays where it is; zocket on every CPU.
+        # Booting: generation 2 and zocket (which forked it there) on the back half,
+        # generation 1 on the front; the thread that placed itself stays where it is.
         wait_for(lambda: on(second, back, 2), 10, message="generation 2 on the back half")
         assert on(first, front, 3, except_placed=True), masks(first)
-        assert holder_cpus(zocket.pid) == CPUS
+        assert holder_cpus(zocket.pid) == back
 
         Path(gate + "2").touch()  # generation 2 forks its worker (it inherits the half), waits
         zocket.wait_for_stderr(r"generation 2 ready in", 30)
         try:
             wait_for(lambda: os.path.exists(stopping + "1"), 10, message="generation 1 stopping")
-            # The halves swap roles: nothing of either generation moved.
+            # The halves swap roles: nothing of either generation moved; zocket, with
+            # nothing booting, on every CPU (after the turn of its loop that sent the stop).
             assert on(second, back, 3), masks(second)
             # (its forked worker died of the stop signal)
             assert on(first, front, 2, except_placed=True), masks(first)
-            assert holder_cpus(zocket.pid) == CPUS
+            wait_for(lambda: holder_cpus(zocket.pid) == CPUS, 10, message="zocket on every CPU")
         finally:
             Path(release + "1").touch()
         zocket.wait_for_stderr(r"generation 1 stopped", 10)
@@ -246,7 +246,7 @@ def test_a_restart_keeps_the_serving_generation_on_cpus_of_its_own(tmp_path: Pat
         third = dict(started(zocket))[3]
         wait_for(lambda: on(third, back, 2), 10, message="generation 3 on the back half")
         assert on(second, front, 3), masks(second)
-        assert holder_cpus(zocket.pid) == CPUS
+        assert holder_cpus(zocket.pid) == back
         Path(gate + "3").touch()
         Path(release + "2").touch()
         zocket.wait_for_stderr(r"generation 3 ready in", 30)

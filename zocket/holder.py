@@ -24,7 +24,6 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -613,23 +612,22 @@ class Holder:
         number = action.number
         notify_socket: NotifySocket | None = None
         # A generation that boots while another serves gives way to it (zocket.slices), and
-        # boots on CPUs of its own, forked there (zocket.placement).
+        # boots on CPUs of its own, forked by a holder already there (zocket.placement).
         giving_way = self._slices and self.lifecycle.serving is not None
         self._place()
         try:
             notify_socket = NotifySocket(number)
-            with self._cpus.forking() if self._cpus is not None else nullcontext():
-                child = spawn(
-                    self._argv,
-                    fds=[listener.fd for listener in self.listeners],
-                    names=[listener.name for listener in self.listeners],
-                    env=self.config.env,
-                    extra_env=self._generation_env(notify_socket.address, number),
-                    cwd=self.config.cwd,
-                    deathsig=self.config.deathsig,
-                    adopt=self.config.adopt,
-                    slice_ns=GIVE_WAY if giving_way else DEFAULT,
-                )
+            child = spawn(
+                self._argv,
+                fds=[listener.fd for listener in self.listeners],
+                names=[listener.name for listener in self.listeners],
+                env=self.config.env,
+                extra_env=self._generation_env(notify_socket.address, number),
+                cwd=self.config.cwd,
+                deathsig=self.config.deathsig,
+                adopt=self.config.adopt,
+                slice_ns=GIVE_WAY if giving_way else DEFAULT,
+            )
         except (SpawnError, OSError) as exc:
             # fork's EAGAIN under RLIMIT_NPROC, EMFILE: generation N+1 cannot start, and
             # generation N serves on, as when the command itself fails.
@@ -702,7 +700,7 @@ class Holder:
             if together or len(serving) != 1 or not (others or booting):
                 self._cpus.together(serving + others)
             else:
-                self._cpus.apart(serving[0], others)
+                self._cpus.apart(serving[0], others, booting)
         except OSError as exc:
             cpus, self._cpus = self._cpus, None
             self.log(

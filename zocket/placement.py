@@ -11,12 +11,12 @@ does not look far when the machine is busy, and the slice rules of
 
 So the holder splits the CPUs it was given in two halves for the length of a
 restart. The serving generation runs on one half; the generation that boots
-runs on the other (the holder forks it from there, so it starts there), and
-later the one that stops. When the new generation becomes the serving one,
+runs on the other, and so does the holder while it boots (it forks the
+generation from there, and its readiness probes run there); later the old
+generation stops there. When the new generation becomes the serving one,
 nothing moves: it already has its half, and the old one, now stopping, has
-the other, so the halves swap roles. Once a single generation is left, every
-thread zocket moved gets every CPU back. The holder itself runs on every CPU
-but for the fork (see `CpuSplit.forking`).
+the other, so the halves swap roles, and the holder gets every CPU back. Once
+a single generation is left, every thread zocket moved gets every CPU back.
 
 Only threads that run on every CPU zocket was given are moved (a thread the
 server placed itself is left alone, and never widened later), and only threads
@@ -33,8 +33,7 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 
 from . import readiness
 
@@ -84,6 +83,8 @@ class CpuSplit:
         self.serving: int | None = None
         #: The other generations' leaders, already on the back half.
         self.others: set[int] = set()
+        #: Where the holder's thread is: the back half while a generation boots.
+        self.holder = self.cpus
         #: Threads zocket moved, and threads it found placed by the server and left alone.
         self.moved: set[int] = set()
         self.kept: set[int] = set()
@@ -92,8 +93,10 @@ class CpuSplit:
     def possible(self) -> bool:
         return self._halves is not None
 
-    def apart(self, serving: int, others: Iterable[int]) -> None:
-        """Generation ``serving`` on the front half; ``others`` on the back."""
+    def apart(self, serving: int, others: Iterable[int], booting: bool) -> None:
+        """Generation ``serving`` on the front half; ``others`` on the back, and the
+        calling thread (the holder) too while one of them ``booting``: what it forks then
+        starts there, and its readiness probes run there."""
         if self._halves is None:
             return
         others = set(others)
@@ -115,23 +118,13 @@ class CpuSplit:
             self.others.add(leader)
             self._move(leader, self.back, born_there=True)
         self.others = others
-
-    @contextmanager
-    def forking(self) -> Iterator[None]:
-        """While split, the calling thread on the back half, so that what it forks starts
-        there; every CPU back to it afterwards.
-
-        Only for the fork: a holder confined to one CPU with a generation that exits
-        there was seen to hold up that exit (a graceful node under load was reported
-        exited only once the load stopped), so the holder itself stays on every CPU.
-        """
-        if self.serving is None or _set(0, self.back) is not None:
-            yield  # not split, or refused: the child starts beside its parent, then is moved
-            return
-        try:
-            yield
-        finally:
-            _set(0, self.cpus)
+        # Never on a half with only a stopping generation: confined to one CPU with a
+        # graceful node generation that exited there under load, the holder was seen to
+        # spin in epoll_wait, and the exit was reported only once the load stopped.
+        holder = self.back if booting else self.cpus
+        if holder != self.holder:
+            self.holder = holder
+            os.sched_setaffinity(0, holder)
 
     def together(self, leaders: Iterable[int]) -> None:
         """Every CPU back to the threads zocket moved (and to those they started)."""
@@ -139,6 +132,7 @@ class CpuSplit:
             return
         self.serving = None
         self.others = set()
+        self.holder = self.cpus
         error = _set(0, self.cpus)
         leaders = list(leaders)
         # Again until a pass finds nothing on a half: a process forked during one pass
