@@ -63,6 +63,14 @@ while True:
 """
 
 
+def gated_server(tmp_path: Path) -> tuple[list[object], str, str, str]:
+    """SERVER's command line, and its gate, release and stopping prefixes (+ generation)."""
+    script = tmp_path / "server.py"
+    script.write_text(SERVER)
+    gate, release, stopping = (f"{tmp_path}/{name}-" for name in ("gate", "release", "stopping"))
+    return [sys.executable, script, gate, stopping, release], gate, release, stopping
+
+
 def masks(leader: int) -> dict[int, frozenset[int]]:
     """The CPUs of every thread of every process in ``leader``'s group, by tid."""
     return per_thread(leader, lambda tid: frozenset(os.sched_getaffinity(tid)))
@@ -201,10 +209,7 @@ def test_one_cpu_is_never_split() -> None:
 @needs_two
 def test_a_restart_keeps_the_serving_generation_on_cpus_of_its_own(tmp_path: Path) -> None:
     front, back = halves(CPUS) or (CPUS, CPUS)
-    script = tmp_path / "server.py"
-    script.write_text(SERVER)
-    gate, release, stopping = (f"{tmp_path}/{name}-" for name in ("gate", "release", "stopping"))
-    command = [sys.executable, script, gate, stopping, release]
+    command, gate, release, stopping = gated_server(tmp_path)
     options = ["--port", "0", "--no-hook", "--stop-timeout", "60"]
     with start_zocket([*options, "--", *command]) as zocket:
         zocket.wait_for_stderr(r"generation 1 ready in", 30)
@@ -280,10 +285,7 @@ def test_a_failed_start_gives_the_serving_generation_every_cpu_back(tmp_path: Pa
 
 @needs_two
 def test_share_cpus_moves_nothing(tmp_path: Path) -> None:
-    script = tmp_path / "server.py"
-    script.write_text(SERVER)
-    gate, release, stopping = (f"{tmp_path}/{name}-" for name in ("gate", "release", "stopping"))
-    command = [sys.executable, script, gate, stopping, release]
+    command, gate, release, stopping = gated_server(tmp_path)
     options = ["--port", "0", "--no-hook", "--share-cpus"]
     with start_zocket([*options, "--", *command]) as zocket:
         zocket.wait_for_stderr(r"generation 1 ready in", 30)

@@ -75,7 +75,7 @@ class Config:
     #: and give it zocket's priority once it is ready (only where zocket may raise it back).
     boot_nice: int = 0
     #: While a restart runs, keep the serving generation on half of zocket's CPUs and the
-    #: rest of the restart on the other half (zocket.placement); False: share them all.
+    #: other generation on the other half (zocket.placement); False: share them all.
     split_cpus: bool = True
     pid_file: str | None = None
     unix_permissions: UnixPermissions = field(default_factory=UnixPermissions)

@@ -24,6 +24,7 @@ still on a half are given the CPUs back. Processes and threads started
 meanwhile inherit their parent's half, and are given the CPUs back with the
 rest. The holder reads its CPUs when it starts to run: a change of its cpuset
 later is not followed.
+
 Nothing depends on it: with one CPU there is nothing to split; a thread that
 is gone or changed its credentials (EPERM) is skipped; any other refusal is
 raised for the holder to report, once.
@@ -50,17 +51,6 @@ def halves(cpus: Iterable[int]) -> tuple[frozenset[int], frozenset[int]] | None:
         return None
     middle = (len(ordered) + 1) // 2
     return frozenset(ordered[:middle]), frozenset(ordered[middle:])
-
-
-def _threads(leader: int) -> list[int]:
-    """Every thread of every process of the generation led by ``leader``."""
-    tids: list[int] = []
-    for pid in readiness.processes_of(leader):
-        try:
-            tids.extend(int(name) for name in os.listdir(f"/proc/{pid}/task"))
-        except OSError:
-            continue  # exited meanwhile
-    return tids
 
 
 class CpuSplit:
@@ -138,7 +128,7 @@ class CpuSplit:
         # Again until a pass finds nothing on a half: a process forked during one pass
         # inherited its parent's half, and shows up in the next.
         for _ in range(3):
-            found = self.moved | {tid for leader in leaders for tid in _threads(leader)}
+            found = self.moved.union(*(readiness.threads_of(leader) for leader in leaders))
             back = [tid for tid in found - self.kept if _affinity(tid) in (self.front, self.back)]
             for tid in back:
                 error = error or _set(tid, self.cpus)
@@ -157,7 +147,7 @@ class CpuSplit:
         by the holder on the back half: they inherited it)."""
         source = self.cpus if source is None else source
         error = None
-        for tid in _threads(leader):
+        for tid in readiness.threads_of(leader):
             mask = _affinity(tid)
             if mask is None:
                 continue  # gone

@@ -269,6 +269,18 @@ class Watch:
         return None
 
 
+def threads_of(root_pid: int) -> list[int]:
+    """Every thread of every process `processes_of` finds; processes that exit
+    meanwhile are left out."""
+    tids: list[int] = []
+    for pid in processes_of(root_pid):
+        try:
+            tids.extend(int(name) for name in os.listdir(f"/proc/{pid}/task"))
+        except OSError:
+            continue
+    return tids
+
+
 def processes_of(root_pid: int) -> list[int]:
     """``root_pid``, its descendants, and the members of its process group, root first."""
     if not _children_files():

@@ -29,7 +29,6 @@ turn behind the serving ones, as a booting one did.
 from __future__ import annotations
 
 import errno
-import os
 
 from . import libc, readiness
 
@@ -50,16 +49,11 @@ def set_generation_slice(leader: int, slice_ns: int) -> int:
     EACCES, say) raises OSError: the caller decides whether to try again.
     """
     changed = 0
-    for pid in readiness.processes_of(leader):
+    for tid in readiness.threads_of(leader):
         try:
-            tids = [int(name) for name in os.listdir(f"/proc/{pid}/task")]
-        except OSError:
-            continue
-        for tid in tids:
-            try:
-                if libc.set_sched_slice(tid, slice_ns):
-                    changed += 1
-            except OSError as exc:
-                if exc.errno not in (errno.ESRCH, errno.EPERM):
-                    raise
+            if libc.set_sched_slice(tid, slice_ns):
+                changed += 1
+        except OSError as exc:
+            if exc.errno not in (errno.ESRCH, errno.EPERM):
+                raise
     return changed
