@@ -22,6 +22,7 @@ ADAPTERS = {
     "asyncio": "_zocket_asyncio",
     "uvloop": "_zocket_uvloop",
     "granian": "_zocket_granian",
+    "twisted.internet.base": "_zocket_twisted",
 }
 #: How often a drain looks whether the connections taken so far are closed.
 POLL = 0.02
