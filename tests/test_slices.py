@@ -14,7 +14,16 @@ from pathlib import Path
 
 import pytest
 
-from support import http_get, per_thread, start_zocket, started, wait_for, write_responder
+from support import (
+    LoadClient,
+    assert_no_failures,
+    http_get,
+    per_thread,
+    start_zocket,
+    started,
+    wait_for,
+    write_responder,
+)
 from zocket import libc
 from zocket.slices import GIVE_WAY, set_generation_slice
 
@@ -70,15 +79,26 @@ def has_all(leader: int, value: int, threads: int) -> bool:
     return len(seen) >= threads and set(seen.values()) == {value}
 
 
-def test_a_generation_gives_way_while_it_boots_and_while_it_stops(tmp_path: Path) -> None:
-    default = libc.sched_slice(0)
-    assert default != GIVE_WAY
+CPUS = frozenset(os.sched_getaffinity(0))
+needs_two = pytest.mark.skipif(len(CPUS) < 2, reason="one CPU: slices are never asked for")
+
+
+def gated(tmp_path: Path) -> tuple[list[str | Path], Path, str, Path]:
+    """SERVER's command line, its gate, its stopping prefix and its release file."""
     script = tmp_path / "server.py"
     script.write_text(SERVER)
     gate, release = tmp_path / "gate", tmp_path / "release"
     stopping = f"{tmp_path}/stopping-"
-    command = [sys.executable, script, gate, stopping, release]
-    options = ["--port", "0", "--no-hook", "--stop-timeout", "60"]
+    return [sys.executable, script, gate, stopping, release], gate, stopping, release
+
+
+@needs_two
+def test_a_generation_gives_way_while_it_boots_and_while_it_stops(tmp_path: Path) -> None:
+    """Where generations share the CPUs (--share-cpus), the one not serving gives way."""
+    default = libc.sched_slice(0)
+    assert default != GIVE_WAY
+    command, gate, stopping, release = gated(tmp_path)
+    options = ["--port", "0", "--no-hook", "--stop-timeout", "60", "--share-cpus"]
     with start_zocket([*options, "--", *command]) as zocket:
         zocket.wait_for_stderr(r"generation 1 ready in", 30)
         first = zocket.child_pid
@@ -103,6 +123,67 @@ def test_a_generation_gives_way_while_it_boots_and_while_it_stops(tmp_path: Path
             release.touch()
         zocket.wait_for_stderr(r"generation 1 stopped", 10)
         assert zocket.stop() == 0  # generation 2 lingers too, and exits 0 once released
+
+
+@pytest.mark.parametrize(
+    "how", ["split", "one CPU"] if len(CPUS) >= 2 else ["one CPU"]
+)
+def test_no_slice_where_generations_do_not_share_two_cpus(tmp_path: Path, how: str) -> None:
+    """Split apart (the default on two CPUs or more) generations do not compete; on one
+    CPU a long slice can starve a generation's exit (zocket.slices): so every thread of
+    a booting and of a stopping generation keeps the default."""
+    default = libc.sched_slice(0)
+    command, gate, stopping, release = gated(tmp_path)
+    options = ["--port", "0", "--no-hook", "--stop-timeout", "60"]
+    prefix: list[str] = []
+    if how == "one CPU":
+        options.append("--share-cpus")  # would ask for slices on two CPUs
+        prefix = ["taskset", "-c", str(min(CPUS))]
+    with start_zocket([*options, "--", *command], prefix=prefix) as zocket:
+        zocket.wait_for_stderr(r"generation 1 ready in", 30)
+        first = zocket.child_pid
+        zocket.send_signal(signal.SIGHUP)
+        zocket.wait_for_stderr(r"generation 2 started", 10)
+        second = dict(started(zocket))[2]
+        wait_for(lambda: len(slices(second)) >= 2, 10, message="generation 2's threads")
+        assert set(slices(second).values()) == {default}, slices(second)
+        gate.touch()
+        zocket.wait_for_stderr(r"generation 2 ready in", 30)
+        try:
+            wait_for(lambda: os.path.exists(stopping + "1"), 10, message="generation 1 stopping")
+            assert set(slices(first).values()) == {default}, slices(first)
+        finally:
+            release.touch()
+        zocket.wait_for_stderr(r"generation 1 stopped", 10)
+        assert zocket.stop() == 0
+
+
+#: A node server that finishes what it took when told to stop (its threads exit with it).
+NODE_GRACEFUL = """\
+const http = require("http");
+const server = http.createServer((req, res) => res.end("hello\\n"));
+server.listen(Number(process.argv[2]));
+process.on("SIGTERM", () => server.close());
+"""
+
+
+def test_on_one_busy_cpu_every_stop_is_reported_when_it_happens(tmp_path: Path) -> None:
+    """The hazard zocket.slices names, end to end: zocket and node on one CPU, under load.
+    With the long slice, the old generation's exit was reported only once the load
+    stopped (30 s later) in most runs; every stop must be seen within seconds."""
+    (tmp_path / "server.js").write_text(NODE_GRACEFUL)
+    prefix = ["taskset", "-c", str(min(CPUS))]
+    args = ["--port", "0", "--share-cpus", "--", "node", "server.js", "{port}"]
+    with start_zocket(args, prefix=prefix, cwd=tmp_path) as zocket:
+        zocket.wait_for_stderr(r"generation 1 ready in", 30)
+        with LoadClient(zocket.port, rate=80, threads=4, duration=60) as load:
+            load.wait_for(lambda outcome: outcome.ok, timeout=10)
+            for number in (2, 3, 4):
+                zocket.send_signal(signal.SIGHUP)
+                zocket.wait_for_stderr(rf"generation {number} ready in", 20)
+                zocket.wait_for_stderr(rf"generation {number - 1} stopped", 5)
+        assert zocket.stop() == 0  # node's own stop: exit 0
+    assert_no_failures(load)
 
 
 def test_only_threads_under_a_fair_policy_are_given_a_slice() -> None:
@@ -146,12 +227,14 @@ def test_a_slice_out_of_range_is_an_argument_error() -> None:
     assert caught.value.call == "sched_setattr"
 
 
+@needs_two
 def test_a_kernel_that_refuses_slices_is_named_once_and_restarts_go_on(tmp_path: Path) -> None:
     """sched_getattr and sched_setattr refused (EACCES, as a security module would): one
     line, then zocket stops asking, and every restart still goes through."""
     command = [sys.executable, write_responder(tmp_path)]
     refused = f"EACCES:{SCHED_SETATTR},{SCHED_GETATTR}"
-    with start_zocket(["--port", "0", "--", *command], prefix=[sys.executable, DENY, refused]) as zocket:
+    options = ["--port", "0", "--share-cpus"]  # where slices are asked for
+    with start_zocket([*options, "--", *command], prefix=[sys.executable, DENY, refused]) as zocket:
         zocket.wait_for_stderr(r"generation 1 ready in", 30)
         for number in ("2", "3"):
             zocket.send_signal(signal.SIGHUP)

@@ -149,8 +149,9 @@ class Holder:
         self._argv: list[str] = []
         self._inodes: frozenset[int] = frozenset()
         self._quiet: QuietStops | None = None
-        #: Whether zocket.slices may be asked for (False once the kernel refused).
-        self._slices = True
+        #: Whether zocket.slices may be asked for: decided in run() (where generations
+        #: share CPUs, two or more), False once the kernel refused.
+        self._slices = False
         #: The CPUs zocket was given, split in halves while a restart runs (zocket.placement);
         #: None with --share-cpus, or once the kernel refused.
         self._cpus: CpuSplit | None = None
@@ -194,9 +195,13 @@ class Holder:
     def run(self) -> int:
         """Serve until told to stop (or, with respawn off, until the server exits)."""
         self.open()
+        # Read here, not at construction: the CPUs of the thread that runs (and forks).
+        cpus = os.sched_getaffinity(0)
         if self.config.split_cpus and self.config.copies == 1:
-            # Read here, not at construction: the CPUs of the thread that runs (and forks).
-            self._cpus = CpuSplit(os.sched_getaffinity(0))
+            self._cpus = CpuSplit(cpus)
+        # Split apart, generations do not compete for a CPU; on one CPU, a long slice can
+        # starve a generation's exit and the holder's wait for it (zocket.slices).
+        self._slices = len(cpus) >= 2 and self._cpus is None
         loop = self._loop = Loop()
         try:
             self._argv = expand(self.config.command, self.listeners)

@@ -19,6 +19,17 @@ it starts inherits it) until it is ready, and again from the moment it is told
 to stop. A ready generation's threads get the kernel's default back. The
 first generation, with nobody to give way to, is left as it is.
 
+The holder asks for slices only where generations share two or more CPUs
+(``--share-cpus``, ``--copies``). Where zocket splits the CPUs between them
+(``zocket.placement``) they do not compete. On one CPU a long slice is a hazard:
+traced on Linux 6.18, a generation's last thread, preempted in the middle of its
+exit, was never picked again while the holder, reaping the generation, spun in
+the kernel (``release_task`` waiting in ``shrink_dcache_parent`` for the /proc
+entries that thread was still releasing) and the serving generation took turns
+with it: the exit was reported only once the load stopped, 30 s later. It happened for a
+generation told to stop and for one that died while booting; with the default
+slice it never did.
+
 Nothing depends on it: on an older kernel, or for a thread whose policy has no
 slice (real-time, SCHED_IDLE), nothing changes; where the kernel refuses the calls
 (a security module), the holder says so once and stops asking. A thread a process starts while
