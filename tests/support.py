@@ -37,6 +37,7 @@ import os
 import re
 import select
 import selectors
+import shutil
 import signal
 import socket
 import subprocess
@@ -819,6 +820,16 @@ def wait_for(
                 f"condition not met within {timeout:g} s" + (f": {message}" if message else "")
             )
         time.sleep(min(interval, remaining))
+
+
+def need(binary: str) -> str:
+    """The path of ``binary``; skips the test without it, fails in CI (which installs it)."""
+    path = shutil.which(binary)
+    if path is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{binary} is not installed: .ci/run should have installed it")
+        pytest.skip(f"{binary} is not installed")
+    return path
 
 
 def connect_refused(port: int) -> bool:

@@ -35,6 +35,7 @@ from support import (
     group_members,
     held_inode,
     http_get,
+    need,
     proc_stat,
     proc_status,
     read_cmdline,
@@ -143,16 +144,6 @@ async def app(scope, receive, send):
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": b"hello from granian\\n"})
 """
-
-
-def need(binary: str) -> str:
-    """The path of ``binary``; skips the test without it, fails in CI (which installs it)."""
-    path = shutil.which(binary)
-    if path is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{binary} is not installed: .ci/run should have installed it")
-        pytest.skip(f"{binary} is not installed")
-    return path
 
 
 GO_MOD = "module hello\n\ngo 1.19\n"

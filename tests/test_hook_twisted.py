@@ -23,13 +23,27 @@ from support import answer, assert_taken_answered_late_queued, hooked_process, w
 PY = sys.executable
 
 SITE = r"""
-import os, socket, sys
+import os, signal, socket, sys, time
 
 from twisted.internet import reactor
 from twisted.web import server, wsgi
 
 
+def fork_helper():  # in the reactor's thread: a child with its own stop handler, idle
+    pid = os.fork()
+    if pid == 0:
+        signal.signal(signal.SIGTERM, lambda *args: os._exit(0))
+        while True:
+            time.sleep(0.05)
+    print(f"helper {pid}", flush=True)
+
+
 def app(environ, start_response):
+    if environ["PATH_INFO"] == "/slow":  # an answer that takes a while to compute
+        print("computing", flush=True)
+        time.sleep(0.5)
+    if environ["PATH_INFO"] == "/fork":
+        reactor.callFromThread(fork_helper)
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "3")])
     return [b"ok\n"]
 
@@ -62,4 +76,46 @@ def test_connections_taken_before_the_stop_are_answered_later_ones_wait(
         time.sleep(AFTER_SIGNAL)
         late = [running.connect() for _ in range(3)]
         assert_taken_answered_late_queued(running, taken, late)
-        assert running.process.returncode is not None
+        assert running.process.returncode == 0, running.stderr()
+
+
+def test_an_answer_being_computed_at_the_stop_is_sent_before_the_reactor_stops() -> None:
+    """A WSGI answer that takes longer than the grace: Twisted's stop would disconnect it
+    (and then wait for the thread that computes it, which waits for the reactor)."""
+    with hooked_process([PY, "-c", SITE, "{fd}"]) as running:
+        assert running.line() == "serving", running.stderr()
+        client = running.connect()
+        client.sendall(b"GET /slow HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+        assert running.line() == "computing", running.stderr()
+        os.kill(running.process.pid, signal.SIGTERM)
+        got = answer(client)
+        assert got.startswith(b"HTTP/1.1 200 OK") and got.endswith(b"ok\n"), got
+        assert running.process.wait(20) == 0, running.stderr()
+
+
+def test_a_child_forked_by_the_reactor_runs_its_own_stop_handler_at_once() -> None:
+    """The child inherits the record of a serving reactor that never runs there: its
+    handler must not be put off into that reactor (it would never run)."""
+    with hooked_process([PY, "-c", SITE, "{fd}"]) as running:
+        assert running.line() == "serving", running.stderr()
+        client = running.connect()
+        client.sendall(b"GET /fork HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+        assert answer(client).startswith(b"HTTP/1.1 200 OK")
+        line = running.line()
+        assert line.startswith("helper "), line
+        helper = int(line.split()[1])
+        try:
+            os.kill(helper, signal.SIGTERM)
+            wait_for(lambda: zombie(helper), 10, message="the helper to end by its own handler")
+        finally:
+            if not zombie(helper):
+                os.kill(helper, signal.SIGKILL)
+
+
+def zombie(pid: int) -> bool:
+    """Whether ``pid`` has exited (gone, or waiting for its parent to reap it)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True

@@ -18,6 +18,7 @@ from support import (
     LoadClient,
     assert_no_failures,
     http_get,
+    need,
     per_thread,
     start_zocket,
     started,
@@ -158,6 +159,36 @@ def test_no_slice_where_generations_do_not_share_two_cpus(tmp_path: Path, how: s
         assert zocket.stop() == 0
 
 
+#: x86_64's sched_setaffinity, for a filter that refuses it.
+SCHED_SETAFFINITY = 203
+
+
+@needs_two
+def test_where_the_placement_is_refused_the_booting_generation_gives_way(tmp_path: Path) -> None:
+    """sched_setaffinity refused (EACCES): zocket says so once, and the generations then
+    share the CPUs, so the booting one gets the longest slice after all."""
+    command, gate, stopping, release = gated(tmp_path)
+    options = ["--port", "0", "--no-hook", "--stop-timeout", "60"]
+    prefix = [sys.executable, str(DENY), f"EACCES:{SCHED_SETAFFINITY}"]
+    with start_zocket([*options, "--", *command], prefix=prefix) as zocket:
+        zocket.wait_for_stderr(r"generation 1 ready in", 30)
+        zocket.send_signal(signal.SIGHUP)
+        zocket.wait_for_stderr(r"generation 2 started", 10)
+        second = dict(started(zocket))[2]
+        wait_for(lambda: has_all(second, GIVE_WAY, 2), 10, message="generation 2 giving way")
+        gate.touch()
+        zocket.wait_for_stderr(r"generation 2 ready in", 30)
+        release.touch()
+        zocket.wait_for_stderr(r"generation 1 stopped", 10)
+        assert zocket.stop() == 0
+        text = zocket.stderr_text()
+    expected = (
+        "zocket: CPU placement refused (Permission denied): generations now share every "
+        "CPU during a restart"
+    )
+    assert text.splitlines().count(expected) == 1, text
+
+
 #: A node server that finishes what it took when told to stop (its threads exit with it).
 NODE_GRACEFUL = """\
 const http = require("http");
@@ -173,7 +204,7 @@ def test_on_one_busy_cpu_every_stop_is_reported_when_it_happens(tmp_path: Path) 
     stopped (30 s later) in most runs; every stop must be seen within seconds."""
     (tmp_path / "server.js").write_text(NODE_GRACEFUL)
     prefix = ["taskset", "-c", str(min(CPUS))]
-    args = ["--port", "0", "--share-cpus", "--", "node", "server.js", "{port}"]
+    args = ["--port", "0", "--share-cpus", "--", need("node"), "server.js", "{port}"]
     with start_zocket(args, prefix=prefix, cwd=tmp_path) as zocket:
         zocket.wait_for_stderr(r"generation 1 ready in", 30)
         with LoadClient(zocket.port, rate=80, threads=4, duration=60) as load:

@@ -149,9 +149,11 @@ class Holder:
         self._argv: list[str] = []
         self._inodes: frozenset[int] = frozenset()
         self._quiet: QuietStops | None = None
-        #: Whether zocket.slices may be asked for: decided in run() (where generations
-        #: share CPUs, two or more), False once the kernel refused.
+        #: Whether a generation not serving is given the longest slice (zocket.slices):
+        #: where generations share two CPUs or more (decided in run(), and again if the
+        #: placement is refused), never once the kernel refused a slice.
         self._slices = False
+        self._slices_refused = False
         #: The CPUs zocket was given, split in halves while a restart runs (zocket.placement);
         #: None with --share-cpus, or once the kernel refused.
         self._cpus: CpuSplit | None = None
@@ -616,10 +618,11 @@ class Holder:
     def _spawn(self, action: Spawn) -> None:
         number = action.number
         notify_socket: NotifySocket | None = None
-        # A generation that boots while another serves gives way to it (zocket.slices), and
-        # boots on CPUs of its own, forked by a holder already there (zocket.placement).
-        giving_way = self._slices and self.lifecycle.serving is not None
+        # A generation that boots while another serves boots on CPUs of its own, forked by
+        # a holder already there (zocket.placement); where they share the CPUs instead (a
+        # refused placement among them), it gives way to the serving one (zocket.slices).
         self._place()
+        giving_way = self._slices and self.lifecycle.serving is not None
         try:
             notify_socket = NotifySocket(number)
             child = spawn(
@@ -678,13 +681,18 @@ class Holder:
         self.handle(Spawned(self._now(), number, child.pid))
 
     def _set_slice(self, leader: int, slice_ns: int) -> None:
-        """zocket.slices for one generation; a kernel that refuses is told once, then spared."""
-        if not self._slices:
+        """zocket.slices for one generation; a kernel that refuses is told once, then spared.
+
+        The default is given back even where slices are no longer asked for: a holder
+        that upgraded in the middle of a restart may have been split where its
+        predecessor was not."""
+        if self._slices_refused or (not self._slices and slice_ns != DEFAULT):
             return
         try:
             set_generation_slice(leader, slice_ns)
         except OSError as exc:
             self._slices = False
+            self._slices_refused = True
             self.log(
                 f"CPU slices refused ({exc.strerror or exc}): a booting generation no longer "
                 "gives way to the serving one"
@@ -708,6 +716,7 @@ class Holder:
                 self._cpus.apart(serving[0], others, booting)
         except OSError as exc:
             cpus, self._cpus = self._cpus, None
+            self._slices = len(cpus.cpus) >= 2 and not self._slices_refused
             self.log(
                 f"CPU placement refused ({exc.strerror or exc}): generations now share "
                 "every CPU during a restart"

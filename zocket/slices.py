@@ -28,7 +28,9 @@ the kernel (``release_task`` waiting in ``shrink_dcache_parent`` for the /proc
 entries that thread was still releasing) and the serving generation took turns
 with it: the exit was reported only once the load stopped, 30 s later. It happened for a
 generation told to stop and for one that died while booting; with the default
-slice it never did.
+slice it never did. Two CPUs or more is where it was not seen, not where it cannot
+happen: a CPU quota (cgroup ``cpu.max``) leaves every CPU in the affinity that
+decides this, and every run queue may be full.
 
 Nothing depends on it: on an older kernel, or for a thread whose policy has no
 slice (real-time, SCHED_IDLE), nothing changes; where the kernel refuses the calls

@@ -187,7 +187,7 @@ def _default_term(signum, frame):
         # could even reset its handlers: the parent's connections are not its to wait for.
         _die(signum)
     _zocket_adapters.stop_accepting()
-    deadline = time.monotonic() + _stop_timeout()
+    deadline = time.monotonic() + stop_timeout()
     # An adapter whose event loop must go on running while the connections close.
     for adapter in _zocket_adapters.registered():
         if adapter.finish(signum, deadline):
@@ -251,7 +251,7 @@ _stop_deadline = [None]  # time.monotonic() by which this process was told to be
 
 def _told_to_stop():
     if _stop_deadline[0] is None:
-        _stop_deadline[0] = time.monotonic() + _stop_timeout()
+        _stop_deadline[0] = time.monotonic() + stop_timeout()
 
 
 def spare_child(popen, expired):
@@ -273,7 +273,8 @@ def spare_child(popen, expired):
         pass
 
 
-def _stop_timeout():
+def stop_timeout():
+    """Seconds zocket gives a generation between its stop signal and SIGKILL."""
     try:
         return float(os.environ.get(_zocket_protocol.STOP_TIMEOUT, ""))
     except ValueError:
