@@ -582,9 +582,6 @@ class Holder:
             generation = self.lifecycle.generations.get(action.number)
             if generation is not None and generation.pid is not None:
                 assert self._quiet is not None
-                if action.signum != signal.SIGKILL and self.lifecycle.serving is not None:
-                    # Its teardown gives way to the generation that now answers.
-                    self._set_slice(generation.pid, GIVE_WAY)
                 self._quiet.signal(action.number, generation.pid, action.signum)
         elif isinstance(action, KillLeftovers):
             # By its group, not its record: the lifecycle may have forgotten the generation.

@@ -1,4 +1,4 @@
-"""CPU time slices: a generation that is not serving gives way to the one that is.
+"""CPU time slices: a generation that boots gives way to the one that serves.
 
 During a restart two generations share the cores: the new one boots (an
 interpreter starting, imports, workers forking) while the old one answers, and
@@ -15,9 +15,11 @@ takes the CPU at once; one with a longer slice never does. The share of CPU each
 gets is unchanged: the slice decides who goes first, not who gets more. So the
 holder gives a generation the longest slice while it is not the one serving:
 from its spawn (the child asks for it before exec, and every process and thread
-it starts inherits it) until it is ready, and again from the moment it is told
-to stop. A ready generation's threads get the kernel's default back. The
-first generation, with nobody to give way to, is left as it is.
+it starts inherits it) until it is ready. A ready generation's threads get the
+kernel's default back. The first generation, with nobody to give way to, is left
+as it is. A generation told to stop keeps the default: its exit is where the
+hazard below struck, and with the long slice from its stop the restarts were no
+better (in 3 paired runs, a little worse).
 
 The holder asks for slices only where generations share two or more CPUs
 (``--share-cpus``, ``--copies``). Where zocket splits the CPUs between them
@@ -27,8 +29,8 @@ exit, was never picked again while the holder, reaping the generation, spun in
 the kernel (``release_task`` waiting in ``shrink_dcache_parent`` for the /proc
 entries that thread was still releasing) and the serving generation took turns
 with it: the exit was reported only once the load stopped, 30 s later. It happened for a
-generation told to stop and for one that died while booting; with the default
-slice it never did. Two CPUs or more is where it was not seen, not where it cannot
+generation told to stop (then given the long slice) and for one that died while
+booting; with the default slice it never did. Two CPUs or more is where it was not seen, not where it cannot
 happen: a CPU quota (cgroup ``cpu.max``) leaves every CPU in the affinity that
 decides this, and every run queue may be full.
 
