@@ -108,9 +108,9 @@ class CpuSplit:
             self.others.add(leader)
             self._move(leader, self.back, born_there=True)
         self.others = others
-        # Never on a half with only a stopping generation: confined to one CPU with a
-        # graceful node generation that exited there under load, the holder was seen to
-        # spin in epoll_wait, and the exit was reported only once the load stopped.
+        # Beside a booting generation only: with every CPU once the new one serves, the
+        # restarts were better than with the holder kept on the back half (the rows of
+        # docs/benchmarks.md's levers).
         holder = self.back if booting else self.cpus
         if holder != self.holder:
             self.holder = holder
