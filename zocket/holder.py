@@ -149,8 +149,8 @@ class Holder:
         self._argv: list[str] = []
         self._inodes: frozenset[int] = frozenset()
         self._quiet: QuietStops | None = None
-        #: Whether a generation not serving is given the longest slice (zocket.slices):
-        #: where generations share two CPUs or more (decided in run(), and again if the
+        #: Whether a booting generation is given the longest slice (zocket.slices): where
+        #: generations share two CPUs or more (decided in run(), and again if the
         #: placement is refused), never once the kernel refused a slice.
         self._slices = False
         self._slices_refused = False
@@ -574,7 +574,7 @@ class Holder:
             process = self.processes.get(action.number)
             if process is not None and process.giving_way:
                 process.giving_way = False
-                self._set_slice(process.child.pid, DEFAULT)
+                self._default_slice(process.child.pid)
             if generation is not None and process is not None and process.niced:
                 process.niced = False
                 _renice_group(process.child.pid, os.getpriority(os.PRIO_PROCESS, 0))
@@ -677,16 +677,14 @@ class Holder:
             )
         self.handle(Spawned(self._now(), number, child.pid))
 
-    def _set_slice(self, leader: int, slice_ns: int) -> None:
-        """zocket.slices for one generation; a kernel that refuses is told once, then spared.
-
-        The default is given back even where slices are no longer asked for: a holder
-        that upgraded in the middle of a restart may have been split where its
-        predecessor was not."""
-        if self._slices_refused or (not self._slices and slice_ns != DEFAULT):
+    def _default_slice(self, leader: int) -> None:
+        """The kernel's default slice back to a generation that booted giving way; a kernel
+        that refuses is told once, then spared. Even where slices are no longer asked
+        for: a holder that upgraded mid-restart may be split where its predecessor was not."""
+        if self._slices_refused:
             return
         try:
-            set_generation_slice(leader, slice_ns)
+            set_generation_slice(leader, DEFAULT)
         except OSError as exc:
             self._slices = False
             self._slices_refused = True
