@@ -2,8 +2,8 @@
 
 Read back with sched_getaffinity(2) from each thread of each process, as the kernel
 holds it: the serving generation on one half, the booting one and zocket itself on
-the other; the halves swap roles when the new generation serves; every CPU back once
-one generation is left. Needs two CPUs; on one there is nothing to split.
+the other; the new generation on every CPU once it serves, the old one stopping on its
+half; every CPU back once one generation is left. Needs two CPUs; on one there is nothing to split.
 """
 
 from __future__ import annotations
@@ -156,13 +156,14 @@ def test_a_third_generation_joins_the_back_half_at_a_swap() -> None:
         split.apart(a.pid, [b.pid], True)
         first_front, first_back = split.front, split.back
         assert holder_cpus(0) == first_back  # with the booting one
-        split.apart(b.pid, [a.pid], False)  # B serves on the half it booted on
+        split.apart(b.pid, [a.pid], False)  # B serves on every CPU; A stops where it served
         assert split.front == first_back and holder_cpus(0) == CPUS
-        assert on(a.pid, first_front, 3) and on(b.pid, first_back, 3)
+        assert on(a.pid, first_front, 3) and on(b.pid, CPUS, 3)
         split.apart(b.pid, [a.pid, c.pid], True)  # C boots beside A, which is still stopping
         assert on(c.pid, first_front, 3) and holder_cpus(0) == first_front
+        assert on(b.pid, first_back, 3), masks(b.pid)  # B back on its half meanwhile
         split.apart(c.pid, [a.pid, b.pid], False)  # C serves: A and B on the other half
-        assert on(c.pid, first_front, 3), masks(c.pid)
+        assert on(c.pid, CPUS, 3), masks(c.pid)
         assert on(a.pid, first_back, 3), masks(a.pid)
         assert on(b.pid, first_back, 3), masks(b.pid)
         assert holder_cpus(0) == CPUS  # never alone with stopping generations
@@ -232,9 +233,10 @@ def test_a_restart_keeps_the_serving_generation_on_cpus_of_its_own(tmp_path: Pat
         zocket.wait_for_stderr(r"generation 2 ready in", 30)
         try:
             wait_for(lambda: os.path.exists(stopping + "1"), 10, message="generation 1 stopping")
-            # The halves swap roles: nothing of either generation moved; zocket, with
-            # nothing booting, on every CPU (after the turn of its loop that sent the stop).
-            assert on(second, back, 3), masks(second)
+            # The halves swap roles: the new generation on every CPU, the old one where
+            # it served; zocket, with nothing booting, on every CPU (after the turn of
+            # its loop that sent the stop).
+            wait_for(lambda: on(second, CPUS, 3), 10, message="generation 2 on every CPU")
             # (its forked worker died of the stop signal)
             assert on(first, front, 2, except_placed=True), masks(first)
             wait_for(lambda: holder_cpus(zocket.pid) == CPUS, 10, message="zocket on every CPU")

@@ -13,10 +13,13 @@ So the holder splits the CPUs it was given in two halves for the length of a
 restart. The serving generation runs on one half; the generation that boots
 runs on the other, and so does the holder while it boots (it forks the
 generation from there, and its readiness probes run there); later the old
-generation stops there. When the new generation becomes the serving one,
-nothing moves: it already has its half, and the old one, now stopping, has
-the other, so the halves swap roles, and the holder gets every CPU back. Once
-a single generation is left, every thread zocket moved gets every CPU back.
+generation stops there. When the new generation becomes the serving one, it
+gets every CPU at once: its cold workers take the whole load from then on,
+and the old one, now stopping, stays confined to the half it served on, so
+that its teardown takes one CPU at most (the halves swap roles). The holder
+gets every CPU back too. Should another generation boot before the old one is
+gone, the serving one goes back to its half. Once a single generation is left,
+every thread zocket moved gets every CPU back.
 
 Only threads that run on every CPU zocket was given are moved (a thread the
 server placed itself is left alone, and never widened later), and only threads
@@ -71,6 +74,8 @@ class CpuSplit:
         self.front, self.back = self._halves or (self.cpus, self.cpus)
         #: The serving generation's leader while the CPUs are split, else None.
         self.serving: int | None = None
+        #: Whether the serving generation has every CPU (from its ready until a next boot).
+        self.serving_whole = False
         #: The other generations' leaders, already on the back half.
         self.others: set[int] = set()
         #: Where the holder's thread is: the back half while a generation boots.
@@ -95,8 +100,9 @@ class CpuSplit:
             self.serving = serving
             self._move(serving, self.front)
         elif serving != self.serving:
-            # The new generation serves on the half it booted on, which becomes the front;
-            # the old one stops where it served. Any third one joins it on the back.
+            # The new generation serves on every CPU, from the half it booted on, which
+            # becomes the front; the old one stops where it served, now the back. Any
+            # third one joins it there.
             old = self.serving
             self.front, self.back = self.back, self.front
             self.serving = serving
@@ -104,6 +110,12 @@ class CpuSplit:
             self.others = third | {old}
             for leader in third:
                 self._move(leader, self.back, source=self.front)
+            self._move(serving, self.cpus, source=self.front)
+            self.serving_whole = True
+        if booting and self.serving_whole:
+            # Another generation boots while the old one still stops: back to the front.
+            self._move(serving, self.front, source=self.cpus)
+            self.serving_whole = False
         for leader in others - self.others:
             self.others.add(leader)
             self._move(leader, self.back, born_there=True)
@@ -121,6 +133,7 @@ class CpuSplit:
         if self.serving is None:
             return
         self.serving = None
+        self.serving_whole = False
         self.others = set()
         self.holder = self.cpus
         error = _set(0, self.cpus)
