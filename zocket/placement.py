@@ -89,9 +89,10 @@ class CpuSplit:
         return self._halves is not None
 
     def apart(self, serving: int, others: Iterable[int], booting: bool) -> None:
-        """Generation ``serving`` on the front half; ``others`` on the back, and the
-        calling thread (the holder) too while one of them ``booting``: what it forks then
-        starts there, and its readiness probes run there."""
+        """Generation ``serving`` on the front half (on every CPU from its swap until a
+        next boot); ``others`` on the back, and the calling thread (the holder) too while
+        one of them ``booting``: what it forks then starts there, and its readiness
+        probes run there."""
         if self._halves is None:
             return
         others = set(others)

@@ -214,12 +214,18 @@ def _die_when_drained(signum, deadline):
         die_from_thread(signum)
 
 
+def when_idle(call_later, deadline, then, *args):
+    """``then(*args)`` once no connection taken is open, or by ``deadline``; looked at
+    again through ``call_later`` (an event loop's, which serves on meanwhile)."""
+    if _zocket_adapters.busy() and time.monotonic() < deadline:
+        call_later(_POLL, when_idle, call_later, deadline, then, *args)
+    else:
+        then(*args)
+
+
 def die_when_idle(loop, signum, deadline):
     """In ``loop``, which serves on meanwhile: die once no connection taken is open."""
-    if _zocket_adapters.busy() and time.monotonic() < deadline:
-        loop.call_later(_POLL, die_when_idle, loop, signum, deadline)
-    else:
-        _die(signum)
+    when_idle(loop.call_later, deadline, _die, signum)
 
 
 _finished = set()

@@ -86,17 +86,10 @@ class _Twisted(_zocket_adapters.Adapter):
         # callFromThread: the one entry Twisted's own signal handlers use, safe between
         # any two bytecodes of the reactor.
         reactor.callFromThread(
-            reactor.callLater, _zocket_signals.GRACE, _when_idle, reactor, deadline, handler, signum
+            reactor.callLater, _zocket_signals.GRACE,
+            _zocket_signals.when_idle, reactor.callLater, deadline, handler, signum, None,
         )
         return True
-
-
-def _when_idle(reactor, deadline, handler, signum):
-    """In the reactor: the app's stop handler, once what was taken is answered (or by ``deadline``)."""
-    if _zocket_adapters.busy() and time.monotonic() < deadline:
-        reactor.callLater(_zocket_adapters.POLL, _when_idle, reactor, deadline, handler, signum)
-    else:
-        handler(signum, None)
 
 
 _zocket_adapters.register(_Twisted())
