@@ -256,23 +256,26 @@ def test_a_slice_out_of_range_is_an_argument_error() -> None:
         libc.set_sched_slice(0, -1)
     with pytest.raises(ProcessLookupError) as caught:
         libc.set_sched_slice(2**22 + 12345, GIVE_WAY)  # above pid_max: no such thread
-    assert caught.value.call == "sched_setattr"
+    assert caught.value.call == "sched_setattr"  # type: ignore[attr-defined]
 
 
 @needs_two
 def test_a_kernel_that_refuses_slices_is_named_once_and_restarts_go_on(tmp_path: Path) -> None:
     """sched_getattr and sched_setattr refused (EACCES, as a security module would): one
     line, then zocket stops asking, and every restart still goes through."""
-    command = [sys.executable, write_responder(tmp_path)]
+    command = [sys.executable, str(write_responder(tmp_path))]
     refused = f"EACCES:{SCHED_SETATTR},{SCHED_GETATTR}"
     options = ["--port", "0", "--share-cpus"]  # where slices are asked for
-    with start_zocket([*options, "--", *command], prefix=[sys.executable, DENY, refused]) as zocket:
+    with start_zocket([*options, "--", *command], prefix=[sys.executable, str(DENY), refused]) as zocket:
         zocket.wait_for_stderr(r"generation 1 ready in", 30)
         for number in ("2", "3"):
             zocket.send_signal(signal.SIGHUP)
             zocket.wait_for_stderr(rf"generation {number} ready in", 30)
-            wait_for(lambda n=number: http_get(zocket.port)[1]["X-Zocket-Generation"] == n, 10,
-                     message=f"generation {number} answering")
+            wait_for(
+                lambda: http_get(zocket.port)[1]["X-Zocket-Generation"] == number,
+                10,
+                message=f"generation {number} answering",
+            )
         assert zocket.stop() == 128 + signal.SIGTERM
         text = zocket.stderr_text()
     expected = (
