@@ -22,6 +22,15 @@ can check them on synthetic records. Definitions (also in docs/benchmarks.md):
   of the same server, app and boot time (measured in the same run, without load),
   and the difference: what the restart adds to the boot the new code needs anyway
   (for zocket, zocket's share; the target is at most 20 ms).
+* **control windows** (``--controls``): stretches between restarts that are judged
+  like restart windows but where no restart happens. In a *still* window nothing
+  is done: its p99 against the outside p99 is the metric's own spread on this
+  machine. In a *bystander* window the same server boots beside the serving one,
+  on another port and at the lowest CPU priority, and is stopped once it answers:
+  one boot and one exit that never touch the served socket, the least a restart
+  of any tool does; its ratio is this machine's floor. A bystander window runs
+  from its spawn to its first answer plus the margin, as a restart's runs to the
+  new generation's. Control windows count neither inside nor outside.
 """
 
 from __future__ import annotations
@@ -38,10 +47,13 @@ from .load import FAILURE_KINDS, KINDS, Record
 Json = dict[str, Any]
 
 __all__ = [
+    "CONTROL_KINDS",
+    "Control",
     "Json",
     "Restart",
     "Window",
     "against_cold_start",
+    "control_figures",
     "count_kinds",
     "latency_stats",
     "longest_no_success",
@@ -66,8 +78,19 @@ class Restart:
     trigger_returned: float | None = None
 
 
+class _Span:
+    """A stretch of the client timeline: what a window holds."""
+
+    start: float
+    end: float
+
+    def holds(self, record: Record) -> bool:
+        """Whether ``record``'s life (scheduled .. ended) overlaps the window."""
+        return record.scheduled <= self.end and record.ended >= self.start
+
+
 @dataclass(frozen=True)
-class Window:
+class Window(_Span):
     """The stretch of the client timeline that one restart disturbs."""
 
     restart: Restart
@@ -76,9 +99,20 @@ class Window:
     #: Completion of the first successful response from the new generation, if any.
     first_new: float | None
 
-    def holds(self, record: Record) -> bool:
-        """Whether ``record``'s life (scheduled .. ended) overlaps the window."""
-        return record.scheduled <= self.end and record.ended >= self.start
+
+#: The kinds of control window (the module docstring).
+CONTROL_KINDS = ("still", "bystander")
+
+
+@dataclass(frozen=True)
+class Control(_Span):
+    """One control window the runner opened between restarts (``--controls``)."""
+
+    kind: str
+    start: float
+    end: float
+    #: For a bystander: when it first answered on its own port (None if it never did).
+    answered: float | None = None
 
 
 def percentile(sorted_values: Sequence[float], p: float) -> float | None:
@@ -172,11 +206,16 @@ def summarise(
     *,
     margin: float = 0.5,
     initial_generation: str = "1",
+    controls: Sequence[Control] = (),
 ) -> Json:
     """Every figure of one scenario run, as JSON-ready data (times in s, latencies in ms)."""
     windows = restart_windows(restarts, records, margin)
     inside = [r for r in records if any(w.holds(r) for w in windows)]
-    outside = [r for r in records if not any(w.holds(r) for w in windows)]
+    outside = [
+        r
+        for r in records
+        if not any(w.holds(r) for w in windows) and not any(c.holds(r) for c in controls)
+    ]
     seen = sorted({r.generation for r in records if r.ok and r.generation}, key=_generation_key)
     expected = {initial_generation, *(r.generation for r in restarts)}
     per_restart: list[Json] = []
@@ -227,7 +266,57 @@ def summarise(
         },
         "per_restart": per_restart,
         "client_lag_ms": {"p99": percentile(lags, 99), "max": lags[-1] if lags else None},
+        "controls": control_figures(records, controls, inside, outside),
     }
+
+
+def control_figures(
+    records: Sequence[Record],
+    controls: Sequence[Control],
+    inside: Sequence[Record],
+    outside: Sequence[Record],
+) -> Json:
+    """Per kind of control window: how many, their latency, and each p99 ratio to the outside
+    p99 beside the restart windows' own ratio (the module docstring). Empty without controls.
+
+    A request in both a restart window and a control window (only when a window ran
+    long) counts for the restart alone.
+    """
+    if not controls:
+        return {}
+    outside_p99 = latency_stats(outside)["p99_ms"]
+
+    def ratio(stats: dict[str, float | int | None]) -> float | None:
+        p99 = stats["p99_ms"]
+        if p99 is None or not outside_p99:
+            return None
+        return float(p99) / float(outside_p99)
+
+    restarts = latency_stats(inside)
+    kept = set(map(id, inside))
+    figures: Json = {"restart_p99_ratio": ratio(restarts)}
+    for kind in CONTROL_KINDS:
+        mine = [c for c in controls if c.kind == kind]
+        if not mine:
+            continue
+        held = [r for r in records if id(r) not in kept and any(c.holds(r) for c in mine)]
+        stats = latency_stats(held)
+        answered = sorted(c.answered - c.start for c in mine if c.answered is not None)
+        figures[kind] = {
+            "windows": len(mine),
+            "latency": stats,
+            "p99_ratio": ratio(stats),
+            "windows_s": [[c.start, c.end] for c in mine],
+            "per_window_p99_ms": [
+                latency_stats(r for r in held if c.holds(r))["p99_ms"] for c in mine
+            ],
+        }
+        if kind == "bystander":
+            figures[kind]["answered_s"] = {
+                "median": percentile(answered, 50),
+                "answered": len(answered),
+            }
+    return figures
 
 
 def against_cold_start(

@@ -366,6 +366,9 @@ def markdown(results: Mapping[str, Any]) -> str:
                     ]
                 )
             )
+    controls = _controls_table(runs)
+    if controls:
+        out += ["", *controls]
     cost = results.get("cost")
     if isinstance(cost, dict):
         out += ["", "## Cost of zocket", "", *_cost_table(cost)]
@@ -379,6 +382,60 @@ def markdown(results: Mapping[str, Any]) -> str:
         if str(run["status"]).startswith("error"):
             out += ["", f"**{run['scenario']} (boot {run['boot_s']} s) failed**: {run['status']}"]
     return "\n".join(out) + "\n"
+
+
+CONTROL_COLUMNS = (
+    "scenario",
+    "boot s",
+    "outside p99 ms",
+    "restart windows p99 ms (ratio)",
+    "still windows p99 ms (ratio)",
+    "bystander windows p99 ms (ratio)",
+    "bystander answered ms (median)",
+)
+
+
+def _controls_table(runs: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The restart windows' p99 ratio beside the control windows' (``--controls``)."""
+    rows = []
+    for run in runs:
+        figures = run.get("summary", {}).get("controls") if run["status"] == "ok" else None
+        if not figures:
+            continue
+        s = run["summary"]
+
+        def cell(stats: Mapping[str, Any] | None, ratio: float | None) -> str:
+            if stats is None:
+                return "none"
+            return f"{_num(stats['p99_ms'], 2)} ({_num(ratio, 2)}×, {stats['n']} requests)"
+
+        still, bystander = figures.get("still"), figures.get("bystander")
+        rows.append(
+            _row(
+                [
+                    run["scenario"],
+                    _num(run["boot_s"], 1),
+                    _num(s["latency_outside"]["p99_ms"], 2),
+                    cell(s["latency_in_windows"], figures["restart_p99_ratio"]),
+                    cell(still and still["latency"], still and still["p99_ratio"]),
+                    cell(bystander and bystander["latency"], bystander and bystander["p99_ratio"]),
+                    _ms(bystander["answered_s"]["median"]) if bystander else "none",
+                ]
+            )
+        )
+    if not rows:
+        return []
+    return [
+        "### Restart windows against control windows",
+        "",
+        "A still window: as long as a restart's, nothing done. A bystander window: the same "
+        "server booted beside on its own port at SCHED_IDLE, stopped once it answers. Each "
+        "ratio is that p99 over the outside p99 (docs/benchmarks.md).",
+        "",
+        _row(CONTROL_COLUMNS),
+        _row(["---"] * len(CONTROL_COLUMNS)),
+        *rows,
+    ]
 
 
 def _family(name: str) -> str:

@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 if __package__ in (None, ""):  # run as a script: make the package importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import metrics, report, sched_trace
+from benchmarks import controls, metrics, report, sched_trace
 from benchmarks.cost import (
     machine_cpu_ticks,
     measure_cold_starts,
@@ -93,6 +93,8 @@ class Options:
     client: str = "auto"
     #: Record the scheduler's events per scenario under this directory (benchmarks.sched_trace).
     trace: Path | None = None
+    #: Between restarts, a still window and a bystander window (benchmarks/controls.py).
+    controls: bool = False
 
     def spacing_for(self, boot: float) -> float:
         """Seconds between triggers: a restart must be over before the next one."""
@@ -181,6 +183,13 @@ def parse_args(argv: Sequence[str]) -> Options:
         "and write, per scenario, who had the CPUs in each phase of each restart and while "
         "each slow request waited, to DIR/SCENARIO-BOOT/analysis.txt",
     )
+    parser.add_argument(
+        "--controls",
+        action="store_true",
+        help="between two restarts, also a window where nothing happens and one where the "
+        "same server boots beside on another port at SCHED_IDLE: the ratio's own spread and "
+        "this machine's floor for it (triples the run's length; benchmarks/controls.py)",
+    )
     args = parser.parse_args(argv)
     names = tuple(n.strip() for n in args.scenarios.split(",") if n.strip())
     unknown = [n for n in names if n not in SCENARIOS]
@@ -212,6 +221,7 @@ def parse_args(argv: Sequence[str]) -> Options:
         quick=quick,
         client=args.client,
         trace=args.trace,
+        controls=args.controls,
     )
     if options.rate <= 0 or options.restarts < 0 or options.timeout <= 0:
         parser.error("--rate and --timeout must be positive, --restarts at least 0")
@@ -273,6 +283,8 @@ def run_scenario(
     load: OpenLoopLoad | None = None
     records: list[Record] = []
     restarts: list[metrics.Restart] = []
+    windows: list[metrics.Control] = []
+    lengths: list[float] = []  # of the restart windows so far: a still window's length
     spacing = options.spacing_for(boot)
     trace: sched_trace.Trace | None = None
     try:
@@ -288,7 +300,10 @@ def run_scenario(
         holder_cpu = proc_cpu_seconds(holder) if holder is not None else None
         holder_rss = [proc_rss_kib(holder)] if holder is not None else []
 
-        budget = options.warmup + options.restarts * (spacing + options.restart_timeout) + 60
+        cycle = spacing + options.restart_timeout
+        if options.controls:  # a still and a bystander window after each restart
+            cycle += 2 * spacing + options.restart_timeout
+        budget = options.warmup + options.restarts * cycle + 60
         load = client(port, options.rate, timeout=options.timeout, max_duration=budget)
         load.start()
         client_pid = getattr(load, "pid", None)
@@ -316,6 +331,9 @@ def run_scenario(
             next_at = triggered + spacing
             if answered is not None:
                 next_at = max(next_at, answered.ended + options.settle)
+                lengths.append(answered.ended - triggered + options.margin)
+            if options.controls:
+                next_at = _controls(scenario, load, boot, options, next_at, lengths, windows)
         _sleep_until(load, next_at)
         records = load.stop()
         load = None
@@ -323,7 +341,9 @@ def run_scenario(
         if holder is not None and holder_cpu is not None:
             result["holder_cpu_s"] = proc_cpu_seconds(holder) - holder_cpu
             result["holder_rss_kib"] = {"first_answer": holder_rss[0], "max": max(holder_rss)}
-        summary = metrics.summarise(records, restarts, margin=options.margin)
+        summary = metrics.summarise(
+            records, restarts, margin=options.margin, controls=windows
+        )
         if trace is not None and options.trace is not None:
             directory = options.trace / f"{cls.name}-{boot:g}"
             result["trace"] = _finish_trace(
@@ -370,6 +390,41 @@ def run_scenario(
         else:
             shutil.rmtree(workdir, ignore_errors=True)
     return Run(result, records, restarts)
+
+
+def _controls(
+    scenario: Scenario,
+    load: OpenLoopLoad,
+    boot: float,
+    options: Options,
+    at: float,
+    lengths: Sequence[float],
+    windows: list[metrics.Control],
+) -> float:
+    """A still window at ``at``, a bystander one a spacing later (where the scenario has a
+    server to boot), appended to ``windows``; when the next restart may come."""
+    spacing = options.spacing_for(boot)
+    ordered = sorted(lengths)
+    length = ordered[len(ordered) // 2] if ordered else boot + options.margin
+    _sleep_until(load, at)
+    windows.append(controls.still(load, length))
+    command = scenario.bystander_command()
+    if command is None or controls.chrt_path() is None:
+        return max(at + spacing, windows[-1].end + options.settle)
+    at += spacing
+    _sleep_until(load, at)
+    windows.append(
+        controls.bystander(
+            command,
+            load=load,
+            cwd=scenario.appdir,
+            env=scenario.env(),
+            log_path=scenario.workdir / "bystander.log",
+            margin=options.margin,
+            timeout=boot + options.restart_timeout,
+        )
+    )
+    return max(at + spacing, windows[-1].end + options.settle)
 
 
 def _start_trace(result: dict[str, Any]) -> sched_trace.Trace | None:
@@ -585,6 +640,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "restart_timeout_s": options.restart_timeout,
             "idle_s": options.idle,
             "keep_alive_s": options.keep_alive,
+            "controls": options.controls,
         },
         "versions": versions(),
         "client": {"name": client_name, "description": CLIENT_DESCRIPTIONS[client_name]},

@@ -562,6 +562,13 @@ class Scenario:
             "benchapp:app",
         ]
 
+    def bystander_command(self) -> list[str] | None:
+        """The scenario's server and app binding ``{port}`` themselves: what a bystander
+        control boots (benchmarks/controls.py); None where there is none to boot."""
+        if self.app_kind != "wsgi" or not installed("gunicorn"):
+            return None
+        return self.gunicorn("--bind", "127.0.0.1:{port}")
+
     # --- processes ----------------------------------------------------------------------
 
     def launch(self, argv: Sequence[str], env: dict[str, str]) -> subprocess.Popen[bytes]:

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import configparser
 import json
+import re
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -278,6 +280,62 @@ def test_summarise_counts_per_restart_and_generations() -> None:
     assert summary["latency_in_windows"]["max_ms"] == pytest.approx(300.0)
     assert summary["longest_no_success_s"] == pytest.approx(1.0 - 0.401)
     assert summary["to_new_generation_s"]["max"] == pytest.approx(0.55)
+
+
+def test_control_windows_are_judged_like_restarts_and_left_out_of_the_outside() -> None:
+    """Still and bystander windows: their own p99 and ratio to the outside p99, which no
+    longer holds them; a request in a restart window and a control one is the restart's."""
+    records = [ok(t / 100, 0.001) for t in range(100)]  # 0.00 .. 0.99, 1 ms each
+    records += [ok(1.0 + t / 100, 0.001, "2") for t in range(300)]  # 1.00 .. 3.99
+    slow = {1.5: 0.009, 2.5: 0.005, 3.5: 0.004}  # one slow request in each window below
+    records = [ok(r.scheduled, slow.get(r.scheduled, 0.001), r.generation or "") for r in records]
+    restarts = [Restart(1, "2", 0.95)]  # answered at once (1.001): window 0.95 .. 1.101
+    controls = [
+        metrics.Control("still", 1.45, 1.6),
+        metrics.Control("bystander", 2.45, 2.6, answered=2.5),
+        metrics.Control("bystander", 3.45, 3.6, answered=None),  # never answered
+        metrics.Control("still", 1.05, 1.2),  # overlaps the restart window
+    ]
+    summary = metrics.summarise(records, restarts, margin=0.1, controls=controls)
+    held_by_controls = 16 + 16 + 16 + 16
+    # The restart window holds 0.95 .. 1.10 (16 requests); the 1.05 .. 1.2 still window adds
+    # only 1.11 .. 1.20 (10).
+    assert summary["latency_in_windows"]["n"] == 16
+    assert summary["latency_outside"]["n"] == 400 - 16 - (held_by_controls - 6)
+    assert summary["latency_outside"]["max_ms"] == pytest.approx(1.0)
+    figures = summary["controls"]
+    assert figures["restart_p99_ratio"] == pytest.approx(1.0)
+    still, bystander = figures["still"], figures["bystander"]
+    assert (still["windows"], bystander["windows"]) == (2, 2)
+    assert still["latency"]["n"] == 16 + 10
+    assert still["latency"]["max_ms"] == pytest.approx(9.0)
+    assert still["p99_ratio"] == pytest.approx(9.0)  # nearest rank: the one slow of 26
+    assert still["per_window_p99_ms"] == [pytest.approx(9.0), pytest.approx(1.0)]
+    assert still["windows_s"] == [[1.45, 1.6], [1.05, 1.2]]
+    assert bystander["latency"]["n"] == 32
+    assert bystander["p99_ratio"] == pytest.approx(5.0)
+    assert bystander["per_window_p99_ms"] == [pytest.approx(5.0), pytest.approx(4.0)]
+    assert bystander["answered_s"] == {"median": pytest.approx(0.05), "answered": 1}
+    assert "answered_s" not in still
+    # Without controls: nothing, and the outside as before.
+    plain = metrics.summarise(records, restarts, margin=0.1)
+    assert plain["controls"] == {}
+    assert plain["latency_outside"]["n"] == 400 - 16
+
+
+def test_the_control_table_sets_the_restart_ratio_beside_the_controls() -> None:
+    records = [ok(t / 100, 0.001) for t in range(100)]
+    records += [ok(1.0 + t / 100, 0.002 if t == 60 else 0.001, "2") for t in range(100)]
+    controls = [metrics.Control("still", 1.55, 1.7), metrics.Control("bystander", 1.8, 1.9, 1.85)]
+    summary = metrics.summarise(records, [Restart(1, "2", 0.95)], margin=0.1, controls=controls)
+    run = {"scenario": "zocket-gunicorn", "boot_s": 0.3, "status": "ok", "summary": summary}
+    lines = report._controls_table([run])
+    assert lines[0] == "### Restart windows against control windows"
+    row = lines[-1]
+    assert row.startswith("| zocket-gunicorn | 0.3 | 1.00 | 1.00 (1.00×, 16 requests) |")
+    assert "| 2.00 (2.00×, 16 requests) |" in row  # the still window holds the 2 ms one
+    assert row.endswith("| 1.00 (1.00×, 11 requests) | 50 |")
+    assert report._controls_table([{**run, "summary": metrics.summarise(records, [])}]) == []
 
 
 def test_against_cold_start_needs_both_sides() -> None:
@@ -650,6 +708,49 @@ def test_headline_picture_rows_panels_and_shared_axes(peer_results: dict[str, An
         assert "Run: 2026-12-01T21:00:00+0000" in texts and "benchmarks/run.py" in texts
     finally:
         plt.close(fig)
+
+
+def test_the_runner_opens_control_windows_between_restarts(tmp_path: Path) -> None:
+    """--controls: after each restart a still window and a bystander window, apart from the
+    restart windows; the bystander (the same gunicorn and app on a port of its own) answered,
+    was stopped, and none of the served requests went anywhere but the served socket."""
+    pytest.importorskip("gunicorn")
+    if shutil.which("chrt") is None:
+        pytest.fail("chrt (util-linux, in every Debian) is missing: the bystander needs it")
+    out = tmp_path / "results.json"
+    result = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "run.py"), "--quick", "--controls",
+         "--scenarios", "zocket-gunicorn", "--restarts", "2", "--rate", "50", "--boot", "0.3",
+         "--no-cost", "--keep", "--out", str(out)],
+        capture_output=True, text=True, timeout=150, check=False, cwd=REPO,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "### Restart windows against control windows" in result.stdout
+    (run,) = json.loads(out.read_text())["scenarios"]
+    assert run["status"] == "ok", json.dumps(run, indent=1)[:4000]
+    summary = run["summary"]
+    assert summary["failed"] == 0 and summary["new_generations_seen"] == 2
+    assert summary["unexpected_generations"] == []  # nothing answered but zocket's generations
+    controls = summary["controls"]
+    assert controls["still"]["windows"] == 2 and controls["bystander"]["windows"] == 2
+    assert controls["bystander"]["answered_s"]["answered"] == 2
+    assert 0.3 <= controls["bystander"]["answered_s"]["median"] < 20  # it booted its BOOT
+    for kind in ("still", "bystander"):
+        assert controls[kind]["latency"]["n"] > 0 and controls[kind]["p99_ratio"] is not None
+    # Every window in time order: restart, still, bystander, restart, still, bystander.
+    spans = [(tuple(r["window_s"]), "restart") for r in summary["per_restart"]]
+    spans += [(tuple(w), kind) for kind in ("still", "bystander") for w in controls[kind]["windows_s"]]
+    spans.sort()
+    assert [kind for _, kind in spans] == ["restart", "still", "bystander"] * 2
+    assert all(a[0][1] < b[0][0] for a, b in zip(spans, spans[1:], strict=False))
+    # The bystander listened on a port of its own, and is gone: nothing listens there now.
+    log = (Path(run["workdir"]) / "bystander.log").read_text()
+    ports = {int(p) for p in re.findall(r"Listening at: http://127\.0\.0\.1:(\d+)", log)}
+    assert len(ports) in (1, 2) and run["port"] not in ports, log
+    for port in ports:
+        with socket.socket() as probe:
+            assert probe.connect_ex(("127.0.0.1", port)) != 0
+    shutil.rmtree(run["workdir"], ignore_errors=True)
 
 
 def test_the_runner_refuses_an_output_it_cannot_write_before_it_runs(tmp_path: Path) -> None:

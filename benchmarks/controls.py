@@ -1,0 +1,115 @@
+"""Control windows between restarts (``--controls``): what the latency metric reads when
+nothing restarts, and when something boots that no restart could do without.
+
+A restart window's p99 is compared with the p99 outside the windows. On a small
+shared machine that ratio moves on its own: a burst of the host's own work that
+lands in a window of a thousand requests lifts its 1% as surely as a restart
+does. So the runner can open two kinds of window that are judged the same way
+but where no restart happens:
+
+- a *still* window, as long as a restart window, in which nothing is done: the
+  spread of the ratio itself;
+- a *bystander* window: the scenario's own server and app boot beside the
+  serving one, on a port of their own, at ``SCHED_IDLE`` (the lowest CPU
+  priority Linux has, via ``chrt``), and are stopped as soon as they answer. One
+  interpreter boot and one exit, never touching the served socket, the CPU only
+  when no one else wants it: less than any restart of any tool does, since a
+  restart must at least boot the new code and end the old. Its ratio is the
+  floor this machine puts under a restart's.
+
+Both are `metrics.Control` values; `metrics.summarise` leaves them out of the
+outside and reports each kind's ratio beside the restarts'.
+"""
+
+from __future__ import annotations
+
+import http.client
+import shutil
+import subprocess
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from .load import OpenLoopLoad
+from .metrics import Control
+from .scenarios import free_port, stop_group
+
+__all__ = ["bystander", "chrt_path", "still"]
+
+#: How often the runner asks whether the bystander answers.
+POLL = 0.02
+
+
+def chrt_path() -> str | None:
+    """util-linux's chrt, which starts the bystander at SCHED_IDLE from its first instruction."""
+    return shutil.which("chrt")
+
+
+def still(load: OpenLoopLoad, length: float) -> Control:
+    """A window of ``length`` seconds from now in which nothing is done (returns at its end)."""
+    start = load.now()
+    end = start + length
+    while (left := end - load.now()) > 0:
+        time.sleep(min(left, 0.1))
+    return Control("still", start, end)
+
+
+def _answers(port: int) -> bool:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=0.5)
+    try:
+        connection.request("GET", "/")
+        return connection.getresponse().status == 200
+    except OSError:
+        return False
+    finally:
+        connection.close()
+
+
+def bystander(
+    command: Sequence[str],
+    *,
+    load: OpenLoopLoad,
+    cwd: Path,
+    env: dict[str, str],
+    log_path: Path,
+    margin: float,
+    timeout: float,
+    port: int | None = None,
+) -> Control:
+    """Boot ``command`` (with ``{port}`` in it replaced by a free port) at SCHED_IDLE, wait
+    for it to answer (``timeout`` s at most), stop it, and return its window: from its spawn
+    to its first answer plus ``margin``, like a restart's. Returns once that window is over.
+
+    The exit (SIGTERM to its process group at the first answer) falls inside the window,
+    as the old generation's exit falls inside a restart's.
+    """
+    chrt = chrt_path()
+    if chrt is None:
+        raise RuntimeError("chrt (util-linux) not found: it starts the bystander at SCHED_IDLE")
+    port = port or free_port()
+    argv = [chrt, "--idle", "0", *(part.replace("{port}", str(port)) for part in command)]
+    start = load.now()
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    answered: float | None = None
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and proc.poll() is None:
+            if _answers(port):
+                answered = load.now()
+                break
+            time.sleep(POLL)
+    finally:
+        stop_group(proc)
+    end = (answered if answered is not None else load.now()) + margin
+    while (left := end - load.now()) > 0:
+        time.sleep(min(left, 0.1))
+    return Control("bystander", start, end, answered)
