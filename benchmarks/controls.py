@@ -9,13 +9,15 @@ but where no restart happens:
 
 - a *still* window, as long as a restart window, in which nothing is done: the
   spread of the ratio itself;
-- a *bystander* window: the scenario's own server and app boot beside the
-  serving one, on a port of their own, at ``SCHED_IDLE`` (the lowest CPU
-  priority Linux has, via ``chrt``), and are stopped as soon as they answer. One
+- a *bystander* window: gunicorn with the scenario's WSGI app boots beside the
+  serving server, on a port of its own, at ``SCHED_IDLE`` (the lowest CPU
+  priority Linux has, via ``chrt``), and is stopped as soon as it answers. One
   interpreter boot and one exit, never touching the served socket, the CPU only
   when no one else wants it: less than any restart of any tool does, since a
   restart must at least boot the new code and end the old. Its ratio is the
-  floor this machine puts under a restart's.
+  floor this machine puts under a restart's. A bystander that never answered
+  (it could not bind, chrt was refused) measured nothing: its window is kept
+  out of the outside but not counted as a bystander's.
 
 Both are `metrics.Control` values; `metrics.summarise` leaves them out of the
 outside and reports each kind's ratio beside the restarts'.
@@ -24,6 +26,7 @@ outside and reports each kind's ratio beside the restarts'.
 from __future__ import annotations
 
 import http.client
+import os
 import shutil
 import subprocess
 import time
@@ -54,12 +57,17 @@ def still(load: OpenLoopLoad, length: float) -> Control:
     return Control("still", start, end)
 
 
-def _answers(port: int) -> bool:
+def _answers(port: int, group: int) -> bool:
+    """Whether the bystander itself (a process of its group, by the pid the benchmark app
+    puts in its body) answers on ``port``: not whoever took the port meanwhile."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=0.5)
     try:
         connection.request("GET", "/")
-        return connection.getresponse().status == 200
-    except OSError:
+        response = connection.getresponse()
+        words = response.read().split()
+        pid = int(words[words.index(b"pid") + 1]) if b"pid" in words[:-1] else 0
+        return response.status == 200 and pid > 0 and os.getpgid(pid) == group
+    except (OSError, http.client.HTTPException, ValueError):
         return False
     finally:
         connection.close()
@@ -78,10 +86,9 @@ def bystander(
 ) -> Control:
     """Boot ``command`` (with ``{port}`` in it replaced by a free port) at SCHED_IDLE, wait
     for it to answer (``timeout`` s at most), stop it, and return its window: from its spawn
-    to its first answer plus ``margin``, like a restart's. Returns once that window is over.
-
-    The exit (SIGTERM to its process group at the first answer) falls inside the window,
-    as the old generation's exit falls inside a restart's.
+    to its first answer plus ``margin``, like a restart's, and at least to the end of its
+    exit (SIGTERM to its process group at the first answer), so that no part of it is
+    counted as outside. Returns once that window is over.
     """
     chrt = chrt_path()
     if chrt is None:
@@ -103,13 +110,14 @@ def bystander(
     try:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and proc.poll() is None:
-            if _answers(port):
+            if _answers(port, proc.pid):
                 answered = load.now()
                 break
             time.sleep(POLL)
     finally:
         stop_group(proc)
-    end = (answered if answered is not None else load.now()) + margin
+    exited = load.now()
+    end = max((answered if answered is not None else exited) + margin, exited)
     while (left := end - load.now()) > 0:
         time.sleep(min(left, 0.1))
     return Control("bystander", start, end, answered)

@@ -25,12 +25,15 @@ can check them on synthetic records. Definitions (also in docs/benchmarks.md):
 * **control windows** (``--controls``): stretches between restarts that are judged
   like restart windows but where no restart happens. In a *still* window nothing
   is done: its p99 against the outside p99 is the metric's own spread on this
-  machine. In a *bystander* window the same server boots beside the serving one,
-  on another port and at the lowest CPU priority, and is stopped once it answers:
+  machine. In a *bystander* window gunicorn with the same WSGI app boots beside the
+  serving server, on another port and at the lowest CPU priority, and is stopped
+  once it answers:
   one boot and one exit that never touch the served socket, the least a restart
   of any tool does; its ratio is this machine's floor. A bystander window runs
   from its spawn to its first answer plus the margin, as a restart's runs to the
-  new generation's. Control windows count neither inside nor outside.
+  new generation's, and at least to the end of its exit. Control windows count
+  neither inside nor outside; a bystander that never answered measured nothing
+  and is counted apart (``unanswered``).
 """
 
 from __future__ import annotations
@@ -299,6 +302,10 @@ def control_figures(
         mine = [c for c in controls if c.kind == kind]
         if not mine:
             continue
+        unanswered = 0
+        if kind == "bystander":
+            unanswered = sum(1 for c in mine if c.answered is None)
+            mine = [c for c in mine if c.answered is not None]
         held = [r for r in records if id(r) not in kept and any(c.holds(r) for c in mine)]
         stats = latency_stats(held)
         answered = sorted(c.answered - c.start for c in mine if c.answered is not None)
@@ -312,10 +319,8 @@ def control_figures(
             ],
         }
         if kind == "bystander":
-            figures[kind]["answered_s"] = {
-                "median": percentile(answered, 50),
-                "answered": len(answered),
-            }
+            figures[kind]["unanswered"] = unanswered
+            figures[kind]["answered_s"] = {"median": percentile(answered, 50)}
     return figures
 
 

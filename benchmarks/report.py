@@ -391,8 +391,15 @@ CONTROL_COLUMNS = (
     "restart windows p99 ms (ratio)",
     "still windows p99 ms (ratio)",
     "bystander windows p99 ms (ratio)",
-    "bystander answered ms (median)",
+    "bystander answered ms (median; answered of started)",
 )
+
+
+def _answered(bystander: Mapping[str, Any] | None) -> str:
+    if bystander is None:
+        return "none"
+    started = bystander["windows"] + bystander["unanswered"]
+    return f"{_ms(bystander['answered_s']['median'])} ({bystander['windows']} of {started})"
 
 
 def _controls_table(runs: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -419,7 +426,7 @@ def _controls_table(runs: Sequence[Mapping[str, Any]]) -> list[str]:
                     cell(s["latency_in_windows"], figures["restart_p99_ratio"]),
                     cell(still and still["latency"], still and still["p99_ratio"]),
                     cell(bystander and bystander["latency"], bystander and bystander["p99_ratio"]),
-                    _ms(bystander["answered_s"]["median"]) if bystander else "none",
+                    _answered(bystander),
                 ]
             )
         )
@@ -428,9 +435,10 @@ def _controls_table(runs: Sequence[Mapping[str, Any]]) -> list[str]:
     return [
         "### Restart windows against control windows",
         "",
-        "A still window: as long as a restart's, nothing done. A bystander window: the same "
-        "server booted beside on its own port at SCHED_IDLE, stopped once it answers. Each "
-        "ratio is that p99 over the outside p99 (docs/benchmarks.md).",
+        "A still window: as long as a restart's, nothing done. A bystander window: gunicorn "
+        "with the same app booted beside on its own port at SCHED_IDLE, stopped once it "
+        "answers (one that never answered is left out of its figures). Each ratio is that "
+        "p99 over the outside p99 (docs/benchmarks.md).",
         "",
         _row(CONTROL_COLUMNS),
         _row(["---"] * len(CONTROL_COLUMNS)),

@@ -47,6 +47,7 @@ from benchmarks.load import LoadClient, OpenLoopLoad, Record, wrk_path
 from benchmarks.native_load import build_openloop, compiler_path, native_client
 from benchmarks.scenarios import (
     SCENARIOS,
+    STOP_TIMEOUT,
     GoAlone,
     NodeAlone,
     Nodemon,
@@ -186,9 +187,10 @@ def parse_args(argv: Sequence[str]) -> Options:
     parser.add_argument(
         "--controls",
         action="store_true",
-        help="between two restarts, also a window where nothing happens and one where the "
-        "same server boots beside on another port at SCHED_IDLE: the ratio's own spread and "
-        "this machine's floor for it (triples the run's length; benchmarks/controls.py)",
+        help="between two restarts, also a window where nothing happens and one where "
+        "gunicorn with the same WSGI app boots beside on another port at SCHED_IDLE: the "
+        "ratio's own spread and this machine's floor for it (triples the run's length; "
+        "benchmarks/controls.py)",
     )
     args = parser.parse_args(argv)
     names = tuple(n.strip() for n in args.scenarios.split(",") if n.strip())
@@ -301,8 +303,10 @@ def run_scenario(
         holder_rss = [proc_rss_kib(holder)] if holder is not None else []
 
         cycle = spacing + options.restart_timeout
-        if options.controls:  # a still and a bystander window after each restart
-            cycle += 2 * spacing + options.restart_timeout
+        if options.controls:  # a still and a bystander window after each restart, each
+            # at most a spacing long, the bystander's boot, its stop (bounded) and the gaps
+            cycle += 2 * (spacing + options.settle + options.margin) + boot
+            cycle += options.restart_timeout + 2 * STOP_TIMEOUT + 5
         budget = options.warmup + options.restarts * cycle + 60
         load = client(port, options.rate, timeout=options.timeout, max_duration=budget)
         load.start()
@@ -333,7 +337,10 @@ def run_scenario(
                 next_at = max(next_at, answered.ended + options.settle)
                 lengths.append(answered.ended - triggered + options.margin)
             if options.controls:
-                next_at = _controls(scenario, load, boot, options, next_at, lengths, windows)
+                at = next_at
+                if answered is not None:  # never inside the restart's window
+                    at = max(at, answered.ended + options.margin + options.settle)
+                next_at = _controls(scenario, load, boot, options, at, lengths, windows)
         _sleep_until(load, next_at)
         records = load.stop()
         load = None
@@ -405,13 +412,14 @@ def _controls(
     server to boot), appended to ``windows``; when the next restart may come."""
     spacing = options.spacing_for(boot)
     ordered = sorted(lengths)
+    # The upper median of the restart windows so far; boot + margin before any answered.
     length = ordered[len(ordered) // 2] if ordered else boot + options.margin
     _sleep_until(load, at)
-    windows.append(controls.still(load, length))
+    windows.append(controls.still(load, min(length, spacing)))
     command = scenario.bystander_command()
     if command is None or controls.chrt_path() is None:
         return max(at + spacing, windows[-1].end + options.settle)
-    at += spacing
+    at = max(at + spacing, windows[-1].end + options.settle)
     _sleep_until(load, at)
     windows.append(
         controls.bystander(
@@ -424,6 +432,11 @@ def _controls(
             timeout=boot + options.restart_timeout,
         )
     )
+    if windows[-1].answered is None:
+        log(
+            f"{scenario.name}: the bystander never answered (left out of its figures; "
+            f"its log: {scenario.workdir / 'bystander.log'}, kept with --keep)"
+        )
     return max(at + spacing, windows[-1].end + options.settle)
 
 

@@ -44,6 +44,7 @@ __all__ = [
     "HEADLINE",
     "REFERENCE",
     "SCENARIOS",
+    "STOP_TIMEOUT",
     "Scenario",
     "ScenarioError",
     "free_port",
@@ -563,8 +564,9 @@ class Scenario:
         ]
 
     def bystander_command(self) -> list[str] | None:
-        """The scenario's server and app binding ``{port}`` themselves: what a bystander
-        control boots (benchmarks/controls.py); None where there is none to boot."""
+        """gunicorn with the scenario's WSGI app, binding ``{port}`` itself: what a
+        bystander control boots (benchmarks/controls.py). None for the other apps (ASGI,
+        Django, node, Go), which then get still windows only."""
         if self.app_kind != "wsgi" or not installed("gunicorn"):
             return None
         return self.gunicorn("--bind", "127.0.0.1:{port}")
