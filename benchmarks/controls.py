@@ -48,13 +48,17 @@ def chrt_path() -> str | None:
     return shutil.which("chrt")
 
 
+def _until(load: OpenLoopLoad, end: float) -> None:
+    """Sleep until ``end`` on the load's clock."""
+    while (left := end - load.now()) > 0:
+        time.sleep(min(left, 0.1))
+
+
 def still(load: OpenLoopLoad, length: float) -> Control:
     """A window of ``length`` seconds from now in which nothing is done (returns at its end)."""
     start = load.now()
-    end = start + length
-    while (left := end - load.now()) > 0:
-        time.sleep(min(left, 0.1))
-    return Control("still", start, end)
+    _until(load, start + length)
+    return Control("still", start, start + length)
 
 
 def _answers(port: int, group: int) -> bool:
@@ -82,7 +86,6 @@ def bystander(
     log_path: Path,
     margin: float,
     timeout: float,
-    port: int | None = None,
 ) -> Control:
     """Boot ``command`` (with ``{port}`` in it replaced by a free port) at SCHED_IDLE, wait
     for it to answer (``timeout`` s at most), stop it, and return its window: from its spawn
@@ -93,7 +96,7 @@ def bystander(
     chrt = chrt_path()
     if chrt is None:
         raise RuntimeError("chrt (util-linux) not found: it starts the bystander at SCHED_IDLE")
-    port = port or free_port()
+    port = free_port()
     argv = [chrt, "--idle", "0", *(part.replace("{port}", str(port)) for part in command)]
     start = load.now()
     with open(log_path, "ab") as log:
@@ -118,6 +121,5 @@ def bystander(
         stop_group(proc)
     exited = load.now()
     end = max((answered if answered is not None else exited) + margin, exited)
-    while (left := end - load.now()) > 0:
-        time.sleep(min(left, 0.1))
+    _until(load, end)
     return Control("bystander", start, end, answered)
