@@ -54,6 +54,7 @@ PY = sys.executable
 #:   ignore-term  ignore SIGTERM
 #:   grandchild   start a grandchild (mode "grand") first, exit 11 on SIGTERM
 #:   grand        on SIGTERM, write argv[1] + ".term" and exit
+#:   slow-grandchild, slow-grand   the same, the grandchild taking 0.5 s before it writes
 #: Whatever the mode, it gives up after 60 s so that nothing can hang forever.
 CHILD = r"""
 import json, os, signal, socket, subprocess, sys, time
@@ -89,16 +90,19 @@ if mode == "codes":
     signal.signal(signal.SIGQUIT, exit_with(12))
 elif mode == "ignore-term":
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-elif mode == "grandchild":
+elif mode in ("grandchild", "slow-grandchild"):
     signal.signal(signal.SIGTERM, exit_with(11))
     grand_report = report_path + ".grand"
-    grand = subprocess.Popen([sys.executable, __file__, grand_report, "grand"])
+    grand_mode = "grand" if mode == "grandchild" else "slow-grand"
+    grand = subprocess.Popen([sys.executable, __file__, grand_report, grand_mode])
     deadline = time.monotonic() + 20
     while not os.path.exists(grand_report) and time.monotonic() < deadline:
         time.sleep(0.02)
     extra["grandchild"] = grand.pid
-elif mode == "grand":
+elif mode in ("grand", "slow-grand"):
     def on_term(signum, frame):
+        if mode == "slow-grand":
+            time.sleep(0.5)  # a worker finishing its last request
         write_atomically(report_path + ".term", {"signal": signum, "pid": os.getpid()})
         os._exit(0)
     signal.signal(signal.SIGTERM, on_term)
@@ -732,6 +736,26 @@ def test_child_has_its_own_process_group_and_the_group_gets_the_signal(
     # The grandchild got SIGTERM through the group, not from its parent.
     term = read_report(Path(f"{report}.grand.term"), timeout=10)
     assert term == {"signal": signal.SIGTERM, "pid": grand["pid"]}
+
+
+def test_a_stop_gives_workers_left_by_their_first_process_the_stop_timeout(
+    child: Path, tmp_path: Path
+) -> None:
+    """The server's first process exits at once on SIGTERM; a worker of its group takes
+    0.5 s to finish. zocket waits for it (within --stop-timeout) before it exits and
+    SIGKILLs what is left, so the worker's last answer is not cut off."""
+    report = tmp_path / "report.json"
+    argv = ["--no-respawn", "--stop-timeout", "10", "--port", "0", "--", PY, child, report,
+            "slow-grandchild"]  # fmt: skip
+    with start_zocket(argv) as z:
+        read_report(report)
+        grand = read_report(Path(f"{report}.grand"))
+        began = time.monotonic()
+        assert z.stop(signal.SIGTERM) == 11
+        took = time.monotonic() - began
+    term = read_report(Path(f"{report}.grand.term"), timeout=1)
+    assert term == {"signal": signal.SIGTERM, "pid": grand["pid"]}
+    assert took < 10, took  # it waited for the worker, not for the whole stop timeout
     wait_for(lambda: not group_members(z.child_pid), 10, message="the server's group to be empty")
 
 

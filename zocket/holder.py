@@ -161,6 +161,8 @@ class Holder:
         self._watcher: Watcher | None = None
         self._changed: list[str] = []
         self._exit_status: int | None = None
+        #: After a shutdown began: until when lingering groups may finish (stop timeout).
+        self._drain_until: float | None = None
         self._status_written = ""
         self._status_error = ""
         #: What zocket wrote at --pid-file and --status-file: removed at exit only if still there.
@@ -231,7 +233,7 @@ class Holder:
                     self._resumed(self._resume)
                     for signum in self._resume.get("signals", []):
                         self._on_signal(signum)
-                while self._exit_status is None:
+                while self._exit_status is None or self._draining(loop):
                     loop.step()
                     self._place()
                     self._write_status()
@@ -435,7 +437,25 @@ class Holder:
 
     def handle(self, event: Event) -> None:
         """One event through the rules, and their actions carried out."""
+        if isinstance(event, Shutdown) and self._drain_until is None:
+            self._drain_until = event.now + self.config.stop_timeout
         self._carry_out(self.lifecycle.handle(event))
+
+    def _draining(self, loop: Loop) -> bool:
+        """Whether zocket, its generations gone, still waits for what they left behind.
+
+        On a shutdown every process of a generation's group got the stop signal. Its first
+        process may exit at once while its workers still answer their last requests: they
+        get the rest of the stop timeout, as at a restart, before the SIGKILL on the way
+        out. Without a shutdown (a generation that ended by itself) nothing is waited for.
+        """
+        if self._drain_until is None or not self._lingering_groups():
+            return False
+        if loop.clock() >= self._drain_until:
+            return False
+        # Orphans not reparented to zocket send it no SIGCHLD: look again soon.
+        loop.set_timer(("drain",), 0.02, lambda: None)
+        return True
 
     def restart(self, reason: str) -> None:
         """A trigger: start a new generation now, or once the one booting has settled."""
