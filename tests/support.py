@@ -833,12 +833,18 @@ def need(binary: str) -> str:
 
 
 def connect_refused(port: int) -> bool:
-    """Whether a connection to ``port`` on loopback is refused (nothing listens there)."""
+    """Whether a connection to ``port`` on loopback is refused (nothing listens there).
+
+    A reset instead means the last listener was closing just then (its backlog is reset):
+    not refused yet, so a caller polling this looks again.
+    """
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=2):
             return False
     except ConnectionRefusedError:
         return True
+    except ConnectionResetError:
+        return False
 
 
 def wait_readable(fd: int, timeout: float) -> bool:
